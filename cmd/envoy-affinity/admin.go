@@ -1,0 +1,67 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity"
+)
+
+// serverState is what the admin endpoints report on.
+type serverState struct {
+	engine       *affinity.Engine
+	shuttingDown atomic.Bool
+}
+
+// poolView is the JSON shape of /debug/pools.
+type poolView struct {
+	Name   string     `json:"name"`
+	Cookie string     `json:"cookie"`
+	Hosts  []hostView `json:"hosts"`
+}
+
+type hostView struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Weight  uint32 `json:"weight"`
+}
+
+func adminHandler(s *serverState) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.shuttingDown.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		for _, p := range s.engine.Snapshot().Pools {
+			if p.Hosts.Len() > 0 {
+				_, _ = w.Write([]byte("ready\n"))
+				return
+			}
+		}
+		http.Error(w, "no hosts", http.StatusServiceUnavailable)
+	})
+	mux.HandleFunc("GET /debug/pools", func(w http.ResponseWriter, _ *http.Request) {
+		snap := s.engine.Snapshot()
+		out := struct {
+			Pools []poolView `json:"pools"`
+			Keys  []string   `json:"keys"`
+		}{Keys: snap.Codec.Keys().IDs()}
+		for _, p := range snap.Pools {
+			pv := poolView{Name: p.Name, Cookie: p.Cookie.Name, Hosts: []hostView{}}
+			for _, h := range p.Hosts.Hosts() {
+				pv.Hosts = append(pv.Hosts, hostView{ID: h.ID, Address: h.Address, Weight: h.Weight})
+			}
+			out.Pools = append(out.Pools, pv)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+	})
+	return mux
+}

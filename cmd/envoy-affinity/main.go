@@ -1,0 +1,19 @@
+// Command envoy-affinity is the session-affinity ext_proc server for Envoy.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "envoy-affinity:", err)
+		os.Exit(1)
+	}
+}

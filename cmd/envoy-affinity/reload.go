@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity"
+)
+
+// reloader puts a changed configuration in force. It watches the content of
+// the config file and of the keys file it names (content, not modification
+// time, so a Kubernetes ConfigMap's symlink swap counts); a file that fails
+// to load is logged once and the configuration in force stays.
+type reloader struct {
+	path   string
+	engine *affinity.Engine
+	log    *slog.Logger
+	last   [sha256.Size]byte
+}
+
+func newReloader(path string, engine *affinity.Engine, log *slog.Logger) *reloader {
+	r := &reloader{path: path, engine: engine, log: log}
+	r.last, _ = r.fingerprint()
+	return r
+}
+
+func (r *reloader) run(ctx context.Context, every time.Duration, hup <-chan os.Signal) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.reload(false)
+		case <-hup:
+			r.reload(true)
+		}
+	}
+}
+
+// reload loads the files if they changed, or always when forced.
+func (r *reloader) reload(force bool) {
+	fp, err := r.fingerprint()
+	if err != nil {
+		if fp != r.last {
+			r.log.Error("config reload failed, the previous config stays in force", "error", err)
+			r.last = fp
+		}
+		return
+	}
+	if fp == r.last && !force {
+		return
+	}
+	r.last = fp
+	snap, err := affinity.LoadFile(r.path, os.Getenv)
+	if err != nil {
+		r.log.Error("config reload failed, the previous config stays in force", "error", err)
+		return
+	}
+	r.engine.Update(snap)
+	logSnapshot(r.log, "config reloaded", snap)
+}
+
+// fingerprint hashes the config file and the keys file it names. A file
+// that cannot be read gives a fingerprint of the error, so the failure is
+// reported once, not at every tick.
+func (r *reloader) fingerprint() ([sha256.Size]byte, error) {
+	h := sha256.New()
+	data, err := os.ReadFile(r.path)
+	if err != nil {
+		h.Write([]byte(err.Error()))
+		return [sha256.Size]byte(h.Sum(nil)), err
+	}
+	h.Write(data)
+	if cfg, perr := affinity.ParseConfig(r.path, data); perr == nil {
+		if kf := cfg.KeysFile(r.path); kf != "" {
+			keys, kerr := os.ReadFile(kf)
+			if kerr != nil {
+				h.Write([]byte(kerr.Error()))
+			}
+			h.Write(keys)
+		}
+	}
+	return [sha256.Size]byte(h.Sum(nil)), nil
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/extproc"
+)
+
+const usage = `envoy-affinity: session affinity for Envoy, as an ext_proc server.
+
+Usage:
+  envoy-affinity -config FILE [flags]   serve
+  envoy-affinity check -config FILE     validate a config and its keys, then exit
+  envoy-affinity keygen [-id ID]        print a new signing key line for the keys file
+
+Flags:
+`
+
+// options are the serve command's flags.
+type options struct {
+	config         string
+	grpcAddr       string
+	adminAddr      string
+	reloadInterval time.Duration
+	shutdownGrace  time.Duration
+	logLevel       string
+	logFormat      string
+}
+
+// Run is the whole program: it parses args, then serves until ctx is done.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "keygen":
+			return keygen(args[1:], stdout, stderr)
+		case "check":
+			return check(args[1:], stdout, stderr)
+		}
+	}
+	opts, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(opts.logLevel, opts.logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, opts, log)
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("envoy-affinity", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.config, "config", "", "configuration file (YAML); required")
+	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:9002", "listen address of the ext_proc gRPC server")
+	fs.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:9003", "listen address of the admin HTTP server (health, debug); empty to disable")
+	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "how often the config and keys files are checked for changes (SIGHUP reloads at once)")
+	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "how long open streams may take to finish on shutdown")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	var errs []error
+	if o.config == "" {
+		errs = append(errs, errors.New("-config is required"))
+	}
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " ")))
+	}
+	if o.reloadInterval <= 0 {
+		errs = append(errs, errors.New("-reload-interval must be positive"))
+	}
+	if o.shutdownGrace < 0 {
+		errs = append(errs, errors.New("-shutdown-grace must not be negative"))
+	}
+	return o, errors.Join(errs...)
+}
+
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: use debug, info, warn or error", level)
+	}
+	hopts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: use text or json", format)
+}
+
+func serve(ctx context.Context, o options, log *slog.Logger) error {
+	snap, err := affinity.LoadFile(o.config, os.Getenv)
+	if err != nil {
+		return err
+	}
+	engine := affinity.NewEngine(snap, nil)
+	logSnapshot(log, "config loaded", snap)
+
+	grpcLn, err := net.Listen("tcp", o.grpcAddr)
+	if err != nil {
+		return err
+	}
+	var adminLn net.Listener
+	if o.adminAddr != "" {
+		if adminLn, err = net.Listen("tcp", o.adminAddr); err != nil {
+			grpcLn.Close()
+			return err
+		}
+	}
+
+	healthSrv := health.NewServer()
+	grpcSrv := grpc.NewServer()
+	extprocv3.RegisterExternalProcessorServer(grpcSrv, extproc.NewServer(engine, log))
+	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
+
+	state := &serverState{engine: engine}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	go func() { errc <- grpcSrv.Serve(grpcLn) }()
+	var adminSrv *http.Server
+	if adminLn != nil {
+		adminSrv = &http.Server{Handler: adminHandler(state), ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- adminSrv.Serve(adminLn) }()
+	}
+	reloadDone := make(chan struct{})
+	go func() {
+		defer close(reloadDone)
+		newReloader(o.config, engine, log).run(ctx, o.reloadInterval, hangups(ctx))
+	}()
+	log.Info("serving", "grpc", grpcLn.Addr().String(), "admin", addrOf(adminLn))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	// Shutdown: say we are going, stop taking streams, let open ones finish.
+	state.shuttingDown.Store(true)
+	healthSrv.Shutdown()
+	cancel()
+	stopped := make(chan struct{})
+	go func() { grpcSrv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(o.shutdownGrace):
+		grpcSrv.Stop()
+		<-stopped
+	}
+	if adminSrv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
+		_ = adminSrv.Shutdown(sctx)
+		scancel()
+	}
+	<-reloadDone
+	log.Info("stopped")
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && !errors.Is(serveErr, grpc.ErrServerStopped) {
+		return serveErr
+	}
+	return nil
+}
+
+// hangups delivers SIGHUP until ctx is done.
+func hangups(ctx context.Context) <-chan os.Signal {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	go func() {
+		<-ctx.Done()
+		signal.Stop(ch)
+	}()
+	return ch
+}
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+func logSnapshot(log *slog.Logger, msg string, s *affinity.Snapshot) {
+	for _, p := range s.Pools {
+		ids := make([]string, 0, p.Hosts.Len())
+		for _, h := range p.Hosts.Hosts() {
+			ids = append(ids, h.ID+"="+h.Address)
+		}
+		log.Info(msg, "pool", p.Name, "hosts", strings.Join(ids, " "), "signing_key", s.Codec.Keys().Signer().ID)
+	}
+}
+
+func check(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("envoy-affinity check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", "", "configuration file to validate")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *config == "" {
+		return errors.New("check: -config is required")
+	}
+	snap, err := affinity.LoadFile(*config, os.Getenv)
+	if err != nil {
+		return err
+	}
+	for _, p := range snap.Pools {
+		fmt.Fprintf(stdout, "pool %s: %d hosts, cookie %s\n", p.Name, p.Hosts.Len(), p.Cookie.Name)
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", *config)
+	return nil
+}
+
+func keygen(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("envoy-affinity keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	id := fs.String("id", "", "key id (default: k followed by today's date)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *id == "" {
+		*id = "k" + time.Now().UTC().Format("20060102")
+	}
+	secret := make([]byte, affinity.MinKeyBytes)
+	_, _ = rand.Read(secret)
+	line := *id + ":" + base64.RawURLEncoding.EncodeToString(secret)
+	if _, err := affinity.ParseKeyring(line); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(stdout, line)
+	return err
+}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+const testKey = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"
+
+// syncBuffer is a bytes.Buffer the server's logger and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func config(hosts ...string) string {
+	var b strings.Builder
+	b.WriteString("keys: {file: keys.txt}\npools:\n  - hosts:\n")
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "      - {address: '%s'}\n", h)
+	}
+	return b.String()
+}
+
+func eventually(t *testing.T, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func poolAddresses(adminAddr string) (string, error) {
+	resp, err := http.Get("http://" + adminAddr + "/debug/pools")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Pools []struct {
+			Hosts []struct{ Address string } `json:"hosts"`
+		} `json:"pools"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return "", err
+	}
+	var addrs []string
+	for _, h := range out.Pools[0].Hosts {
+		addrs = append(addrs, h.Address)
+	}
+	return strings.Join(addrs, ","), nil
+}
+
+func TestRunReloads(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, cfg, config("127.0.0.1:8081", "127.0.0.1:8082"))
+	grpcAddr, adminAddr := freeAddr(t), freeAddr(t)
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, []string{"-config", cfg, "-grpc-addr", grpcAddr, "-admin-addr", adminAddr, "-reload-interval", "20ms"}, &logs, &logs)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	want := func(addrs string) func() error {
+		return func() error {
+			got, err := poolAddresses(adminAddr)
+			if err == nil && got != addrs {
+				err = fmt.Errorf("pool %s, want %s", got, addrs)
+			}
+			return err
+		}
+	}
+	eventually(t, want("127.0.0.1:8081,127.0.0.1:8082"))
+
+	// gRPC health answers SERVING.
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", hr, err)
+	}
+
+	// A host removed from the file: in force without a restart.
+	writeFile(t, cfg, config("127.0.0.1:8081"))
+	eventually(t, want("127.0.0.1:8081"))
+
+	// A bad file is refused, reported with file and line, and the old config stays.
+	writeFile(t, cfg, config("127.0.0.1:8081", "not-an-address"))
+	eventually(t, func() error {
+		if !strings.Contains(logs.String(), "config.yaml:5: pools[0].hosts[1].address") {
+			return fmt.Errorf("no reload error in the log:\n%s", logs.String())
+		}
+		return nil
+	})
+	eventually(t, want("127.0.0.1:8081"))
+	writeFile(t, cfg, config("127.0.0.1:8082"))
+	eventually(t, want("127.0.0.1:8082"))
+
+	// A broken keys file is refused too.
+	writeFile(t, filepath.Join(dir, "keys.txt"), "k1:short\n")
+	eventually(t, func() error {
+		if !strings.Contains(logs.String(), "keys.txt: line 1") {
+			return fmt.Errorf("no keys error in the log")
+		}
+		return nil
+	})
+	eventually(t, want("127.0.0.1:8082"))
+
+	// Fixed again: the next good file is taken.
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, cfg, config("127.0.0.1:8083"))
+	eventually(t, want("127.0.0.1:8083"))
+}
+
+func TestRunRefusesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, "keys: {}\npools:\n  - hosts:\n      - {address: 'x'}\n      - {address: '127.0.0.1:1', weight: -1}\n")
+	good := filepath.Join(dir, "good.yaml")
+	writeFile(t, good, config("127.0.0.1:8081"))
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"no config", nil, []string{"-config is required"}},
+		{"every problem of the file at once", []string{"-config", bad},
+			[]string{"bad.yaml:1: keys:", "bad.yaml:4: pools[0].hosts[0].address", "bad.yaml:5: pools[0].hosts[1].weight"}},
+		{"missing file", []string{"-config", filepath.Join(dir, "nope.yaml")}, []string{"nope.yaml: no such file"}},
+		{"bad flags together", []string{"-config", good, "-log-format", "xml"}, []string{"-log-format \"xml\""}},
+		{"stray argument", []string{"-config", good, "extra"}, []string{"unexpected arguments: extra"}},
+		{"busy port", []string{"-config", good, "-grpc-addr", "256.0.0.1:1"}, []string{"256.0.0.1"}},
+		{"check finds problems", []string{"check", "-config", bad}, []string{"bad.yaml:4:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := Run(context.Background(), tt.args, &out, &out)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestRunCommands(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	writeFile(t, good, config("127.0.0.1:8081", "127.0.0.1:8082"))
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"help lists every flag with its default", []string{"-h"},
+			[]string{"-config", "-grpc-addr", `(default "127.0.0.1:9002")`, "-admin-addr", "-reload-interval", "-shutdown-grace", "-log-level", "-log-format", "keygen", "check"}},
+		{"check", []string{"check", "-config", good}, []string{"pool default: 2 hosts, cookie affinity", "good.yaml: ok"}},
+		{"keygen", []string{"keygen", "-id", "k7"}, []string{"k7:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := Run(context.Background(), tt.args, &out, &out); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+		})
+	}
+}

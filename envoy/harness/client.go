@@ -1,0 +1,98 @@
+package harness
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Reply is the demo backend's answer.
+type Reply struct {
+	Host    string `json:"host"`
+	Session string `json:"session"`
+	Count   int    `json:"count"`
+}
+
+// Client is one browser-like user: its own cookie jar and connection.
+type Client struct {
+	http *http.Client
+	base string
+}
+
+// NewClient returns a user of the stack at base (Envoy's listener URL).
+func NewClient(base string) *Client {
+	jar, _ := cookiejar.New(nil)
+	return &Client{base: base, http: &http.Client{
+		Jar:       jar,
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 1},
+	}}
+}
+
+// Get sends GET path with the jar's cookies and extra headers ("k", "v", ...)
+// and decodes the backend's reply. A status other than 200 is an error.
+func (c *Client) Get(path string, headers ...string) (Reply, *http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return Reply{}, nil, err
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return Reply{}, nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return Reply{}, resp, fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	var r Reply
+	if err := json.Unmarshal(body, &r); err != nil {
+		return Reply{}, resp, fmt.Errorf("reply %q: %w", body, err)
+	}
+	return r, resp, nil
+}
+
+// Cookie returns the value of the named cookie in the jar.
+func (c *Client) Cookie(name string) string {
+	u, _ := url.Parse(c.base)
+	for _, ck := range c.http.Jar.Cookies(u) {
+		if ck.Name == name {
+			return ck.Value
+		}
+	}
+	return ""
+}
+
+// SetCookie puts a cookie in the jar, as a client that forges one would.
+func (c *Client) SetCookie(name, value string) {
+	u, _ := url.Parse(c.base)
+	c.http.Jar.SetCookies(u, []*http.Cookie{{Name: name, Value: value, Path: "/"}})
+}
+
+// TokenClaim reads a claim of a session token without verifying it (the
+// tests check where the server said a session goes).
+func TokenClaim(token, claim string) string {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var m map[string]any
+	if json.Unmarshal(payload, &m) != nil {
+		return ""
+	}
+	s, _ := m[claim].(string)
+	return s
+}

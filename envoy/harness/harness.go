@@ -1,0 +1,232 @@
+// Package harness starts the real thing on loopback: Envoy from its official
+// binary, the envoy-affinity server and the demo backends, each as its own
+// process on free ports, with the Envoy YAML of the envoy/ folder. The
+// end-to-end tests and the demo both stand on it.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// EnvoyVersion is the Envoy release the project is tested with.
+const EnvoyVersion = "1.40.0"
+
+// EnvoyBinary returns the Envoy to run: $ENVOY, or the copy `make envoy`
+// keeps in the user cache folder.
+func EnvoyBinary() (string, error) {
+	if p := os.Getenv("ENVOY"); p != "" {
+		return p, nil
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(cache, "envoy-affinity", "envoy-"+EnvoyVersion, "envoy")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no Envoy at %s: run `make envoy` (or set ENVOY to an Envoy %s binary)", p, EnvoyVersion)
+	}
+	return p, nil
+}
+
+// ModuleRoot is the folder of the project's go.mod.
+func ModuleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the envoy-affinity module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// Binaries are the project's programs, built once.
+type Binaries struct {
+	Server  string
+	Backend string
+	Envoy   string
+}
+
+// Build compiles the server and the demo backend into dir and finds Envoy.
+func Build(dir string) (Binaries, error) {
+	envoy, err := EnvoyBinary()
+	if err != nil {
+		return Binaries{}, err
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		return Binaries{}, err
+	}
+	cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/envoy-affinity", "./examples/backend")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return Binaries{}, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return Binaries{
+		Server:  filepath.Join(dir, "envoy-affinity"),
+		Backend: filepath.Join(dir, "backend"),
+		Envoy:   envoy,
+	}, nil
+}
+
+// FreePort asks the kernel for a free loopback TCP port.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+var portValueRE = regexp.MustCompile(`port_value: (\d+)`)
+
+// RenderEnvoy replaces each "port_value: N" of an Envoy YAML by the port
+// ports maps N to. A port the YAML has but the map lacks is an error, so a
+// test never talks to a fixed default port by accident.
+func RenderEnvoy(yaml []byte, ports map[int]int) ([]byte, error) {
+	var missing []string
+	out := portValueRE.ReplaceAllFunc(yaml, func(m []byte) []byte {
+		n, _ := strconv.Atoi(string(portValueRE.FindSubmatch(m)[1]))
+		p, ok := ports[n]
+		if !ok {
+			missing = append(missing, strconv.Itoa(n))
+			return m
+		}
+		return []byte("port_value: " + strconv.Itoa(p))
+	})
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("no port given for port_value %s", strings.Join(missing, ", "))
+	}
+	return out, nil
+}
+
+// Proc is a running child process whose output goes to a log file.
+type Proc struct {
+	Name string
+	Log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// Start runs bin with args; stdout and stderr go to logPath.
+func Start(name, logPath, bin string, args ...string) (*Proc, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group, so a Ctrl-C meant for the demo reaches the
+	// demo first and the demo stops its children in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Proc{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Stop sends SIGTERM and waits; after 5 s it kills.
+func (p *Proc) Stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.Kill()
+	}
+}
+
+// Kill ends the process at once (SIGKILL) and waits for it.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Tail returns the end of the process's log, for failure messages.
+func (p *Proc) Tail() string {
+	data, _ := os.ReadFile(p.Log)
+	if len(data) > 4000 {
+		data = data[len(data)-4000:]
+	}
+	return string(data)
+}
+
+// Eventually calls cond every 20 ms until it returns nil, the process dies,
+// or the timeout passes; it returns cond's last error then.
+func Eventually(ctx context.Context, timeout time.Duration, cond func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (after %v)", err, timeout)
+		case <-t.C:
+		}
+	}
+}
+
+// waitReady polls url until it answers 200 with a body containing want.
+func waitReady(ctx context.Context, p *Proc, url, want string) error {
+	client := &http.Client{Timeout: time.Second}
+	err := Eventually(ctx, 20*time.Second, func() error {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited: %v", p.Name, p.err)
+		default:
+		}
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(want)) {
+			return fmt.Errorf("%s: %d %s", url, resp.StatusCode, body)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s not ready: %w\n%s", p.Name, err, p.Tail())
+	}
+	return nil
+}

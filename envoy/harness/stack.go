@@ -1,0 +1,281 @@
+package harness
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The default ports written in envoy/envoy.yaml; a stack maps each to a free one.
+const (
+	yamlAdminPort    = 9901
+	yamlListenerPort = 10000
+	yamlServerPort   = 9002
+	yamlFirstBackend = 8081
+)
+
+// Options shape a stack.
+type Options struct {
+	// Dir holds the configs and logs; it must exist.
+	Dir string
+	// Backends is how many demo backends run (3 when 0).
+	Backends int
+	// EnvoyYAML is the Envoy config to run (envoy/envoy.yaml when empty).
+	EnvoyYAML string
+	// ServerArgs are extra flags for envoy-affinity.
+	ServerArgs []string
+}
+
+// Backend is one demo backend process.
+type Backend struct {
+	Name string
+	Port int
+	Proc *Proc
+}
+
+// Address is the backend's ip:port.
+func (b *Backend) Address() string { return "127.0.0.1:" + strconv.Itoa(b.Port) }
+
+// Stack is Envoy, envoy-affinity and demo backends running together.
+type Stack struct {
+	opts       Options
+	bins       Binaries
+	Backends   []*Backend
+	Server     *Proc
+	Envoy      *Proc
+	ListenPort int
+	AdminPort  int
+	GRPCPort   int
+	ServerPort int // the server's admin port
+	ConfigPath string
+	KeysPath   string
+	started    int
+}
+
+// StartStack starts the backends, the server (with every backend in its
+// pool) and Envoy, and waits until each is ready. On error everything that
+// started is stopped again.
+func StartStack(ctx context.Context, bins Binaries, opts Options) (s *Stack, err error) {
+	if opts.Backends == 0 {
+		opts.Backends = 3
+	}
+	if opts.EnvoyYAML == "" {
+		root, err := ModuleRoot()
+		if err != nil {
+			return nil, err
+		}
+		opts.EnvoyYAML = filepath.Join(root, "envoy", "envoy.yaml")
+	}
+	s = &Stack{opts: opts, bins: bins}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	ports := make([]int, 4+opts.Backends)
+	for i := range ports {
+		if ports[i], err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	s.ListenPort, s.AdminPort, s.GRPCPort, s.ServerPort = ports[0], ports[1], ports[2], ports[3]
+	for i := 0; i < opts.Backends; i++ {
+		b := &Backend{Name: "backend-" + strconv.Itoa(i+1), Port: ports[4+i]}
+		s.Backends = append(s.Backends, b)
+		if err := s.StartBackend(ctx, i); err != nil {
+			return nil, err
+		}
+	}
+
+	s.KeysPath = filepath.Join(opts.Dir, "keys.txt")
+	if err := os.WriteFile(s.KeysPath, []byte(NewKeyLine("k1")+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	s.ConfigPath = filepath.Join(opts.Dir, "config.yaml")
+	all := make([]int, opts.Backends)
+	for i := range all {
+		all[i] = i
+	}
+	if err := s.WriteConfig(all...); err != nil {
+		return nil, err
+	}
+	if err := s.StartServer(ctx); err != nil {
+		return nil, err
+	}
+
+	yaml, err := os.ReadFile(opts.EnvoyYAML)
+	if err != nil {
+		return nil, err
+	}
+	portMap := map[int]int{yamlAdminPort: s.AdminPort, yamlListenerPort: s.ListenPort, yamlServerPort: s.GRPCPort}
+	for i, b := range s.Backends {
+		portMap[yamlFirstBackend+i] = b.Port
+	}
+	rendered, err := RenderEnvoy(yaml, portMap)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", opts.EnvoyYAML, err)
+	}
+	envoyConfig := filepath.Join(opts.Dir, "envoy.yaml")
+	if err := os.WriteFile(envoyConfig, rendered, 0o600); err != nil {
+		return nil, err
+	}
+	s.Envoy, err = Start("envoy", filepath.Join(opts.Dir, "envoy.log"), bins.Envoy,
+		"-c", envoyConfig, "--disable-hot-restart", "--concurrency", "1", "-l", "warn")
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, s.Envoy, s.adminURL("/ready"), "LIVE"); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewKeyLine returns a fresh "id:secret" line for a keys file.
+func NewKeyLine(id string) string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return id + ":" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// StartBackend (re)starts backend i on its port.
+func (s *Stack) StartBackend(ctx context.Context, i int) error {
+	b := s.Backends[i]
+	p, err := Start(b.Name, filepath.Join(s.opts.Dir, b.Name+".log"), s.bins.Backend,
+		"-addr", b.Address(), "-name", b.Name)
+	if err != nil {
+		return err
+	}
+	b.Proc = p
+	return waitReady(ctx, p, "http://"+b.Address()+"/", b.Name)
+}
+
+// WriteConfig writes the server's config with the given backends (by index)
+// in its one pool. The cookie is not Secure: the tests speak plain HTTP.
+func (s *Stack) WriteConfig(backends ...int) error {
+	var b strings.Builder
+	b.WriteString("keys:\n  file: keys.txt\npools:\n  - cookie:\n      secure: false\n    hosts:\n")
+	for _, i := range backends {
+		be := s.Backends[i]
+		fmt.Fprintf(&b, "      - name: %s\n        address: %s\n", be.Name, be.Address())
+	}
+	// Write and rename, so the server never reads half a file.
+	tmp := s.ConfigPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.ConfigPath)
+}
+
+// StartServer (re)starts envoy-affinity and waits until it is ready.
+func (s *Stack) StartServer(ctx context.Context) error {
+	s.started++
+	args := append([]string{
+		"-config", s.ConfigPath,
+		"-grpc-addr", "127.0.0.1:" + strconv.Itoa(s.GRPCPort),
+		"-admin-addr", "127.0.0.1:" + strconv.Itoa(s.ServerPort),
+		"-reload-interval", "100ms",
+	}, s.opts.ServerArgs...)
+	p, err := Start("envoy-affinity", filepath.Join(s.opts.Dir, fmt.Sprintf("envoy-affinity.%d.log", s.started)), s.bins.Server, args...)
+	if err != nil {
+		return err
+	}
+	s.Server = p
+	return waitReady(ctx, p, s.ServerURL("/readyz"), "ready")
+}
+
+// URL is the address clients send requests to (Envoy's listener) plus path.
+func (s *Stack) URL(path string) string {
+	return "http://127.0.0.1:" + strconv.Itoa(s.ListenPort) + path
+}
+
+// ServerURL is a URL on envoy-affinity's admin listener.
+func (s *Stack) ServerURL(path string) string {
+	return "http://127.0.0.1:" + strconv.Itoa(s.ServerPort) + path
+}
+
+func (s *Stack) adminURL(path string) string {
+	return "http://127.0.0.1:" + strconv.Itoa(s.AdminPort) + path
+}
+
+// PoolHosts returns the host IDs of the server's first pool, as it reports them.
+func (s *Stack) PoolHosts() ([]string, error) {
+	resp, err := http.Get(s.ServerURL("/debug/pools"))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Pools []struct {
+			Hosts []struct {
+				ID string `json:"id"`
+			} `json:"hosts"`
+		} `json:"pools"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, err
+	}
+	if len(out.Pools) == 0 {
+		return nil, errors.New("no pools")
+	}
+	var ids []string
+	for _, h := range out.Pools[0].Hosts {
+		ids = append(ids, h.ID)
+	}
+	return ids, nil
+}
+
+// WaitPoolHosts waits until the server's pool holds exactly the named hosts.
+func (s *Stack) WaitPoolHosts(ctx context.Context, names ...string) error {
+	want := strings.Join(names, ",")
+	return Eventually(ctx, 10*time.Second, func() error {
+		ids, err := s.PoolHosts()
+		if err != nil {
+			return err
+		}
+		if got := strings.Join(ids, ","); got != want {
+			return fmt.Errorf("pool hosts %s, want %s", got, want)
+		}
+		return nil
+	})
+}
+
+// EnvoyStat reads one counter or gauge from Envoy's admin API.
+func (s *Stack) EnvoyStat(name string) (int, error) {
+	resp, err := http.Get(s.adminURL("/stats?filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$"))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok && k == name {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, nil
+}
+
+// Close stops Envoy, the server and the backends.
+func (s *Stack) Close() {
+	if s.Envoy != nil {
+		s.Envoy.Stop()
+	}
+	if s.Server != nil {
+		s.Server.Stop()
+	}
+	for _, b := range s.Backends {
+		if b.Proc != nil {
+			b.Proc.Stop()
+		}
+	}
+}

@@ -1,0 +1,85 @@
+// Command backend is the demo application behind Envoy: it answers with its
+// own name and a per-session request counter kept in memory, so a session
+// that lands on another host is plain to see (its counter starts again).
+//
+// The session is the application's own cookie (app_session by default),
+// which the backend sets on a request that has none, as a real application
+// would; it lives beside the affinity cookie.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// reply is the JSON body of every answer.
+type reply struct {
+	Host    string `json:"host"`
+	Session string `json:"session"`
+	Count   int    `json:"count"`
+}
+
+type app struct {
+	name   string
+	cookie string
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sid := ""
+	if c, err := r.Cookie(a.cookie); err == nil {
+		sid = c.Value
+	}
+	if sid == "" {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		sid = base64.RawURLEncoding.EncodeToString(b[:])
+		http.SetCookie(w, &http.Cookie{Name: a.cookie, Value: sid, Path: "/", HttpOnly: true})
+	}
+	a.mu.Lock()
+	a.counts[sid]++
+	n := a.counts[sid]
+	a.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Backend", a.name)
+	_ = json.NewEncoder(w).Encode(reply{Host: a.name, Session: sid, Count: n})
+}
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8081", "listen address")
+	name := flag.String("name", "backend-1", "name to answer with")
+	cookie := flag.String("cookie", "app_session", "name of the application's own session cookie")
+	flag.Parse()
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "backend:", err)
+		os.Exit(1)
+	}
+	srv := &http.Server{Handler: &app{name: *name, cookie: *cookie, counts: map[string]int{}}, ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintln(os.Stderr, "backend:", err)
+		os.Exit(1)
+	}
+}

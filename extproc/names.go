@@ -1,0 +1,28 @@
+package extproc
+
+// Wire-level names shared with the Envoy configuration in envoy/.
+const (
+	// MetadataNamespace is the dynamic-metadata namespace the decision is
+	// written to; the Envoy filter must list it in
+	// metadata_options.receiving_namespaces or Envoy drops it.
+	MetadataNamespace = "envoy.lb"
+	// DestinationKey holds "primary,successor" as ip:port for the
+	// override_host policy.
+	DestinationKey = "x-gateway-destination-endpoint"
+	// ServedKey is where override_host's selected_host_key writes the host
+	// that really served the request.
+	ServedKey = "x-gateway-destination-endpoint-served"
+	// AttributesKey is the key under which Envoy sends request attributes.
+	AttributesKey = "envoy.filters.http.ext_proc"
+	// ClusterAttribute names the cluster the route chose; it selects the pool.
+	ClusterAttribute = "xds.cluster_name"
+	// CookieHeader is the request header sessions are read from.
+	CookieHeader = "cookie"
+	// SetCookieHeader is the response header sessions are written to.
+	SetCookieHeader = "set-cookie"
+)
+
+// spoofableHeaders are request headers that name a host in some Envoy setups
+// (override_host header sources). A client's copy is always removed, so no
+// client can choose its host, whatever the Envoy configuration reads.
+var spoofableHeaders = []string{DestinationKey, ServedKey}

@@ -1,0 +1,183 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity"
+)
+
+// Decider makes the affinity decision for a request; *affinity.Engine is one.
+type Decider interface {
+	Decide(affinity.Request) affinity.Decision
+}
+
+// Server implements Envoy's ExternalProcessor service.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	decider Decider
+	log     *slog.Logger
+}
+
+// NewServer returns a server that asks decider where each request goes.
+func NewServer(decider Decider, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{decider: decider, log: log}
+}
+
+// Process serves one HTTP request's stream: Envoy sends the request headers,
+// then (unless the answer switched it off) the response headers; every
+// message gets exactly one answer.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	ctx := stream.Context()
+	var ex exchange
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return streamExit(ctx, "receive", err)
+		}
+		resp := ex.answer(s, req)
+		if err := stream.Send(resp); err != nil {
+			return streamExit(ctx, "send", err)
+		}
+	}
+}
+
+// streamExit maps the end of a stream to the stream's return value: a client
+// that closed or went away is a normal end, a done context ends with its
+// error, anything else is an internal error Envoy will see.
+func streamExit(ctx context.Context, op string, err error) error {
+	switch {
+	case errors.Is(err, io.EOF), status.Code(err) == codes.Canceled:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return status.Errorf(codes.Internal, "ext_proc %s: %v", op, err)
+}
+
+// exchange is the state of one HTTP request across its messages.
+type exchange struct {
+	setCookie string
+}
+
+func (ex *exchange) answer(s *Server, req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+	switch r := req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		return ex.requestHeaders(s, req, r.RequestHeaders)
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return ex.responseHeaders()
+	case *extprocv3.ProcessingRequest_RequestBody:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
+	}
+	// A message type this version does not know: an empty answer keeps the
+	// stream in step and Envoy carries on.
+	return &extprocv3.ProcessingResponse{}
+}
+
+// skipResponse switches off the response-headers message for this request:
+// an established session needs one message, not two.
+var skipResponse = &filterv3.ProcessingMode{ResponseHeaderMode: filterv3.ProcessingMode_SKIP}
+
+func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	areq := affinity.Request{Cluster: attribute(req, ClusterAttribute)}
+	var remove []string
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		key := hv.GetKey()
+		switch {
+		case strings.EqualFold(key, CookieHeader):
+			areq.CookieHeaders = append(areq.CookieHeaders, headerValue(hv))
+		case isSpoofable(key):
+			remove = append(remove, strings.ToLower(key))
+		}
+	}
+	d := s.decider.Decide(areq)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("decision", "pool", d.Pool, "outcome", d.Outcome.String(), "reason", d.Reason.String(), "host", d.HostID, "hosts", d.Hosts)
+	}
+
+	common := &extprocv3.CommonResponse{}
+	if len(remove) > 0 {
+		common.HeaderMutation = &extprocv3.HeaderMutation{RemoveHeaders: remove}
+	}
+	resp := &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: common}},
+	}
+	if len(d.Hosts) > 0 {
+		resp.DynamicMetadata = destinationMetadata(strings.Join(d.Hosts, ","))
+	}
+	ex.setCookie = d.SetCookie
+	if d.SetCookie == "" {
+		resp.ModeOverride = skipResponse
+	}
+	return resp
+}
+
+func (ex *exchange) responseHeaders() *extprocv3.ProcessingResponse {
+	common := &extprocv3.CommonResponse{}
+	if ex.setCookie != "" {
+		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{{
+			Header: &corev3.HeaderValue{Key: SetCookieHeader, RawValue: []byte(ex.setCookie)},
+			// Append, or the application's own Set-Cookie is replaced.
+			Append: wrapperspb.Bool(true),
+		}}}
+		ex.setCookie = ""
+	}
+	return &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{Response: common}},
+	}
+}
+
+// destinationMetadata is {envoy.lb: {x-gateway-destination-endpoint: hosts}}.
+func destinationMetadata(hosts string) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			DestinationKey: structpb.NewStringValue(hosts),
+		}}),
+	}}
+}
+
+// headerValue prefers raw_value, where Envoy puts header values.
+func headerValue(h *corev3.HeaderValue) string {
+	if len(h.GetRawValue()) > 0 {
+		return string(h.GetRawValue())
+	}
+	return h.GetValue()
+}
+
+func isSpoofable(key string) bool {
+	for _, s := range spoofableHeaders {
+		if strings.EqualFold(key, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// attribute returns a string request attribute Envoy sent, or "".
+func attribute(req *extprocv3.ProcessingRequest, name string) string {
+	attrs, ok := req.GetAttributes()[AttributesKey]
+	if !ok {
+		return ""
+	}
+	return attrs.GetFields()[name].GetStringValue()
+}

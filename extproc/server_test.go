@@ -1,0 +1,206 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity"
+)
+
+// fakeStream plays Envoy: it hands out reqs, then end, and records answers.
+type fakeStream struct {
+	grpc.ServerStream
+	ctx     context.Context
+	reqs    []*extprocv3.ProcessingRequest
+	end     error
+	sendErr error
+	sent    []*extprocv3.ProcessingResponse
+}
+
+func (f *fakeStream) Context() context.Context { return f.ctx }
+
+func (f *fakeStream) Recv() (*extprocv3.ProcessingRequest, error) {
+	if len(f.reqs) == 0 {
+		return nil, f.end
+	}
+	r := f.reqs[0]
+	f.reqs = f.reqs[1:]
+	return r, nil
+}
+
+func (f *fakeStream) Send(r *extprocv3.ProcessingResponse) error {
+	if f.sendErr != nil {
+		return f.sendErr
+	}
+	f.sent = append(f.sent, r)
+	return nil
+}
+
+// fakeDecider returns a fixed decision and records what it was asked.
+type fakeDecider struct {
+	d    affinity.Decision
+	seen []affinity.Request
+}
+
+func (f *fakeDecider) Decide(r affinity.Request) affinity.Decision {
+	f.seen = append(f.seen, r)
+	return f.d
+}
+
+func requestHeaders(cluster string, headers ...string) *extprocv3.ProcessingRequest {
+	hm := &corev3.HeaderMap{}
+	for i := 0; i+1 < len(headers); i += 2 {
+		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: headers[i], RawValue: []byte(headers[i+1])})
+	}
+	req := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hm}}}
+	if cluster != "" {
+		attrs, _ := structpb.NewStruct(map[string]any{ClusterAttribute: cluster})
+		req.Attributes = map[string]*structpb.Struct{AttributesKey: attrs}
+	}
+	return req
+}
+
+var responseHeaders = &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{}}}
+
+func TestProcessExits(t *testing.T) {
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name     string
+		ctx      context.Context
+		end      error
+		sendErr  error
+		wantCode codes.Code
+		wantErr  error
+	}{
+		{name: "envoy closes the stream", end: io.EOF},
+		{name: "envoy cancels", end: status.Error(codes.Canceled, "canceled")},
+		{name: "context done", ctx: canceled, end: status.Error(codes.Unavailable, "transport closing"), wantErr: context.Canceled},
+		{name: "receive fails", end: errors.New("broken pipe"), wantCode: codes.Internal},
+		{name: "send fails", end: io.EOF, sendErr: errors.New("broken pipe"), wantCode: codes.Internal},
+		{name: "send after cancel", end: io.EOF, sendErr: status.Error(codes.Canceled, "canceled")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := tt.ctx
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			fs := &fakeStream{ctx: ctx, reqs: []*extprocv3.ProcessingRequest{requestHeaders("")}, end: tt.end, sendErr: tt.sendErr}
+			err := NewServer(&fakeDecider{}, nil).Process(fs)
+			switch {
+			case tt.wantErr != nil:
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+			case tt.wantCode != codes.OK:
+				if status.Code(err) != tt.wantCode {
+					t.Fatalf("err = %v, want code %v", err, tt.wantCode)
+				}
+			case err != nil:
+				t.Fatalf("err = %v, want nil", err)
+			}
+		})
+	}
+}
+
+func destination(t *testing.T, r *extprocv3.ProcessingResponse) string {
+	t.Helper()
+	ns := r.GetDynamicMetadata().GetFields()[MetadataNamespace].GetStructValue()
+	return ns.GetFields()[DestinationKey].GetStringValue()
+}
+
+func TestProcessNewSession(t *testing.T) {
+	dec := &fakeDecider{d: affinity.Decision{Outcome: affinity.OutcomeNew, Hosts: []string{"10.0.0.1:80", "10.0.0.2:80"}, SetCookie: "affinity=tok; Path=/"}}
+	fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{
+		requestHeaders("app", ":path", "/", "Cookie", "a=1", "cookie", "b=2"),
+		responseHeaders,
+	}}
+	if err := NewServer(dec, nil).Process(fs); err != nil {
+		t.Fatal(err)
+	}
+	if len(fs.sent) != 2 {
+		t.Fatalf("sent %d answers, want one per message", len(fs.sent))
+	}
+	if got := dec.seen[0]; got.Cluster != "app" || len(got.CookieHeaders) != 2 || got.CookieHeaders[1] != "b=2" {
+		t.Fatalf("decider asked %+v", got)
+	}
+	first := fs.sent[0]
+	if first.GetRequestHeaders() == nil || first.ModeOverride != nil {
+		t.Fatalf("first answer %v: want request headers, response phase kept", first)
+	}
+	if got := destination(t, first); got != "10.0.0.1:80,10.0.0.2:80" {
+		t.Fatalf("destination %q", got)
+	}
+	set := fs.sent[1].GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders()
+	if len(set) != 1 || set[0].GetHeader().GetKey() != "set-cookie" || string(set[0].GetHeader().GetRawValue()) != "affinity=tok; Path=/" ||
+		set[0].GetHeader().GetValue() != "" || !set[0].GetAppend().GetValue() {
+		t.Fatalf("set-cookie mutation %v", set)
+	}
+}
+
+func TestProcessEstablishedSession(t *testing.T) {
+	dec := &fakeDecider{d: affinity.Decision{Outcome: affinity.OutcomePinned, Hosts: []string{"10.0.0.1:80", "10.0.0.2:80"}}}
+	fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{
+		requestHeaders("", "cookie", "affinity=x", "x-gateway-destination-endpoint", "6.6.6.6:80", "X-Gateway-Destination-Endpoint-Served", "6.6.6.6:80"),
+	}}
+	if err := NewServer(dec, nil).Process(fs); err != nil {
+		t.Fatal(err)
+	}
+	r := fs.sent[0]
+	if r.GetModeOverride().GetResponseHeaderMode() != filterv3.ProcessingMode_SKIP {
+		t.Fatalf("mode override %v: want the response phase skipped", r.GetModeOverride())
+	}
+	if got := destination(t, r); got != "10.0.0.1:80,10.0.0.2:80" {
+		t.Fatalf("destination %q", got)
+	}
+	removed := r.GetRequestHeaders().GetResponse().GetHeaderMutation().GetRemoveHeaders()
+	if len(removed) != 2 || removed[0] != DestinationKey || removed[1] != ServedKey {
+		t.Fatalf("client override headers not removed: %v", removed)
+	}
+}
+
+func TestProcessPassThrough(t *testing.T) {
+	fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{
+		requestHeaders("other"),
+		{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{}}},
+		{Request: &extprocv3.ProcessingRequest_RequestTrailers{RequestTrailers: &extprocv3.HttpTrailers{}}},
+		responseHeaders,
+		{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{}}},
+		{Request: &extprocv3.ProcessingRequest_ResponseTrailers{ResponseTrailers: &extprocv3.HttpTrailers{}}},
+	}}
+	if err := NewServer(&fakeDecider{d: affinity.Decision{Reason: affinity.ReasonNoPool}}, nil).Process(fs); err != nil {
+		t.Fatal(err)
+	}
+	if r := fs.sent[0]; r.DynamicMetadata != nil || r.GetModeOverride() == nil {
+		t.Fatalf("pass-through answer %v: want no metadata and no response phase", r)
+	}
+	checks := []func(*extprocv3.ProcessingResponse) bool{
+		func(r *extprocv3.ProcessingResponse) bool { return r.GetRequestHeaders() != nil },
+		func(r *extprocv3.ProcessingResponse) bool { return r.GetRequestBody() != nil },
+		func(r *extprocv3.ProcessingResponse) bool { return r.GetRequestTrailers() != nil },
+		func(r *extprocv3.ProcessingResponse) bool {
+			return r.GetResponseHeaders() != nil && r.GetResponseHeaders().GetResponse().GetHeaderMutation() == nil
+		},
+		func(r *extprocv3.ProcessingResponse) bool { return r.GetResponseBody() != nil },
+		func(r *extprocv3.ProcessingResponse) bool { return r.GetResponseTrailers() != nil },
+	}
+	if len(fs.sent) != len(checks) {
+		t.Fatalf("sent %d answers, want %d", len(fs.sent), len(checks))
+	}
+	for i, ok := range checks {
+		if !ok(fs.sent[i]) {
+			t.Errorf("answer %d has the wrong type: %v", i, fs.sent[i])
+		}
+	}
+}
