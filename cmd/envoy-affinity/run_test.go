@@ -243,3 +243,14 @@ func TestRunCommands(t *testing.T) {
 		})
 	}
 }
+
+// TestExampleConfigsAreValid keeps the shipped example configs loadable.
+func TestExampleConfigsAreValid(t *testing.T) {
+	t.Setenv("AFFINITY_KEYS", testKey)
+	for _, path := range []string{"../../examples/compose/config.yaml"} {
+		var out bytes.Buffer
+		if err := Run(context.Background(), []string{"check", "-config", path}, &out, &out); err != nil {
+			t.Errorf("%s: %v", path, err)
+		}
+	}
+}
