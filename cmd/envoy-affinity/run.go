@@ -155,10 +155,13 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		adminSrv = &http.Server{Handler: adminHandler(state), ReadHeaderTimeout: 5 * time.Second}
 		go func() { errc <- adminSrv.Serve(adminLn) }()
 	}
+	// SIGHUP is caught before anything reports ready, so a reload request
+	// never meets the default action (exit).
+	hup := hangups(ctx)
 	reloadDone := make(chan struct{})
 	go func() {
 		defer close(reloadDone)
-		newReloader(o.config, engine, log).run(ctx, o.reloadInterval, hangups(ctx))
+		newReloader(o.config, engine, log).run(ctx, o.reloadInterval, hup)
 	}()
 	log.Info("serving", "grpc", grpcLn.Addr().String(), "admin", addrOf(adminLn))
 

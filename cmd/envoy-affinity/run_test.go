@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,6 +177,38 @@ func TestRunReloads(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
 	writeFile(t, cfg, config("127.0.0.1:8083"))
 	eventually(t, want("127.0.0.1:8083"))
+}
+
+func TestRunReloadsOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, cfg, config("127.0.0.1:8081"))
+	adminAddr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		// An hour between checks: only the signal can bring the change in.
+		done <- Run(ctx, []string{"-config", cfg, "-grpc-addr", freeAddr(t), "-admin-addr", adminAddr, "-reload-interval", "1h"}, io.Discard, io.Discard)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	eventually(t, func() error { _, err := poolAddresses(adminAddr); return err })
+	writeFile(t, cfg, config("127.0.0.1:8085"))
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() error {
+		got, err := poolAddresses(adminAddr)
+		if err == nil && got != "127.0.0.1:8085" {
+			err = fmt.Errorf("pool %s after SIGHUP", got)
+		}
+		return err
+	})
 }
 
 func TestRunRefusesBadInput(t *testing.T) {
