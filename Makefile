@@ -12,7 +12,7 @@ GO ?= go
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo envoy fuzz clean
+.PHONY: help build test lint demo envoy fuzz bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ lint: ## go vet and gofmt
 
 demo: envoy ## run Envoy, envoy-affinity and three backends on localhost with a guided tour
 	$(GO) run ./examples/demo
+
+bench: envoy ## measure each mode against plain Envoy (about 5 minutes) into docs/performance.md
+	@command -v wrk >/dev/null || { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; }
+	$(GO) run ./envoy/bench -out docs/performance.md
 
 fuzz: ## fuzz the session-token decoder for a minute
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 60s ./affinity

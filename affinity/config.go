@@ -28,13 +28,19 @@ type Config struct {
 type KeysConfig struct {
 	File string `yaml:"file"`
 	Env  string `yaml:"env"`
+	// SignDelay is how long a key that appears in a reload is published
+	// (JWKS) before it signs, so Envoy's cached key set has it first. Keys
+	// present at start sign at once.
+	SignDelay *time.Duration `yaml:"sign_delay"`
 }
 
 // PoolConfig is one pool: its hosts and its session cookie.
 type PoolConfig struct {
 	// Name matches the Envoy cluster the requests are routed to. With a
 	// single pool it may be left out: that pool takes every request.
-	Name    string        `yaml:"name"`
+	Name string `yaml:"name"`
+	// Mode is how sessions are enforced: verified (default), opaque, native.
+	Mode    string        `yaml:"mode"`
 	Cookie  CookieConfig  `yaml:"cookie"`
 	Session SessionConfig `yaml:"session"`
 	Hosts   []HostConfig  `yaml:"hosts"`
@@ -55,6 +61,9 @@ type CookieConfig struct {
 type SessionConfig struct {
 	// AbsoluteTimeout is how long a session lasts from its start.
 	AbsoluteTimeout time.Duration `yaml:"absolute_timeout"`
+	// RefreshInterval is a token's lifetime (its exp): when it passes, the
+	// service sees the session again and re-issues the token.
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
 }
 
 // HostConfig is one upstream host.
@@ -69,6 +78,8 @@ const (
 	DefaultPoolName        = "default"
 	DefaultCookieName      = "affinity"
 	DefaultAbsoluteTimeout = 24 * time.Hour
+	DefaultRefreshInterval = 5 * time.Minute
+	DefaultSignDelay       = 60 * time.Second
 	MaxWeight              = 10000
 )
 
@@ -176,11 +187,17 @@ func (v *validator) errorf(path, format string, args ...any) {
 }
 
 func (c *Config) applyDefaults() {
+	if c.Keys.SignDelay == nil {
+		c.Keys.SignDelay = ptr(DefaultSignDelay)
+	}
 	if len(c.Pools) == 1 && c.Pools[0].Name == "" {
 		c.Pools[0].Name = DefaultPoolName
 	}
 	for i := range c.Pools {
 		p := &c.Pools[i]
+		if p.Mode == "" {
+			p.Mode = string(ModeVerified)
+		}
 		ck := &p.Cookie
 		if ck.Name == "" {
 			ck.Name = DefaultCookieName
@@ -203,6 +220,9 @@ func (c *Config) applyDefaults() {
 		if p.Session.AbsoluteTimeout == 0 {
 			p.Session.AbsoluteTimeout = DefaultAbsoluteTimeout
 		}
+		if p.Session.RefreshInterval == 0 {
+			p.Session.RefreshInterval = min(DefaultRefreshInterval, p.Session.AbsoluteTimeout)
+		}
 	}
 }
 
@@ -214,6 +234,9 @@ func (c *Config) validate(v *validator) {
 		v.errorf("keys", "name the signing keys with file or env (never inline)")
 	case c.Keys.File != "" && c.Keys.Env != "":
 		v.errorf("keys", "set file or env, not both")
+	}
+	if *c.Keys.SignDelay < 0 {
+		v.errorf("keys.sign_delay", "must not be negative")
 	}
 	if len(c.Pools) == 0 {
 		v.errorf("pools", "at least one pool is needed")
@@ -234,6 +257,11 @@ func (c *Config) validate(v *validator) {
 }
 
 func (p *PoolConfig) validate(v *validator, at string) {
+	switch Mode(p.Mode) {
+	case ModeVerified, ModeOpaque, ModeNative:
+	default:
+		v.errorf(at+".mode", "%q is not one of verified, opaque, native", p.Mode)
+	}
 	ck := &p.Cookie
 	if !cookieNameRE.MatchString(ck.Name) {
 		v.errorf(at+".cookie.name", "%q is not a valid cookie name", ck.Name)
@@ -260,6 +288,12 @@ func (p *PoolConfig) validate(v *validator, at string) {
 	}
 	if p.Session.AbsoluteTimeout < time.Second {
 		v.errorf(at+".session.absolute_timeout", "%v is too short (at least 1s)", p.Session.AbsoluteTimeout)
+	}
+	switch r := p.Session.RefreshInterval; {
+	case r < time.Second:
+		v.errorf(at+".session.refresh_interval", "%v is too short (at least 1s)", r)
+	case r > p.Session.AbsoluteTimeout:
+		v.errorf(at+".session.refresh_interval", "%v is longer than absolute_timeout %v", r, p.Session.AbsoluteTimeout)
 	}
 	if len(p.Hosts) == 0 {
 		v.errorf(at+".hosts", "at least one host is needed")
@@ -291,8 +325,10 @@ func (p *PoolConfig) validate(v *validator, at string) {
 }
 
 // LoadFile reads, validates and builds the configuration at path, with the
-// keys it names. getenv reads environment variables (os.Getenv in the binary).
-func LoadFile(path string, getenv func(string) string) (*Snapshot, error) {
+// keys it names. getenv reads environment variables (os.Getenv in the
+// binary). prev is the configuration in force (nil on the first load): keys
+// it already had keep their signing time, new ones wait keys.sign_delay.
+func LoadFile(path string, getenv func(string) string, prev *Snapshot, now time.Time) (*Snapshot, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -305,6 +341,11 @@ func LoadFile(path string, getenv func(string) string) (*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	var prevKeys *Keyring
+	if prev != nil {
+		prevKeys = prev.Codec.Keys()
+	}
+	keys.Carry(prevKeys, now, *cfg.Keys.SignDelay)
 	return cfg.Build(keys), nil
 }
 
@@ -364,6 +405,7 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 		}
 		p := &Pool{
 			Name: pc.Name,
+			Mode: Mode(pc.Mode),
 			Cookie: CookieSpec{
 				Name:     pc.Cookie.Name,
 				Path:     pc.Cookie.Path,
@@ -374,6 +416,7 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 				Lifetime: Lifetime(pc.Cookie.Lifetime),
 			},
 			AbsoluteTimeout: pc.Session.AbsoluteTimeout,
+			RefreshInterval: pc.Session.RefreshInterval,
 			Hosts:           NewHostSet(hosts),
 		}
 		s.Pools = append(s.Pools, p)

@@ -143,7 +143,7 @@ func TestLoadFileKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			snap, err := LoadFile(write("c.yaml", tt.config), getenv)
+			snap, err := LoadFile(write("c.yaml", tt.config), getenv, nil, t0)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -153,7 +153,7 @@ func TestLoadFileKeys(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := snap.Codec.Keys().Signer().ID; got != tt.wantSigner {
+			if got := snap.Codec.Keys().Signer(t0).ID; got != tt.wantSigner {
 				t.Fatalf("signer %s, want %s", got, tt.wantSigner)
 			}
 		})

@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"errors"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -12,11 +13,30 @@ import (
 // successor an Envoy retry goes to when the primary cannot be reached.
 const OverrideHosts = 2
 
+// Mode is how a pool's sessions are enforced.
+type Mode string
+
+// Modes.
+const (
+	// ModeVerified: the token names "primary,successor" as ip:port; Envoy's
+	// jwt_authn verifies it and routes by it without asking the service.
+	// The service sees new, expired, invalid and re-bound sessions only.
+	ModeVerified Mode = "verified"
+	// ModeOpaque: the token names the host by an opaque id; the service is
+	// asked on every request.
+	ModeOpaque Mode = "opaque"
+	// ModeNative: Envoy's own stateful_session cookie pins sessions; the
+	// service only places new ones and writes no cookie.
+	ModeNative Mode = "native"
+)
+
 // Pool is a configured pool in force: its cookie, lifetimes and hosts.
 type Pool struct {
 	Name            string
+	Mode            Mode
 	Cookie          CookieSpec
 	AbsoluteTimeout time.Duration
+	RefreshInterval time.Duration
 	Hosts           *HostSet
 }
 
@@ -47,9 +67,10 @@ const (
 	// OutcomePassThrough: no pool or no host for the request; Envoy's own
 	// load balancer picks.
 	OutcomePassThrough Outcome = iota
-	// OutcomePinned: the cookie's host is in the pool; nothing changes.
+	// OutcomePinned: the session stays on its host (its cookie may be
+	// refreshed).
 	OutcomePinned
-	// OutcomeNew: a new session was placed and a cookie issued.
+	// OutcomeNew: a new session was placed.
 	OutcomeNew
 	// OutcomeRebound: the session keeps its id but moves to another host.
 	OutcomeRebound
@@ -59,7 +80,7 @@ var outcomeNames = [...]string{"pass-through", "pinned", "new", "rebound"}
 
 func (o Outcome) String() string { return outcomeNames[o] }
 
-// Reason says why a session is new or was re-bound.
+// Reason says why a session is new, re-bound or refreshed.
 type Reason uint8
 
 // Reasons.
@@ -70,7 +91,8 @@ const (
 	// ReasonInvalidCookie: the cookie was malformed, forged, signed by an
 	// unknown key or too long.
 	ReasonInvalidCookie
-	// ReasonExpired: the token's lifetime passed.
+	// ReasonExpired: the token's exp passed. Within the absolute timeout
+	// the session is refreshed, after it a new one starts.
 	ReasonExpired
 	// ReasonHostLeft: the session's host is no longer in the pool.
 	ReasonHostLeft
@@ -78,9 +100,13 @@ const (
 	ReasonNoPool
 	// ReasonNoHosts: the pool has no host.
 	ReasonNoHosts
+	// ReasonUnverified: in verified mode, a valid token reached the service,
+	// so Envoy could not use it (its key not fetched yet, or clocks apart);
+	// it is re-issued.
+	ReasonUnverified
 )
 
-var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "host-left", "no-pool", "no-hosts"}
+var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "host-left", "no-pool", "no-hosts", "unverified"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
@@ -103,7 +129,7 @@ type Decision struct {
 	// HostID is the ID of the primary host.
 	HostID string
 	// SetCookie is the Set-Cookie value to add to the response, or "" when
-	// the client's cookie is still right.
+	// the client's cookie is still right (and always in native mode).
 	SetCookie string
 }
 
@@ -131,6 +157,9 @@ func (e *Engine) Update(s *Snapshot) { e.snap.Store(s) }
 // Snapshot returns the configuration in force.
 func (e *Engine) Snapshot() *Snapshot { return e.snap.Load() }
 
+// Now is the engine's clock.
+func (e *Engine) Now() time.Time { return e.now() }
+
 // Decide places the request's session.
 func (e *Engine) Decide(req Request) Decision {
 	snap := e.snap.Load()
@@ -142,57 +171,96 @@ func (e *Engine) Decide(req Request) Decision {
 		return Decision{Pool: pool.Name, Reason: ReasonNoHosts}
 	}
 	now := e.now()
+	fresh := Session{ID: NewSessionID(), IssuedAt: now}
+	if pool.Mode == ModeNative {
+		// Envoy's own cookie pins established sessions; the service is
+		// asked only to place a new one.
+		return e.bind(snap, pool, fresh, OutcomeNew, ReasonNoCookie, now)
+	}
 	token, found := "", false
 	for _, h := range req.CookieHeaders {
 		if token, found = CookieValue(h, pool.Cookie.Name); found {
 			break
 		}
 	}
-	reason := ReasonNoCookie
-	if found {
-		sess, err := snap.Codec.Verify(token, now)
-		switch {
-		case err == nil:
-			if host, ok := pool.Hosts.Lookup(sess.HostID); ok {
-				return Decision{
-					Outcome: OutcomePinned,
-					Pool:    pool.Name,
-					Hosts:   pinnedHosts(pool.Hosts, sess.ID, host),
-					HostID:  host.ID,
-				}
-			}
-			// The host left: the session keeps its id and lifetime and goes
-			// to the first of its own choices that is still here.
-			return e.place(snap, pool, sess, OutcomeRebound, ReasonHostLeft, now)
-		case errors.Is(err, ErrTokenExpired):
-			reason = ReasonExpired
-		default:
-			reason = ReasonInvalidCookie
-		}
+	if !found {
+		return e.bind(snap, pool, fresh, OutcomeNew, ReasonNoCookie, now)
 	}
-	sess := Session{ID: NewSessionID(), IssuedAt: now, ExpiresAt: now.Add(pool.AbsoluteTimeout)}
-	return e.place(snap, pool, sess, OutcomeNew, reason, now)
+	sess, err := snap.Codec.Verify(token, now)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrTokenExpired) && now.Before(sess.IssuedAt.Add(pool.AbsoluteTimeout)):
+		// A good signature past its exp, within the absolute timeout: a
+		// refresh of the same session.
+	case errors.Is(err, ErrTokenExpired):
+		return e.bind(snap, pool, fresh, OutcomeNew, ReasonExpired, now)
+	default:
+		return e.bind(snap, pool, fresh, OutcomeNew, ReasonInvalidCookie, now)
+	}
+	host, ok := pool.boundHost(sess)
+	if !ok {
+		// The host left: the session keeps its id and start and goes to
+		// the first of its own choices that is still here.
+		return e.bind(snap, pool, sess, OutcomeRebound, ReasonHostLeft, now)
+	}
+	d := Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.Hosts, sess.ID, host), HostID: host.ID}
+	switch {
+	case err != nil:
+		d.Reason = ReasonExpired
+	case pool.Mode == ModeVerified:
+		d.Reason = ReasonUnverified
+	default:
+		return d
+	}
+	e.issue(snap, pool, sess, &d, now)
+	return d
 }
 
-// place binds the session to its first choice and issues its cookie.
-func (e *Engine) place(snap *Snapshot, pool *Pool, sess Session, o Outcome, r Reason, now time.Time) Decision {
+// boundHost is the pool's host the token names, if it is still in the pool.
+func (p *Pool) boundHost(s Session) (Host, bool) {
+	if p.Mode == ModeVerified {
+		primary, _, _ := strings.Cut(s.Host, ",")
+		return p.Hosts.LookupAddress(primary)
+	}
+	return p.Hosts.Lookup(s.Host)
+}
+
+// bind puts the session on its first choice and issues its cookie.
+func (e *Engine) bind(snap *Snapshot, pool *Pool, sess Session, o Outcome, r Reason, now time.Time) Decision {
 	var rank [OverrideHosts]int
 	n := pool.Hosts.Rank(sessionKey(sess.ID), rank[:])
-	d := Decision{Outcome: o, Reason: r, Pool: pool.Name, Hosts: make([]string, n)}
+	d := Decision{Outcome: o, Reason: r, Pool: pool.Name, Hosts: make([]string, n), HostID: pool.Hosts.At(rank[0]).ID}
 	for i := 0; i < n; i++ {
 		d.Hosts[i] = pool.Hosts.At(rank[i]).Address
 	}
-	primary := pool.Hosts.At(rank[0])
-	d.HostID = primary.ID
-	sess.HostID = primary.ID
-	token, err := snap.Codec.Sign(sess)
-	if err != nil {
-		// HS256 signing with a validated key cannot fail; route without a
-		// cookie rather than fail the request if it ever does.
-		return d
+	if pool.Mode != ModeNative {
+		e.issue(snap, pool, sess, &d, now)
 	}
-	d.SetCookie = pool.Cookie.SetCookie(token, now, sess.ExpiresAt)
 	return d
+}
+
+// issue signs a token binding the session to d's hosts, valid for one
+// refresh interval (never past the absolute timeout), into d.SetCookie.
+func (e *Engine) issue(snap *Snapshot, pool *Pool, sess Session, d *Decision, now time.Time) {
+	end := sess.IssuedAt.Add(pool.AbsoluteTimeout)
+	sess.ExpiresAt = now.Add(pool.RefreshInterval)
+	if sess.ExpiresAt.After(end) {
+		sess.ExpiresAt = end
+	}
+	if pool.Mode == ModeVerified {
+		sess.Host = strings.Join(d.Hosts, ",")
+	} else {
+		sess.Host = d.HostID
+	}
+	token, err := snap.Codec.Sign(sess, now)
+	if err != nil {
+		// Signing with a validated key does not fail; route without a
+		// cookie rather than fail the request if it ever does.
+		return
+	}
+	// The cookie lives as long as the session may: the token inside it is
+	// refreshed each interval.
+	d.SetCookie = pool.Cookie.SetCookie(token, now, end)
 }
 
 // pinnedHosts lists the session's own host first and then the session's

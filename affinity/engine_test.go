@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// testEngine builds an engine over the named hosts ("web-1" at 127.0.0.1:8081 ...).
+// testEngine builds an opaque-mode engine over the named hosts ("web-1" at 127.0.0.1:80 ...).
 func testEngine(t *testing.T, clock *fixedClock, names ...string) *Engine {
 	t.Helper()
 	return NewEngine(testSnapshot(t, names...), clock.now)
@@ -14,8 +14,13 @@ func testEngine(t *testing.T, clock *fixedClock, names ...string) *Engine {
 
 func testSnapshot(t *testing.T, names ...string) *Snapshot {
 	t.Helper()
+	return modeSnapshot(t, ModeOpaque, names...)
+}
+
+func modeSnapshot(t *testing.T, mode Mode, names ...string) *Snapshot {
+	t.Helper()
 	var b strings.Builder
-	b.WriteString("keys: {env: K}\npools:\n  - name: app\n    hosts:\n")
+	b.WriteString("keys: {env: K}\npools:\n  - name: app\n    mode: " + string(mode) + "\n    session: {refresh_interval: 5m, absolute_timeout: 1h}\n    hosts:\n")
 	for _, n := range names {
 		b.WriteString("      - {name: " + n + ", address: '127.0.0." + strings.TrimPrefix(n, "web-") + ":80'}\n")
 	}
@@ -79,8 +84,8 @@ func TestDecideLifecycle(t *testing.T) {
 		t.Fatalf("re-bound token %+v (%v), old %+v", sNew, err, sOld)
 	}
 
-	// Expired: a new session.
-	clock.t = t0.Add(DefaultAbsoluteTimeout + time.Second)
+	// Past the absolute timeout: a new session.
+	clock.t = t0.Add(time.Hour + time.Second)
 	if d = e.Decide(Request{Cluster: "app", CookieHeaders: []string{cookieOf(t, d.SetCookie)}}); d.Outcome != OutcomeNew || d.Reason != ReasonExpired {
 		t.Fatalf("expired: %+v", d)
 	}
@@ -136,7 +141,7 @@ func TestDecideSpreadsNewSessions(t *testing.T) {
 
 func BenchmarkDecidePinned(b *testing.B) {
 	e := NewEngine(nil, func() time.Time { return t0 })
-	cfg, _ := ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}, {address: '127.0.0.2:1'}, {address: '127.0.0.3:1'}]\n"))
+	cfg, _ := ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - mode: opaque\n    hosts: [{address: '127.0.0.1:1'}, {address: '127.0.0.2:1'}, {address: '127.0.0.3:1'}]\n"))
 	e.Update(cfg.Build(testKeyring(b)))
 	cookie := cookieHeader(e.Decide(Request{}).SetCookie)
 	req := Request{CookieHeaders: []string{cookie}}
@@ -149,4 +154,76 @@ func BenchmarkDecidePinned(b *testing.B) {
 func cookieHeader(setCookie string) string {
 	v, _, _ := strings.Cut(setCookie, ";")
 	return v
+}
+
+func TestDecideRefresh(t *testing.T) {
+	for _, mode := range []Mode{ModeOpaque, ModeVerified} {
+		t.Run(string(mode), func(t *testing.T) {
+			clock := &fixedClock{t: t0}
+			e := NewEngine(modeSnapshot(t, mode, "web-1", "web-2", "web-3"), clock.now)
+			first := e.Decide(Request{})
+			cookie := cookieOf(t, first.SetCookie)
+			sess, err := e.Snapshot().Codec.Verify(strings.TrimPrefix(cookie, "affinity="), clock.t)
+			if err != nil || !sess.ExpiresAt.Equal(t0.Add(5*time.Minute)) {
+				t.Fatalf("token exp %v (%v), want one refresh interval", sess.ExpiresAt, err)
+			}
+			// Past exp, within the absolute timeout: same session, same host, new token.
+			clock.t = t0.Add(20 * time.Minute)
+			d := e.Decide(Request{CookieHeaders: []string{cookie}})
+			if d.Outcome != OutcomePinned || d.Reason != ReasonExpired || d.Hosts[0] != first.Hosts[0] || d.SetCookie == "" {
+				t.Fatalf("refresh: %+v", d)
+			}
+			again, err := e.Snapshot().Codec.Verify(strings.TrimPrefix(cookieOf(t, d.SetCookie), "affinity="), clock.t)
+			if err != nil || again.ID != sess.ID || !again.IssuedAt.Equal(t0) || !again.ExpiresAt.Equal(clock.t.Add(5*time.Minute)) {
+				t.Fatalf("refreshed token %+v (%v)", again, err)
+			}
+			// Near the end, exp stops at the absolute timeout.
+			clock.t = t0.Add(58 * time.Minute)
+			d = e.Decide(Request{CookieHeaders: []string{cookieOf(t, d.SetCookie)}})
+			last, _ := e.Snapshot().Codec.Verify(strings.TrimPrefix(cookieOf(t, d.SetCookie), "affinity="), clock.t)
+			if !last.ExpiresAt.Equal(t0.Add(time.Hour)) {
+				t.Fatalf("exp %v, want the absolute end", last.ExpiresAt)
+			}
+		})
+	}
+}
+
+func TestDecideVerifiedMode(t *testing.T) {
+	clock := &fixedClock{t: t0}
+	e := NewEngine(modeSnapshot(t, ModeVerified, "web-1", "web-2", "web-3"), clock.now)
+	d := e.Decide(Request{})
+	tok := strings.TrimPrefix(cookieOf(t, d.SetCookie), "affinity=")
+	sess, _ := e.Snapshot().Codec.Verify(tok, clock.t)
+	// h is what Envoy's override_host reads: primary,successor as ip:port.
+	if want := strings.Join(d.Hosts, ","); sess.Host != want || !strings.HasPrefix(want, "127.0.0.") {
+		t.Fatalf("h = %q, want %q", sess.Host, want)
+	}
+	// A valid token that reaches the service was not usable by Envoy: re-issued, same host.
+	d2 := e.Decide(Request{CookieHeaders: []string{"affinity=" + tok}})
+	if d2.Outcome != OutcomePinned || d2.Reason != ReasonUnverified || d2.Hosts[0] != d.Hosts[0] || d2.SetCookie == "" {
+		t.Fatalf("unverified: %+v", d2)
+	}
+	// Its primary gone: re-bound to its successor, which the token already named second.
+	var rest []string
+	for _, n := range []string{"web-1", "web-2", "web-3"} {
+		if "127.0.0."+strings.TrimPrefix(n, "web-")+":80" != d.Hosts[0] {
+			rest = append(rest, n)
+		}
+	}
+	e.Update(modeSnapshot(t, ModeVerified, rest...))
+	d3 := e.Decide(Request{CookieHeaders: []string{"affinity=" + tok}})
+	if d3.Outcome != OutcomeRebound || d3.Hosts[0] != d.Hosts[1] {
+		t.Fatalf("host left: %+v, want primary %s", d3, d.Hosts[1])
+	}
+}
+
+func TestDecideNativeMode(t *testing.T) {
+	e := NewEngine(modeSnapshot(t, ModeNative, "web-1", "web-2"), (&fixedClock{t: t0}).now)
+	// Cookies are Envoy's business: every request the service sees is placed, no cookie written.
+	for _, c := range [][]string{nil, {"affinity=whatever"}} {
+		d := e.Decide(Request{CookieHeaders: c})
+		if d.Outcome != OutcomeNew || d.SetCookie != "" || len(d.Hosts) != 2 {
+			t.Fatalf("native: %+v", d)
+		}
+	}
 }

@@ -37,16 +37,18 @@ func NewHost(name, address string, weight uint32) Host {
 // HostSet is an immutable snapshot of a pool's hosts with its placement.
 // It is built once per configuration change and read concurrently.
 type HostSet struct {
-	hosts []Host
-	byID  map[string]int
-	place *Rendezvous
+	hosts  []Host
+	byID   map[string]int
+	byAddr map[string]int
+	place  *Rendezvous
 }
 
 // NewHostSet builds a snapshot. IDs must be unique (the config validates it).
 func NewHostSet(hosts []Host) *HostSet {
-	s := &HostSet{hosts: append([]Host(nil), hosts...), byID: make(map[string]int, len(hosts))}
+	s := &HostSet{hosts: append([]Host(nil), hosts...), byID: make(map[string]int, len(hosts)), byAddr: make(map[string]int, len(hosts))}
 	for i, h := range s.hosts {
 		s.byID[h.ID] = i
+		s.byAddr[h.Address] = i
 	}
 	s.place = NewRendezvous(s.hosts)
 	return s
@@ -61,6 +63,15 @@ func (s *HostSet) Hosts() []Host { return append([]Host(nil), s.hosts...) }
 // Lookup returns the host with the given ID.
 func (s *HostSet) Lookup(id string) (Host, bool) {
 	i, ok := s.byID[id]
+	if !ok {
+		return Host{}, false
+	}
+	return s.hosts[i], true
+}
+
+// LookupAddress returns the host with the given ip:port.
+func (s *HostSet) LookupAddress(addr string) (Host, bool) {
+	i, ok := s.byAddr[addr]
 	if !ok {
 		return Host{}, false
 	}

@@ -1,31 +1,77 @@
 package affinity
 
 import (
+	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
-// MinKeyBytes is the shortest signing secret accepted: HS256 is only as strong
+// MinKeyBytes is the shortest HS256 secret accepted: HS256 is only as strong
 // as its key, and RFC 7518 asks for at least the hash size.
 const MinKeyBytes = 32
 
-// Key is one HMAC signing key with the id that tokens name in their kid header.
+// Signing algorithms, as JWS names them.
+const (
+	AlgHS256 = "HS256"
+	AlgEdDSA = "EdDSA"
+)
+
+// Key is one signing key with the id that tokens name in their kid header.
 type Key struct {
-	ID     string
+	ID  string
+	Alg string // AlgHS256 or AlgEdDSA
+	// Secret is the HMAC key (HS256).
 	Secret []byte
+	// Private and Public are the Ed25519 pair (EdDSA).
+	Private ed25519.PrivateKey
+	Public  ed25519.PublicKey
 }
 
-// Keyring holds the keys in order: the first signs new tokens, all of them
-// verify, so a new key can be put first while tokens signed by the old one
-// stay valid until they expire.
+// signingKey and verifyingKey are what golang-jwt takes for the key's algorithm.
+func (k Key) signingKey() any {
+	if k.Alg == AlgEdDSA {
+		return k.Private
+	}
+	return k.Secret
+}
+
+func (k Key) verifyingKey() any {
+	if k.Alg == AlgEdDSA {
+		return k.Public
+	}
+	return k.Secret
+}
+
+// sameMaterial reports whether two keys are the same key.
+func (k Key) sameMaterial(o Key) bool {
+	return k.ID == o.ID && k.Alg == o.Alg && string(k.Secret) == string(o.Secret) && string(k.Public) == string(o.Public)
+}
+
+// Keyring holds the keys in order: the first key signs new tokens once it
+// may (see SignFrom), all of them verify. Rotation: put a new key first and
+// keep the old one until the tokens it signed have expired.
 type Keyring struct {
 	keys []Key
+	// signFrom[i] is when keys[i] may start signing: zero for keys present
+	// when the service started, later for keys that arrived in a reload, so
+	// that every verifier (Envoy's JWKS cache) has them before tokens do.
+	signFrom []time.Time
 }
 
-// Signer returns the key that signs new tokens.
-func (k *Keyring) Signer() Key { return k.keys[0] }
+// Signer returns the key that signs at now: the first key whose signing
+// time has come, or the first key if none has.
+func (k *Keyring) Signer(now time.Time) Key {
+	for i, key := range k.keys {
+		if !now.Before(k.signFrom[i]) {
+			return key
+		}
+	}
+	return k.keys[0]
+}
 
 // Lookup returns the key with the given id.
 func (k *Keyring) Lookup(id string) (Key, bool) {
@@ -37,7 +83,7 @@ func (k *Keyring) Lookup(id string) (Key, bool) {
 	return Key{}, false
 }
 
-// IDs lists the key ids, the signer first.
+// IDs lists the key ids in file order.
 func (k *Keyring) IDs() []string {
 	ids := make([]string, len(k.keys))
 	for i, key := range k.keys {
@@ -46,10 +92,72 @@ func (k *Keyring) IDs() []string {
 	return ids
 }
 
+// SignFrom returns when the key with the given id may start signing.
+func (k *Keyring) SignFrom(id string) time.Time {
+	for i, key := range k.keys {
+		if key.ID == id {
+			return k.signFrom[i]
+		}
+	}
+	return time.Time{}
+}
+
+// Carry keeps the signing times of keys that prev already had and gives
+// each new key now+delay. With no prev (the first load) every key may sign
+// at once.
+func (k *Keyring) Carry(prev *Keyring, now time.Time, delay time.Duration) {
+	for i, key := range k.keys {
+		switch {
+		case prev == nil:
+			k.signFrom[i] = time.Time{}
+		default:
+			k.signFrom[i] = now.Add(delay)
+			for j, old := range prev.keys {
+				if old.sameMaterial(key) {
+					k.signFrom[i] = prev.signFrom[j]
+				}
+			}
+		}
+	}
+}
+
+// jwk is one JSON Web Key (RFC 7517) as Envoy's jwt_authn reads it.
+type jwk struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv,omitempty"`
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+	Use string `json:"use"`
+	X   string `json:"x,omitempty"`
+	K   string `json:"k,omitempty"`
+}
+
+// JWKS renders the keys as a JSON Web Key Set. Ed25519 keys are published
+// by their public half. HS256 keys are secrets: they are written only when
+// withSecrets is true (a JWKS file for Envoy's local_jwks), and left out
+// otherwise.
+func (k *Keyring) JWKS(withSecrets bool) []byte {
+	set := struct {
+		Keys []jwk `json:"keys"`
+	}{Keys: []jwk{}}
+	enc := base64.RawURLEncoding
+	for _, key := range k.keys {
+		switch {
+		case key.Alg == AlgEdDSA:
+			set.Keys = append(set.Keys, jwk{Kty: "OKP", Crv: "Ed25519", Alg: AlgEdDSA, Kid: key.ID, Use: "sig", X: enc.EncodeToString(key.Public)})
+		case withSecrets:
+			set.Keys = append(set.Keys, jwk{Kty: "oct", Alg: AlgHS256, Kid: key.ID, Use: "sig", K: enc.EncodeToString(key.Secret)})
+		}
+	}
+	out, _ := json.Marshal(set) // plain strings: cannot fail
+	return out
+}
+
 // ParseKeyring reads keys written one per line (or separated by commas, as an
-// environment variable allows) as "id:base64-secret". Blank lines and lines
-// starting with # are ignored. The first key signs. Every problem is reported,
-// each with its line number.
+// environment variable allows): "id:ed25519:base64-seed" (32 bytes),
+// "id:hs256:base64-secret" (at least 32 bytes), or "id:base64-secret" for
+// HS256. Blank lines and lines starting with # are ignored. Every problem is
+// reported, each with its line number.
 func ParseKeyring(text string) (*Keyring, error) {
 	var (
 		ring Keyring
@@ -75,19 +183,29 @@ func ParseKeyring(text string) (*Keyring, error) {
 		}
 	}
 	if len(errs) == 0 && len(ring.keys) == 0 {
-		errs = append(errs, errors.New("no keys: write one key per line as id:base64-secret (see the keygen command)"))
+		errs = append(errs, errors.New("no keys: write one key per line as id:ed25519:base64-seed or id:hs256:base64-secret (see the keygen command)"))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	ring.signFrom = make([]time.Time, len(ring.keys))
 	return &ring, nil
 }
 
 func parseKey(entry string) (Key, error) {
-	id, secret, ok := strings.Cut(entry, ":")
+	parts := strings.Split(entry, ":")
+	var id, alg, secret string
+	switch len(parts) {
+	case 2:
+		id, alg, secret = parts[0], "hs256", parts[1]
+	case 3:
+		id, alg, secret = parts[0], strings.ToLower(parts[1]), parts[2]
+	default:
+		return Key{}, errors.New(`a key is written "id:ed25519:base64-seed" or "id:hs256:base64-secret"`)
+	}
 	id = strings.TrimSpace(id)
-	if !ok || id == "" {
-		return Key{}, errors.New(`a key is written "id:base64-secret"`)
+	if id == "" {
+		return Key{}, errors.New("a key needs an id before the first ':'")
 	}
 	for _, r := range id {
 		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
@@ -98,10 +216,20 @@ func parseKey(entry string) (Key, error) {
 	if err != nil {
 		return Key{}, fmt.Errorf("key %q: secret is not base64: %v", id, err)
 	}
-	if len(raw) < MinKeyBytes {
-		return Key{}, fmt.Errorf("key %q: secret has %d bytes, at least %d are needed", id, len(raw), MinKeyBytes)
+	switch alg {
+	case "hs256":
+		if len(raw) < MinKeyBytes {
+			return Key{}, fmt.Errorf("key %q: secret has %d bytes, at least %d are needed", id, len(raw), MinKeyBytes)
+		}
+		return Key{ID: id, Alg: AlgHS256, Secret: raw}, nil
+	case "ed25519":
+		if len(raw) != ed25519.SeedSize {
+			return Key{}, fmt.Errorf("key %q: an Ed25519 seed has %d bytes, not %d", id, ed25519.SeedSize, len(raw))
+		}
+		priv := ed25519.NewKeyFromSeed(raw)
+		return Key{ID: id, Alg: AlgEdDSA, Private: priv, Public: priv.Public().(ed25519.PublicKey)}, nil
 	}
-	return Key{ID: id, Secret: raw}, nil
+	return Key{}, fmt.Errorf("key %q: algorithm %q is not ed25519 or hs256", id, alg)
 }
 
 // decodeBase64 accepts the standard and the URL alphabet, padded or not.

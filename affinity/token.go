@@ -18,11 +18,13 @@ const MaxTokenBytes = 1024
 type Session struct {
 	// ID is the random session id, the placement key of the session.
 	ID string
-	// HostID is the ID of the host the session is bound to.
-	HostID string
-	// IssuedAt is when the session started.
+	// Host is the h claim: the bound host's ID (opaque mode) or the override
+	// list "primary,successor" as ip:port (verified mode).
+	Host string
+	// IssuedAt is when the session started (iat is kept across refreshes;
+	// the absolute timeout counts from it).
 	IssuedAt time.Time
-	// ExpiresAt is when the token stops being valid.
+	// ExpiresAt is when the token stops being valid and must be refreshed.
 	ExpiresAt time.Time
 }
 
@@ -40,8 +42,8 @@ type claims struct {
 	jwt.RegisteredClaims
 }
 
-// TokenCodec signs and verifies session tokens: compact JWS, HS256 only, with
-// a kid header naming the key. It is safe for concurrent use.
+// TokenCodec signs and verifies session tokens: compact JWS, EdDSA (Ed25519)
+// or HS256, with a kid header naming the key. It is safe for concurrent use.
 type TokenCodec struct {
 	keys   *Keyring
 	parser *jwt.Parser
@@ -51,11 +53,13 @@ type TokenCodec struct {
 func NewTokenCodec(keys *Keyring) *TokenCodec {
 	return &TokenCodec{
 		keys: keys,
-		// The algorithm is pinned: "none", RS256 with an HMAC secret as public
-		// key, and everything else is refused before any key is used. Claims
-		// are checked by Verify against the caller's clock.
+		// Only our two algorithms pass the parser ("none", RS256 and the rest
+		// are refused before any key is used), and the key function pins each
+		// kid to its own algorithm, so an HMAC token can never be checked
+		// against an Ed25519 public key. Claims are checked by Verify
+		// against the caller's clock.
 		parser: jwt.NewParser(
-			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+			jwt.WithValidMethods([]string{AlgHS256, AlgEdDSA}),
 			jwt.WithoutClaimsValidation(),
 		),
 	}
@@ -64,24 +68,31 @@ func NewTokenCodec(keys *Keyring) *TokenCodec {
 // Keys returns the keyring.
 func (c *TokenCodec) Keys() *Keyring { return c.keys }
 
-// Sign issues a token for the session, signed by the keyring's first key.
-func (c *TokenCodec) Sign(s Session) (string, error) {
-	key := c.keys.Signer()
-	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims{
+// Sign issues a token for the session, signed by the keyring's signer at now.
+func (c *TokenCodec) Sign(s Session, now time.Time) (string, error) {
+	key := c.keys.Signer(now)
+	var method jwt.SigningMethod = jwt.SigningMethodHS256
+	if key.Alg == AlgEdDSA {
+		method = jwt.SigningMethodEdDSA
+	}
+	tok := jwt.NewWithClaims(method, claims{
 		SID: s.ID,
-		H:   s.HostID,
+		H:   s.Host,
 		RegisteredClaims: jwt.RegisteredClaims{
 			IssuedAt:  jwt.NewNumericDate(s.IssuedAt),
 			ExpiresAt: jwt.NewNumericDate(s.ExpiresAt),
 		},
 	})
 	tok.Header["kid"] = key.ID
-	return tok.SignedString(key.Secret)
+	delete(tok.Header, "typ") // a few bytes less in every cookie
+	return tok.SignedString(key.signingKey())
 }
 
 // Verify checks the token's signature, algorithm and lifetime at now and
 // returns the session it names. A token signed by any key of the ring
-// verifies; the comparison of signatures is constant-time (hmac.Equal).
+// verifies; HMAC signatures are compared in constant time (hmac.Equal). A
+// token whose signature is good but whose exp has passed returns its session
+// with ErrTokenExpired, so that it can be refreshed.
 func (c *TokenCodec) Verify(token string, now time.Time) (Session, error) {
 	if len(token) > MaxTokenBytes {
 		return Session{}, ErrTokenTooLong
@@ -93,7 +104,10 @@ func (c *TokenCodec) Verify(token string, now time.Time) (Session, error) {
 		if !ok {
 			return nil, fmt.Errorf("unknown key id %q", kid)
 		}
-		return key.Secret, nil
+		if t.Method.Alg() != key.Alg {
+			return nil, fmt.Errorf("key %q is %s, the token says %s", kid, key.Alg, t.Method.Alg())
+		}
+		return key.verifyingKey(), nil
 	})
 	if err != nil {
 		return Session{}, fmt.Errorf("%w: %v", ErrTokenInvalid, err)
@@ -101,9 +115,9 @@ func (c *TokenCodec) Verify(token string, now time.Time) (Session, error) {
 	if cl.SID == "" || cl.H == "" || cl.ExpiresAt == nil || cl.IssuedAt == nil {
 		return Session{}, fmt.Errorf("%w: missing claims", ErrTokenInvalid)
 	}
-	s := Session{ID: cl.SID, HostID: cl.H, IssuedAt: cl.IssuedAt.Time, ExpiresAt: cl.ExpiresAt.Time}
+	s := Session{ID: cl.SID, Host: cl.H, IssuedAt: cl.IssuedAt.Time, ExpiresAt: cl.ExpiresAt.Time}
 	if !now.Before(s.ExpiresAt) {
-		return Session{}, ErrTokenExpired
+		return s, ErrTokenExpired
 	}
 	return s, nil
 }

@@ -13,7 +13,7 @@ import (
 var t0 = time.Unix(1_800_000_000, 0)
 
 func testSession() Session {
-	return Session{ID: "sid-1", HostID: "web-1", IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	return Session{ID: "sid-1", Host: "web-1", IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 }
 
 // handToken builds a compact JWS by hand, to present what a forger would.
@@ -30,7 +30,7 @@ func handToken(header, payload string, key []byte) string {
 
 func TestTokenRoundTrip(t *testing.T) {
 	codec := NewTokenCodec(testKeyring(t))
-	tok, err := codec.Sign(testSession())
+	tok, err := codec.Sign(testSession(), t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := testSession()
-	if got.ID != want.ID || got.HostID != want.HostID || !got.IssuedAt.Equal(want.IssuedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) {
+	if got.ID != want.ID || got.Host != want.Host || !got.IssuedAt.Equal(want.IssuedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 }
@@ -50,17 +50,17 @@ func TestTokenRoundTrip(t *testing.T) {
 func TestTokenRefused(t *testing.T) {
 	ring := testKeyring(t)
 	codec := NewTokenCodec(ring)
-	good, err := codec.Sign(testSession())
+	good, err := codec.Sign(testSession(), t0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	otherKey := []byte("ffffffffffffffffffffffffffffffff")
-	other := NewTokenCodec(&Keyring{keys: []Key{{ID: "k1", Secret: otherKey}}})
-	resigned, _ := other.Sign(testSession())
-	unknownKid := NewTokenCodec(&Keyring{keys: []Key{{ID: "k9", Secret: ring.Signer().Secret}}})
-	unknown, _ := unknownKid.Sign(testSession())
+	other := NewTokenCodec(ringOf(Key{ID: "k1", Alg: AlgHS256, Secret: otherKey}))
+	resigned, _ := other.Sign(testSession(), t0)
+	unknownKid := NewTokenCodec(ringOf(Key{ID: "k9", Alg: AlgHS256, Secret: ring.Signer(t0).Secret}))
+	unknown, _ := unknownKid.Sign(testSession(), t0)
 	payload := `{"sid":"s","h":"web-1","iat":1800000000,"exp":1800003600}`
-	secret := ring.Signer().Secret
+	secret := ring.Signer(t0).Secret
 	parts := strings.Split(good, ".")
 
 	tests := []struct {
@@ -102,12 +102,12 @@ func TestTokenKeyRotation(t *testing.T) {
 	const newSecret = "YWJjZGVmYWJjZGVmYWJjZGVmYWJjZGVmYWJjZGVmYWI"
 	oldRing := testKeyring(t, "k1:"+testSecret)
 	rotated := testKeyring(t, "k2:"+newSecret, "k1:"+testSecret)
-	oldTok, _ := NewTokenCodec(oldRing).Sign(testSession())
+	oldTok, _ := NewTokenCodec(oldRing).Sign(testSession(), t0)
 	codec := NewTokenCodec(rotated)
 	if _, err := codec.Verify(oldTok, t0); err != nil {
 		t.Fatalf("token of the old key refused after rotation: %v", err)
 	}
-	newTok, _ := codec.Sign(testSession())
+	newTok, _ := codec.Sign(testSession(), t0)
 	if !strings.HasPrefix(newTok, "eyJ") {
 		t.Fatal("not a JWS")
 	}
@@ -125,18 +125,71 @@ func TestTokenKeyRotation(t *testing.T) {
 func FuzzVerify(f *testing.F) {
 	ring := testKeyring(f)
 	codec := NewTokenCodec(ring)
-	good, _ := codec.Sign(testSession())
+	good, _ := codec.Sign(testSession(), t0)
 	f.Add(good)
 	f.Add("")
 	f.Add("a.b.c")
 	f.Add("eyJhbGciOiJub25lIn0.e30.")
-	f.Add(handToken(`{"alg":"HS256","kid":"k1"}`, `{"sid":"","h":"x","iat":1,"exp":99999999999}`, ring.Signer().Secret))
+	f.Add(handToken(`{"alg":"HS256","kid":"k1"}`, `{"sid":"","h":"x","iat":1,"exp":99999999999}`, ring.Signer(t0).Secret))
 	f.Add(good[:40])
 	f.Add(strings.Repeat(".", 100))
 	f.Fuzz(func(t *testing.T, token string) {
 		s, err := codec.Verify(token, t0)
-		if err == nil && (s.ID == "" || s.HostID == "") {
+		if err == nil && (s.ID == "" || s.Host == "") {
 			t.Fatalf("accepted %q without sid or host", token)
 		}
 	})
+}
+
+func ringOf(keys ...Key) *Keyring {
+	return &Keyring{keys: keys, signFrom: make([]time.Time, len(keys))}
+}
+
+const edSeed = "ZWQyNTUxOS1zZWVkLWZvci10ZXN0cy0wMTIzNDU2Nzg"
+
+func TestEdDSATokens(t *testing.T) {
+	ring := testKeyring(t, "e1:ed25519:"+edSeed, "h1:hs256:"+testSecret)
+	codec := NewTokenCodec(ring)
+	tok, err := codec.Sign(testSession(), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[0])
+	if string(hdr) != `{"alg":"EdDSA","kid":"e1"}` {
+		t.Fatalf("header %s", hdr)
+	}
+	if s, err := codec.Verify(tok, t0); err != nil || s.Host != "web-1" {
+		t.Fatalf("EdDSA round trip: %+v %v", s, err)
+	}
+	e1, _ := ring.Lookup("e1")
+	payload := `{"sid":"s","h":"web-1","iat":1800000000,"exp":1800003600}`
+	tests := []struct{ name, token string }{
+		// The classic confusion: an HMAC token keyed with the public key.
+		{"HS256 under an Ed25519 kid", handToken(`{"alg":"HS256","kid":"e1"}`, payload, e1.Public)},
+		{"EdDSA header under an HS256 kid", handToken(`{"alg":"EdDSA","kid":"h1"}`, payload, ring.keys[1].Secret)},
+		{"signature of another Ed25519 key", swapSignature(tok, testKeyring(t, "e1:ed25519:"+testSecret))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := codec.Verify(tt.token, t0); !errors.Is(err, ErrTokenInvalid) {
+				t.Fatalf("err = %v, want invalid", err)
+			}
+		})
+	}
+}
+
+// swapSignature re-signs the token's content with ring's key.
+func swapSignature(tok string, ring *Keyring) string {
+	other, _ := NewTokenCodec(ring).Sign(testSession(), t0)
+	p := strings.Split(tok, ".")
+	return p[0] + "." + p[1] + "." + strings.Split(other, ".")[2]
+}
+
+func TestExpiredTokenKeepsItsSession(t *testing.T) {
+	codec := NewTokenCodec(testKeyring(t))
+	tok, _ := codec.Sign(testSession(), t0)
+	s, err := codec.Verify(tok, t0.Add(2*time.Hour))
+	if !errors.Is(err, ErrTokenExpired) || s.ID != "sid-1" || !s.IssuedAt.Equal(t0) {
+		t.Fatalf("expired: %+v %v", s, err)
+	}
 }

@@ -17,6 +17,7 @@ type serverState struct {
 // poolView is the JSON shape of /debug/pools.
 type poolView struct {
 	Name   string     `json:"name"`
+	Mode   string     `json:"mode"`
 	Cookie string     `json:"cookie"`
 	Hosts  []hostView `json:"hosts"`
 }
@@ -45,6 +46,12 @@ func adminHandler(s *serverState) http.Handler {
 		}
 		http.Error(w, "no hosts", http.StatusServiceUnavailable)
 	})
+	// The public keys that verify session tokens, for jwt_authn's
+	// remote_jwks. HS256 secrets are never served.
+	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(s.engine.Snapshot().Codec.Keys().JWKS(false))
+	})
 	mux.HandleFunc("GET /debug/pools", func(w http.ResponseWriter, _ *http.Request) {
 		snap := s.engine.Snapshot()
 		out := struct {
@@ -52,7 +59,7 @@ func adminHandler(s *serverState) http.Handler {
 			Keys  []string   `json:"keys"`
 		}{Keys: snap.Codec.Keys().IDs()}
 		for _, p := range snap.Pools {
-			pv := poolView{Name: p.Name, Cookie: p.Cookie.Name, Hosts: []hostView{}}
+			pv := poolView{Name: p.Name, Mode: string(p.Mode), Cookie: p.Cookie.Name, Hosts: []hostView{}}
 			for _, h := range p.Hosts.Hosts() {
 				pv.Hosts = append(pv.Hosts, hostView{ID: h.ID, Address: h.Address, Weight: h.Weight})
 			}

@@ -56,7 +56,7 @@ func (r *reloader) reload(force bool) {
 		return
 	}
 	r.last = fp
-	snap, err := affinity.LoadFile(r.path, os.Getenv)
+	snap, err := affinity.LoadFile(r.path, os.Getenv, r.engine.Snapshot(), r.engine.Now())
 	if err != nil {
 		r.log.Error("config reload failed, the previous config stays in force", "error", err)
 		return

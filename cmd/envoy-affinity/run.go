@@ -31,7 +31,10 @@ const usage = `envoy-affinity: session affinity for Envoy, as an ext_proc server
 Usage:
   envoy-affinity -config FILE [flags]   serve
   envoy-affinity check -config FILE     validate a config and its keys, then exit
-  envoy-affinity keygen [-id ID]        print a new signing key line for the keys file
+  envoy-affinity keygen [-id ID] [-alg ed25519|hs256]
+                                        print a new signing key line for the keys file
+  envoy-affinity jwks -config FILE [-with-secrets] [-out FILE]
+                                        write the JWKS Envoy's jwt_authn verifies tokens with
 
 Flags:
 `
@@ -55,6 +58,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return keygen(args[1:], stdout, stderr)
 		case "check":
 			return check(args[1:], stdout, stderr)
+		case "jwks":
+			return jwks(args[1:], stdout, stderr)
 		}
 	}
 	opts, err := parseFlags(args, stderr)
@@ -121,7 +126,7 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 }
 
 func serve(ctx context.Context, o options, log *slog.Logger) error {
-	snap, err := affinity.LoadFile(o.config, os.Getenv)
+	snap, err := affinity.LoadFile(o.config, os.Getenv, nil, time.Now())
 	if err != nil {
 		return err
 	}
@@ -219,7 +224,7 @@ func logSnapshot(log *slog.Logger, msg string, s *affinity.Snapshot) {
 		for _, h := range p.Hosts.Hosts() {
 			ids = append(ids, h.ID+"="+h.Address)
 		}
-		log.Info(msg, "pool", p.Name, "hosts", strings.Join(ids, " "), "signing_key", s.Codec.Keys().Signer().ID)
+		log.Info(msg, "pool", p.Name, "hosts", strings.Join(ids, " "), "signing_key", s.Codec.Keys().Signer(time.Now()).ID, "keys", strings.Join(s.Codec.Keys().IDs(), ","))
 	}
 }
 
@@ -236,12 +241,12 @@ func check(args []string, stdout, stderr io.Writer) error {
 	if *config == "" {
 		return errors.New("check: -config is required")
 	}
-	snap, err := affinity.LoadFile(*config, os.Getenv)
+	snap, err := affinity.LoadFile(*config, os.Getenv, nil, time.Now())
 	if err != nil {
 		return err
 	}
 	for _, p := range snap.Pools {
-		fmt.Fprintf(stdout, "pool %s: %d hosts, cookie %s\n", p.Name, p.Hosts.Len(), p.Cookie.Name)
+		fmt.Fprintf(stdout, "pool %s: mode %s, %d hosts, cookie %s\n", p.Name, p.Mode, p.Hosts.Len(), p.Cookie.Name)
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *config)
 	return nil
@@ -251,6 +256,7 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("envoy-affinity keygen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	id := fs.String("id", "", "key id (default: k followed by today's date)")
+	alg := fs.String("alg", "ed25519", "ed25519 (Envoy needs only the public key) or hs256 (a shared secret)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -260,12 +266,44 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 	if *id == "" {
 		*id = "k" + time.Now().UTC().Format("20060102")
 	}
-	secret := make([]byte, affinity.MinKeyBytes)
+	secret := make([]byte, 32) // an Ed25519 seed, or an HS256 key of the hash size
 	_, _ = rand.Read(secret)
-	line := *id + ":" + base64.RawURLEncoding.EncodeToString(secret)
+	line := *id + ":" + strings.ToLower(*alg) + ":" + base64.RawURLEncoding.EncodeToString(secret)
 	if _, err := affinity.ParseKeyring(line); err != nil {
 		return err
 	}
 	_, err := fmt.Fprintln(stdout, line)
 	return err
+}
+
+// jwks writes the key set Envoy's jwt_authn verifies session tokens with.
+func jwks(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("envoy-affinity jwks", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", "", "configuration file whose keys to publish")
+	withSecrets := fs.Bool("with-secrets", false, "include HS256 secrets (for a local_jwks file only Envoy can read; never serve them)")
+	out := fs.String("out", "", "write to this file (mode 0600) instead of standard output")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *config == "" {
+		return errors.New("jwks: -config is required")
+	}
+	snap, err := affinity.LoadFile(*config, os.Getenv, nil, time.Now())
+	if err != nil {
+		return err
+	}
+	set := append(snap.Codec.Keys().JWKS(*withSecrets), '\n')
+	if *out == "" {
+		_, err = stdout.Write(set)
+		return err
+	}
+	tmp := *out + ".tmp"
+	if err := os.WriteFile(tmp, set, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, *out)
 }

@@ -136,6 +136,17 @@ func TestRunReloads(t *testing.T) {
 	}
 	eventually(t, want("127.0.0.1:8081,127.0.0.1:8082"))
 
+	// The JWKS endpoint never serves an HS256 secret.
+	resp, err := http.Get("http://" + adminAddr + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != `{"keys":[]}` {
+		t.Fatalf("JWKS of an HS256-only keyring: %s", body)
+	}
+
 	// gRPC health answers SERVING.
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -250,6 +261,9 @@ func TestRunRefusesBadInput(t *testing.T) {
 
 func TestRunCommands(t *testing.T) {
 	dir := t.TempDir()
+	mixed := filepath.Join(dir, "mixed.yaml")
+	writeFile(t, mixed, "keys: {file: mixed.txt}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n")
+	writeFile(t, filepath.Join(dir, "mixed.txt"), "e1:ed25519:ZWQyNTUxOS1zZWVkLWZvci10ZXN0cy0wMTIzNDU2Nzg\n"+testKey+"\n")
 	good := filepath.Join(dir, "good.yaml")
 	writeFile(t, good, config("127.0.0.1:8081", "127.0.0.1:8082"))
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
@@ -260,8 +274,11 @@ func TestRunCommands(t *testing.T) {
 	}{
 		{"help lists every flag with its default", []string{"-h"},
 			[]string{"-config", "-grpc-addr", `(default "127.0.0.1:9002")`, "-admin-addr", "-reload-interval", "-shutdown-grace", "-log-level", "-log-format", "keygen", "check"}},
-		{"check", []string{"check", "-config", good}, []string{"pool default: 2 hosts, cookie affinity", "good.yaml: ok"}},
-		{"keygen", []string{"keygen", "-id", "k7"}, []string{"k7:"}},
+		{"check", []string{"check", "-config", good}, []string{"pool default: mode verified, 2 hosts, cookie affinity", "good.yaml: ok"}},
+		{"keygen", []string{"keygen", "-id", "k7"}, []string{"k7:ed25519:"}},
+		{"keygen hs256", []string{"keygen", "-id", "k8", "-alg", "hs256"}, []string{"k8:hs256:"}},
+		{"jwks publishes public keys only", []string{"jwks", "-config", mixed}, []string{`"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"e1"`}},
+		{"jwks with secrets for a local file", []string{"jwks", "-config", mixed, "-with-secrets"}, []string{`"kty":"oct","alg":"HS256","kid":"k1"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

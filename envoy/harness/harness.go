@@ -125,13 +125,15 @@ type Proc struct {
 	err  error
 }
 
-// Start runs bin with args; stdout and stderr go to logPath.
-func Start(name, logPath, bin string, args ...string) (*Proc, error) {
+// Start runs bin with args in dir (the current folder when empty); stdout
+// and stderr go to logPath.
+func Start(name, dir, logPath, bin string, args ...string) (*Proc, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so a Ctrl-C meant for the demo reaches the
 	// demo first and the demo stops its children in order.
@@ -230,3 +232,6 @@ func waitReady(ctx context.Context, p *Proc, url, want string) error {
 	}
 	return nil
 }
+
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }

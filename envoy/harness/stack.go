@@ -16,13 +16,18 @@ import (
 	"time"
 )
 
-// The default ports written in envoy/envoy.yaml; a stack maps each to a free one.
+// The default ports written in the envoy/ YAML files; a stack maps each to a free one.
 const (
-	yamlAdminPort    = 9901
-	yamlListenerPort = 10000
-	yamlServerPort   = 9002
-	yamlFirstBackend = 8081
+	yamlAdminPort       = 9901
+	yamlListenerPort    = 10000
+	yamlServerPort      = 9002
+	yamlServerAdminPort = 9003
+	yamlFirstBackend    = 8081
 )
+
+// endpointsFile is the EDS file verified.yaml and native.yaml read, relative
+// to Envoy's working folder.
+const endpointsFile = "app-endpoints.yaml"
 
 // Options shape a stack.
 type Options struct {
@@ -30,8 +35,16 @@ type Options struct {
 	Dir string
 	// Backends is how many demo backends run (3 when 0).
 	Backends int
-	// EnvoyYAML is the Envoy config to run (envoy/envoy.yaml when empty).
+	// Mode is the pool's mode (verified when empty); Envoy runs
+	// envoy/<mode>.yaml unless EnvoyYAML names another file.
+	Mode      string
 	EnvoyYAML string
+	// KeyAlg is the signing key's algorithm: ed25519 (default) or hs256.
+	KeyAlg string
+	// RefreshInterval is the pool's session.refresh_interval (default when 0).
+	RefreshInterval time.Duration
+	// SignDelay is keys.sign_delay (0 when unset).
+	SignDelay time.Duration
 	// ServerArgs are extra flags for envoy-affinity.
 	ServerArgs []string
 }
@@ -60,6 +73,8 @@ type Stack struct {
 	ConfigPath string
 	KeysPath   string
 	started    int
+	envoyDir   string
+	portMap    map[int]int
 }
 
 // StartStack starts the backends, the server (with every backend in its
@@ -69,14 +84,20 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (s *Stack, err
 	if opts.Backends == 0 {
 		opts.Backends = 3
 	}
-	if opts.EnvoyYAML == "" {
-		root, err := ModuleRoot()
-		if err != nil {
-			return nil, err
-		}
-		opts.EnvoyYAML = filepath.Join(root, "envoy", "envoy.yaml")
+	if opts.Mode == "" {
+		opts.Mode = "verified"
 	}
-	s = &Stack{opts: opts, bins: bins}
+	if opts.KeyAlg == "" {
+		opts.KeyAlg = "ed25519"
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	s = &Stack{opts: opts, bins: bins, envoyDir: filepath.Join(root, "envoy")}
+	if opts.EnvoyYAML == "" {
+		s.opts.EnvoyYAML = filepath.Join(s.envoyDir, opts.Mode+".yaml")
+	}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -98,7 +119,7 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (s *Stack, err
 	}
 
 	s.KeysPath = filepath.Join(opts.Dir, "keys.txt")
-	if err := os.WriteFile(s.KeysPath, []byte(NewKeyLine("k1")+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(s.KeysPath, []byte(NewKeyLine("k1", opts.KeyAlg)+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	s.ConfigPath = filepath.Join(opts.Dir, "config.yaml")
@@ -113,23 +134,28 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (s *Stack, err
 		return nil, err
 	}
 
-	yaml, err := os.ReadFile(opts.EnvoyYAML)
+	yaml, err := os.ReadFile(s.opts.EnvoyYAML)
 	if err != nil {
 		return nil, err
 	}
-	portMap := map[int]int{yamlAdminPort: s.AdminPort, yamlListenerPort: s.ListenPort, yamlServerPort: s.GRPCPort}
+	s.portMap = map[int]int{yamlAdminPort: s.AdminPort, yamlListenerPort: s.ListenPort, yamlServerPort: s.GRPCPort, yamlServerAdminPort: s.ServerPort}
 	for i, b := range s.Backends {
-		portMap[yamlFirstBackend+i] = b.Port
+		s.portMap[yamlFirstBackend+i] = b.Port
 	}
-	rendered, err := RenderEnvoy(yaml, portMap)
+	rendered, err := RenderEnvoy(yaml, s.portMap)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", opts.EnvoyYAML, err)
+		return nil, fmt.Errorf("%s: %w", s.opts.EnvoyYAML, err)
 	}
 	envoyConfig := filepath.Join(opts.Dir, "envoy.yaml")
 	if err := os.WriteFile(envoyConfig, rendered, 0o600); err != nil {
 		return nil, err
 	}
-	s.Envoy, err = Start("envoy", filepath.Join(opts.Dir, "envoy.log"), bins.Envoy,
+	if strings.Contains(string(yaml), endpointsFile) {
+		if err := s.WriteEndpoints(all...); err != nil {
+			return nil, err
+		}
+	}
+	s.Envoy, err = Start("envoy", opts.Dir, filepath.Join(opts.Dir, "envoy.log"), bins.Envoy,
 		"-c", envoyConfig, "--disable-hot-restart", "--concurrency", "1", "-l", "warn")
 	if err != nil {
 		return nil, err
@@ -140,17 +166,17 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (s *Stack, err
 	return s, nil
 }
 
-// NewKeyLine returns a fresh "id:secret" line for a keys file.
-func NewKeyLine(id string) string {
+// NewKeyLine returns a fresh "id:alg:secret" line for a keys file.
+func NewKeyLine(id, alg string) string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
-	return id + ":" + base64.RawURLEncoding.EncodeToString(b)
+	return id + ":" + alg + ":" + base64.RawURLEncoding.EncodeToString(b)
 }
 
 // StartBackend (re)starts backend i on its port.
 func (s *Stack) StartBackend(ctx context.Context, i int) error {
 	b := s.Backends[i]
-	p, err := Start(b.Name, filepath.Join(s.opts.Dir, b.Name+".log"), s.bins.Backend,
+	p, err := Start(b.Name, "", filepath.Join(s.opts.Dir, b.Name+".log"), s.bins.Backend,
 		"-addr", b.Address(), "-name", b.Name)
 	if err != nil {
 		return err
@@ -163,17 +189,53 @@ func (s *Stack) StartBackend(ctx context.Context, i int) error {
 // in its one pool. The cookie is not Secure: the tests speak plain HTTP.
 func (s *Stack) WriteConfig(backends ...int) error {
 	var b strings.Builder
-	b.WriteString("keys:\n  file: keys.txt\npools:\n  - cookie:\n      secure: false\n    hosts:\n")
+	fmt.Fprintf(&b, "keys:\n  file: keys.txt\n  sign_delay: %s\npools:\n  - mode: %s\n    cookie:\n      secure: false\n", s.opts.SignDelay, s.opts.Mode)
+	if s.opts.RefreshInterval > 0 {
+		fmt.Fprintf(&b, "    session:\n      refresh_interval: %s\n", s.opts.RefreshInterval)
+	}
+	b.WriteString("    hosts:\n")
 	for _, i := range backends {
 		be := s.Backends[i]
 		fmt.Fprintf(&b, "      - name: %s\n        address: %s\n", be.Name, be.Address())
 	}
-	// Write and rename, so the server never reads half a file.
-	tmp := s.ConfigPath + ".tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+	return writeAtomic(s.ConfigPath, []byte(b.String()))
+}
+
+// writeAtomic writes and renames, so no reader sees half a file (and
+// Envoy's directory watch sees the rename).
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return err
 	}
-	return os.Rename(tmp, s.ConfigPath)
+	return os.Rename(tmp, path)
+}
+
+// WriteEndpoints gives Envoy's cluster "app" the listed backends (by index),
+// through envoy/app-endpoints.yaml with the other backends' lines left out.
+func (s *Stack) WriteEndpoints(backends ...int) error {
+	tmpl, err := os.ReadFile(filepath.Join(s.envoyDir, endpointsFile))
+	if err != nil {
+		return err
+	}
+	keep := map[int]bool{}
+	for _, i := range backends {
+		keep[yamlFirstBackend+i] = true
+	}
+	var out []string
+	for _, line := range strings.Split(string(tmpl), "\n") {
+		if m := portValueRE.FindStringSubmatch(line); m != nil && strings.Contains(line, "- endpoint:") {
+			if n, _ := strconv.Atoi(m[1]); !keep[n] {
+				continue
+			}
+		}
+		out = append(out, line)
+	}
+	rendered, err := RenderEnvoy([]byte(strings.Join(out, "\n")), s.portMap)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(s.opts.Dir, endpointsFile), rendered)
 }
 
 // StartServer (re)starts envoy-affinity and waits until it is ready.
@@ -185,7 +247,7 @@ func (s *Stack) StartServer(ctx context.Context) error {
 		"-admin-addr", "127.0.0.1:" + strconv.Itoa(s.ServerPort),
 		"-reload-interval", "100ms",
 	}, s.opts.ServerArgs...)
-	p, err := Start("envoy-affinity", filepath.Join(s.opts.Dir, fmt.Sprintf("envoy-affinity.%d.log", s.started)), s.bins.Server, args...)
+	p, err := Start("envoy-affinity", "", filepath.Join(s.opts.Dir, fmt.Sprintf("envoy-affinity.%d.log", s.started)), s.bins.Server, args...)
 	if err != nil {
 		return err
 	}
@@ -249,6 +311,43 @@ func (s *Stack) WaitPoolHosts(ctx context.Context, names ...string) error {
 	})
 }
 
+// WaitEnvoyHosts waits until Envoy's cluster "app" has n hosts.
+func (s *Stack) WaitEnvoyHosts(ctx context.Context, n int) error {
+	return Eventually(ctx, 10*time.Second, func() error {
+		got, err := s.EnvoyStat("cluster.app.membership_total")
+		if err == nil && got != n {
+			err = fmt.Errorf("cluster app has %d hosts, want %d", got, n)
+		}
+		return err
+	})
+}
+
+// Mode is the stack's pool mode.
+func (s *Stack) Mode() string { return s.opts.Mode }
+
+// SetHosts puts the listed backends (by index) in the service's pool and,
+// where Envoy takes its hosts from app-endpoints.yaml, in Envoy's cluster,
+// and waits until both have them.
+func (s *Stack) SetHosts(ctx context.Context, backends ...int) error {
+	names := make([]string, len(backends))
+	for i, b := range backends {
+		names[i] = s.Backends[b].Name
+	}
+	if err := s.WriteConfig(backends...); err != nil {
+		return err
+	}
+	if err := s.WaitPoolHosts(ctx, names...); err != nil {
+		return err
+	}
+	if s.opts.Mode == "opaque" {
+		return nil
+	}
+	if err := s.WriteEndpoints(backends...); err != nil {
+		return err
+	}
+	return s.WaitEnvoyHosts(ctx, len(backends))
+}
+
 // EnvoyStat reads one counter or gauge from Envoy's admin API.
 func (s *Stack) EnvoyStat(name string) (int, error) {
 	resp, err := http.Get(s.adminURL("/stats?filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$"))
@@ -278,4 +377,35 @@ func (s *Stack) Close() {
 			b.Proc.Stop()
 		}
 	}
+}
+
+// CookieHost names the backend a session cookie binds to, as each mode
+// writes it: the host id in claim h (opaque), the first ip:port of claim h
+// (verified), or the address inside Envoy's own cookie (native). "" when the
+// cookie names no backend of the stack.
+func (s *Stack) CookieHost(cookie string) string {
+	var addr string
+	switch s.opts.Mode {
+	case "opaque":
+		return TokenClaim(cookie, "h")
+	case "verified":
+		addr, _, _ = strings.Cut(TokenClaim(cookie, "h"), ",")
+	case "native":
+		// Envoy's cookie is base64 of a small proto holding "ip:port".
+		raw, err := base64.StdEncoding.DecodeString(cookie)
+		if err != nil {
+			raw, _ = base64.RawStdEncoding.DecodeString(cookie)
+		}
+		for _, b := range s.Backends {
+			if strings.Contains(string(raw), b.Address()) {
+				return b.Name
+			}
+		}
+	}
+	for _, b := range s.Backends {
+		if b.Address() == addr {
+			return b.Name
+		}
+	}
+	return ""
 }

@@ -1,6 +1,7 @@
 // Command demo runs the whole thing on localhost (Envoy, envoy-affinity and
 // three demo backends), takes a short tour of what session affinity does,
-// and keeps serving until Ctrl-C. With DEMO_EXIT=1 it stops after the tour.
+// and keeps serving until Ctrl-C. With DEMO_EXIT=1 it stops after the tour;
+// DEMO_MODE picks the mode (verified, opaque or native; verified by default).
 package main
 
 import (
@@ -23,6 +24,12 @@ func main() {
 	}
 }
 
+var modeSummary = map[string]string{
+	"verified": "Envoy verifies the signed session cookie and routes established sessions itself; envoy-affinity sees new, expired and re-bound ones",
+	"opaque":   "Envoy asks envoy-affinity on every request",
+	"native":   "Envoy's own stateful_session cookie; envoy-affinity only places new sessions",
+}
+
 func run(ctx context.Context) error {
 	dir, err := os.MkdirTemp("", "envoy-affinity-demo-")
 	if err != nil {
@@ -34,42 +41,56 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s, err := harness.StartStack(ctx, bins, harness.Options{Dir: dir})
+	mode := os.Getenv("DEMO_MODE")
+	if mode == "" {
+		mode = "verified"
+	}
+	s, err := harness.StartStack(ctx, bins, harness.Options{Dir: dir, Mode: mode})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
 
-	fmt.Printf("\nEnvoy listens on %s — mode: opaque (Envoy asks envoy-affinity on every request)\n", s.URL("/"))
+	fmt.Printf("\nEnvoy listens on %s — mode: %s (%s)\n", s.URL("/"), mode, modeSummary[mode])
 	fmt.Printf("hosts: ")
 	for _, b := range s.Backends {
 		fmt.Printf("%s=%s  ", b.Name, b.Address())
 	}
 	fmt.Printf("\nlogs and configs: %s\n", dir)
 
-	fmt.Println("\n1. Six users open a session and send three requests each.")
+	fmt.Println("\n1. Users open a session and send three requests each (until two are on backend-2).")
 	fmt.Println("   The backend counts requests per session in memory: a session that moved would start again at 1.")
-	users := make([]*harness.Client, 6)
-	where := make([]string, len(users))
-	for i := range users {
-		users[i] = harness.NewClient(s.URL(""))
+	var (
+		users []*harness.Client
+		where []string
+		on2   int
+	)
+	for len(users) < 6 || (on2 < 2 && len(users) < 12) {
+		u := harness.NewClient(s.URL(""))
 		var served []string
+		var host string
 		for range 3 {
-			r, _, err := users[i].Get("/")
+			r, _, err := u.Get("/")
 			if err != nil {
 				return err
 			}
 			served = append(served, fmt.Sprintf("%s#%d", r.Host, r.Count))
-			where[i] = r.Host
+			host = r.Host
 		}
-		fmt.Printf("   user %d: %s\n", i+1, strings.Join(served, "  "))
+		if host == "backend-2" {
+			on2++
+		}
+		users = append(users, u)
+		where = append(where, host)
+		fmt.Printf("   user %d: %s\n", len(users), strings.Join(served, "  "))
 	}
 
-	fmt.Println("\n2. backend-2 leaves the pool (the config file changes; no restart).")
-	if err := s.WriteConfig(0, 2); err != nil {
-		return err
+	if mode == "opaque" {
+		fmt.Println("\n2. backend-2 leaves the pool (the config file changes; no restart).")
+	} else {
+		fmt.Println("\n2. backend-2 leaves Envoy's cluster (EDS) and the service's pool.")
 	}
-	if err := s.WaitPoolHosts(ctx, "backend-1", "backend-3"); err != nil {
+	if err := s.SetHosts(ctx, 0, 2); err != nil {
 		return err
 	}
 	for i, u := range users {
@@ -78,18 +99,25 @@ func run(ctx context.Context) error {
 			return err
 		}
 		switch {
+		case r.Host != where[i] && mode == "native":
+			fmt.Printf("   user %d: was on %s, now on %s (Envoy's pick), request #%d\n", i+1, where[i], r.Host, r.Count)
 		case r.Host != where[i]:
-			fmt.Printf("   user %d: was on %s, moved to its successor %s (new cookie issued)\n", i+1, where[i], r.Host)
+			fmt.Printf("   user %d: was on %s, now on its agreed successor %s, request #%d\n", i+1, where[i], r.Host, r.Count)
 		default:
 			fmt.Printf("   user %d: stays on %s, request #%d\n", i+1, r.Host, r.Count)
 		}
 	}
 
-	fmt.Println("\n3. backend-2 comes back: sessions already moved stay where they are; new sessions reach it again.")
-	if err := s.WriteConfig(0, 1, 2); err != nil {
-		return err
+	fmt.Println("\n3. backend-2 comes back; new sessions reach it again.")
+	switch mode {
+	case "opaque":
+		fmt.Println("   Sessions already moved stay where they are (their cookie was re-bound).")
+	case "verified":
+		fmt.Println("   Tokens not yet refreshed still name backend-2 first: those sessions return to it.")
+	case "native":
+		fmt.Println("   Envoy re-wrote the moved sessions' cookies: they stay where they are.")
 	}
-	if err := s.WaitPoolHosts(ctx, "backend-1", "backend-2", "backend-3"); err != nil {
+	if err := s.SetHosts(ctx, 0, 1, 2); err != nil {
 		return err
 	}
 	for i, u := range users {
@@ -116,6 +144,7 @@ func run(ctx context.Context) error {
 	fmt.Printf("\nTry it (the cookie jar keeps your session):\n  curl -c /tmp/jar -b /tmp/jar -i %s\n", s.URL("/"))
 	fmt.Printf("Pools as the server sees them:\n  curl %s\n", s.ServerURL("/debug/pools"))
 	fmt.Printf("Edit %s to add, remove or re-weight hosts; it is reloaded within a second.\n", s.ConfigPath)
+	fmt.Println("Other modes: DEMO_MODE=opaque make demo, DEMO_MODE=native make demo.")
 	fmt.Println("Ctrl-C stops everything.")
 	select {
 	case <-ctx.Done():

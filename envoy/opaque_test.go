@@ -1,5 +1,3 @@
-// End-to-end tests: the real Envoy runs envoy.yaml in this folder, talking
-// to the real envoy-affinity server and demo backends on loopback.
 package envoy_test
 
 import (
@@ -17,70 +15,9 @@ import (
 	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
 )
 
-var bins harness.Binaries
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "envoy-affinity-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins, err = harness.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "end-to-end tests need their binaries:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// newStack starts Envoy, the server and three backends for one test.
-func newStack(t *testing.T) *harness.Stack {
-	t.Helper()
-	s, err := harness.StartStack(context.Background(), bins, harness.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("envoy-affinity log:\n%s", s.Server.Tail())
-			t.Logf("envoy log:\n%s", s.Envoy.Tail())
-		}
-		s.Close()
-	})
-	return s
-}
-
-// session is one user and where the server bound it.
-type session struct {
-	c    *harness.Client
-	host string // backend name from the first reply
-}
-
-// startSessions opens n sessions, each with one request, and checks that the
-// backend that answered is the one the session cookie names.
-func startSessions(t *testing.T, s *harness.Stack, n int) []*session {
-	t.Helper()
-	out := make([]*session, n)
-	for i := range out {
-		c := harness.NewClient(s.URL(""))
-		r, _, err := c.Get("/")
-		if err != nil {
-			t.Fatalf("session %d: %v", i, err)
-		}
-		if h := harness.TokenClaim(c.Cookie("affinity"), "h"); h != r.Host {
-			t.Fatalf("session %d: served by %s, cookie names %q", i, r.Host, h)
-		}
-		out[i] = &session{c: c, host: r.Host}
-	}
-	return out
-}
-
 func TestStickySession(t *testing.T) {
 	t.Parallel()
-	s := newStack(t)
+	s := newStack(t, "opaque")
 	c := harness.NewClient(s.URL(""))
 	first, resp, err := c.Get("/")
 	if err != nil {
@@ -119,7 +56,7 @@ func TestStickySession(t *testing.T) {
 
 func TestNewSessionsSpread(t *testing.T) {
 	t.Parallel()
-	s := newStack(t)
+	s := newStack(t, "opaque")
 	count := map[string]int{}
 	for _, ss := range startSessions(t, s, 300) {
 		count[ss.host]++
@@ -137,7 +74,7 @@ func TestNewSessionsSpread(t *testing.T) {
 
 func TestHostRemovedFromConfig(t *testing.T) {
 	t.Parallel()
-	s := newStack(t)
+	s := newStack(t, "opaque")
 	sessions := startSessions(t, s, 90)
 	removed := "backend-2"
 	// The agreed successor is a function of the session id and the host set
@@ -213,7 +150,7 @@ func forge(header, payload string, secret []byte) string {
 
 func TestInvalidCookiesAreNewSessions(t *testing.T) {
 	t.Parallel()
-	s := newStack(t)
+	s := newStack(t, "opaque")
 	valid := startSessions(t, s, 1)[0]
 	token := valid.c.Cookie("affinity")
 	parts := strings.Split(token, ".")
@@ -229,8 +166,9 @@ func TestInvalidCookiesAreNewSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Past its absolute timeout (24 h), so not a refresh.
 	expired, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{
-		ID: "forged", HostID: "backend-3", IssuedAt: time.Now().Add(-2 * time.Hour), ExpiresAt: time.Now().Add(-time.Hour)})
+		ID: "forged", Host: "backend-3", IssuedAt: time.Now().Add(-25 * time.Hour), ExpiresAt: time.Now().Add(-time.Hour)}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,41 +205,46 @@ func TestInvalidCookiesAreNewSessions(t *testing.T) {
 
 func TestClientCannotChooseHost(t *testing.T) {
 	t.Parallel()
-	s := newStack(t)
-	sessions := startSessions(t, s, 12)
-	for _, ss := range sessions {
-		for _, b := range s.Backends {
-			if b.Name == ss.host {
-				continue
+	for _, mode := range []string{"opaque", "verified"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, mode)
+			sessions := startSessions(t, s, 12)
+			for _, ss := range sessions {
+				for _, b := range s.Backends {
+					if b.Name == ss.host {
+						continue
+					}
+					r, _, err := ss.c.Get("/",
+						"x-gateway-destination-endpoint", b.Address(),
+						"x-gateway-destination-endpoint-served", b.Address(),
+						"x-envoy-original-dst-host", b.Address())
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.Host != ss.host {
+						t.Fatalf("session of %s asked for %s and reached %s", ss.host, b.Name, r.Host)
+					}
+				}
 			}
-			r, _, err := ss.c.Get("/",
-				"x-gateway-destination-endpoint", b.Address(),
-				"x-gateway-destination-endpoint-served", b.Address(),
-				"x-envoy-original-dst-host", b.Address())
-			if err != nil {
-				t.Fatal(err)
+			// New sessions asking for a host get the host the server chose.
+			for range 30 {
+				c := harness.NewClient(s.URL(""))
+				r, _, err := c.Get("/", "x-gateway-destination-endpoint", s.Backends[0].Address())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if h := s.CookieHost(c.Cookie("affinity")); h != r.Host {
+					t.Fatalf("new session served by %s, placed on %s", r.Host, h)
+				}
 			}
-			if r.Host != ss.host {
-				t.Fatalf("session of %s asked for %s and reached %s", ss.host, b.Name, r.Host)
-			}
-		}
-	}
-	// New sessions asking for a host get the host the server chose.
-	for range 30 {
-		c := harness.NewClient(s.URL(""))
-		r, _, err := c.Get("/", "x-gateway-destination-endpoint", s.Backends[0].Address())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h := harness.TokenClaim(c.Cookie("affinity"), "h"); h != r.Host {
-			t.Fatalf("new session served by %s, placed on %s", r.Host, h)
-		}
+		})
 	}
 }
 
 func TestFailOpenAndBack(t *testing.T) {
 	t.Parallel()
-	s := newStack(t)
+	s := newStack(t, "opaque")
 	sessions := startSessions(t, s, 30)
 	s.Server.Kill()
 

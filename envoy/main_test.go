@@ -1,0 +1,80 @@
+// End-to-end tests: the real Envoy runs envoy.yaml in this folder, talking
+// to the real envoy-affinity server and demo backends on loopback.
+package envoy_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+)
+
+var bins harness.Binaries
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "envoy-affinity-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bins, err = harness.Build(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "end-to-end tests need their binaries:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// newStack starts Envoy (envoy/<mode>.yaml), the server and three backends
+// for one test.
+func newStack(t *testing.T, mode string) *harness.Stack {
+	t.Helper()
+	return newStackWith(t, harness.Options{Mode: mode})
+}
+
+func newStackWith(t *testing.T, opts harness.Options) *harness.Stack {
+	t.Helper()
+	opts.Dir = t.TempDir()
+	s, err := harness.StartStack(context.Background(), bins, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("envoy-affinity log:\n%s", s.Server.Tail())
+			t.Logf("envoy log:\n%s", s.Envoy.Tail())
+		}
+		s.Close()
+	})
+	return s
+}
+
+// session is one user and where the server bound it.
+type session struct {
+	c    *harness.Client
+	host string // backend name from the first reply
+}
+
+// startSessions opens n sessions, each with one request, and checks that the
+// backend that answered is the one the session cookie names.
+func startSessions(t *testing.T, s *harness.Stack, n int) []*session {
+	t.Helper()
+	out := make([]*session, n)
+	for i := range out {
+		c := harness.NewClient(s.URL(""))
+		r, _, err := c.Get("/")
+		if err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+		if h := s.CookieHost(c.Cookie("affinity")); h != r.Host {
+			t.Fatalf("session %d: served by %s, cookie names %q", i, r.Host, h)
+		}
+		out[i] = &session{c: c, host: r.Host}
+	}
+	return out
+}

@@ -1,0 +1,361 @@
+package envoy_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+)
+
+// streams is how many ext_proc streams Envoy has opened so far.
+func streams(t *testing.T, s *harness.Stack) int {
+	t.Helper()
+	n, err := s.EnvoyStat("http.ingress.ext_proc.streams_started")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// serverKeys reads the stack's signing keys, to build tokens as the server would.
+func serverKeys(t *testing.T, s *harness.Stack) *affinity.Keyring {
+	t.Helper()
+	text, err := os.ReadFile(s.KeysPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := affinity.ParseKeyring(string(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ring
+}
+
+// TestEstablishedSessionsSkipTheService runs in both Envoy-enforced modes:
+// once a session has its cookie, Envoy routes it without an ext_proc stream.
+func TestEstablishedSessionsSkipTheService(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"verified", "native"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, mode)
+			before := streams(t, s)
+			c := harness.NewClient(s.URL(""))
+			first, _, err := c.Get("/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := streams(t, s) - before; got != 1 {
+				t.Fatalf("a new session took %d ext_proc streams, want 1", got)
+			}
+			before = streams(t, s)
+			for i := 2; i <= 21; i++ {
+				r, resp, err := c.Get("/")
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				if r.Host != first.Host || r.Count != i {
+					t.Fatalf("request %d: %+v, want host %s count %d", i, r, first.Host, i)
+				}
+				if mode == "verified" && len(resp.Header.Values("Set-Cookie")) != 0 {
+					t.Fatalf("request %d: Set-Cookie on an established session", i)
+				}
+			}
+			if got := streams(t, s) - before; got != 0 {
+				t.Fatalf("20 established requests took %d ext_proc streams, want 0", got)
+			}
+		})
+	}
+}
+
+func TestVerifiedBadTokens(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "verified")
+	ring := serverKeys(t, s)
+	valid := startSessions(t, s, 1)[0]
+	token := valid.c.Cookie("affinity")
+	parts := strings.Split(token, ".")
+	now := time.Now()
+	// Every forged token asks for backend-3 first.
+	want3 := s.Backends[2].Address() + "," + s.Backends[0].Address()
+	payload := fmt.Sprintf(`{"sid":"forged","h":%q,"iat":%d,"exp":%d}`, want3, now.Unix(), now.Add(time.Hour).Unix())
+	_, otherPriv, _ := ed25519.GenerateKey(nil)
+	otherKey, _ := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"sid": "forged", "h": want3, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}).
+		SignedString(otherPriv)
+	otherKey = reKid(otherKey, "k1")
+	signer, _ := ring.Lookup("k1")
+	confused := forge(`{"alg":"HS256","kid":"k1"}`, payload, signer.Public)
+	old, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: "forged", Host: want3, IssuedAt: now.Add(-25 * time.Hour), ExpiresAt: now.Add(-time.Hour)}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, cookie string }{
+		{"payload swapped under the old signature", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + parts[2]},
+		{"signed by another Ed25519 key under the same kid", otherKey},
+		{"alg none", forge(`{"alg":"none","kid":"k1"}`, payload, nil)},
+		{"HS256 keyed with the public key", confused},
+		{"past the absolute timeout", old},
+		{"truncated", token[:len(token)-9]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for i := range 4 {
+				before := streams(t, s)
+				c := harness.NewClient(s.URL(""))
+				c.SetCookie("affinity", tt.cookie)
+				r, _, err := c.Get("/")
+				if err != nil {
+					t.Fatalf("attempt %d: %v", i, err)
+				}
+				fresh := c.Cookie("affinity")
+				if fresh == tt.cookie || harness.TokenClaim(fresh, "sid") == "forged" {
+					t.Fatalf("attempt %d: not a new session", i)
+				}
+				if h := s.CookieHost(fresh); h != r.Host {
+					t.Fatalf("attempt %d: served by %s, the new cookie names %s", i, r.Host, h)
+				}
+				if streams(t, s) == before {
+					t.Fatalf("attempt %d: Envoy routed the bad token without the service", i)
+				}
+			}
+		})
+	}
+}
+
+// reKid rewrites a token's header to name another kid (its signature then
+// covers the old header, so it is a forgery either way).
+func reKid(token, kid string) string {
+	p := strings.Split(token, ".")
+	hdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"EdDSA","kid":"` + kid + `"}`))
+	return hdr + "." + p[1] + "." + p[2]
+}
+
+func TestVerifiedRefresh(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "verified")
+	ring := serverKeys(t, s)
+	sess := startSessions(t, s, 1)[0]
+	token := sess.c.Cookie("affinity")
+	// The same session, as the server signed it, but its exp has passed.
+	claims := affinity.Session{ID: harness.TokenClaim(token, "sid"), Host: harness.TokenClaim(token, "h"),
+		IssuedAt: time.Now().Add(-time.Hour), ExpiresAt: time.Now().Add(-2 * time.Minute)}
+	expired, err := affinity.NewTokenCodec(ring).Sign(claims, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.c.SetCookie("affinity", expired)
+	before := streams(t, s)
+	r, resp, err := sess.c.Get("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if streams(t, s)-before != 1 || r.Host != sess.host || r.Count != 2 {
+		t.Fatalf("expired token: %+v after %d streams; want the service once, host %s, count 2", r, streams(t, s)-before, sess.host)
+	}
+	if len(resp.Header.Values("Set-Cookie")) == 0 {
+		t.Fatal("refresh without a new cookie")
+	}
+	fresh := sess.c.Cookie("affinity")
+	if harness.TokenClaim(fresh, "sid") != claims.ID || s.CookieHost(fresh) != sess.host {
+		t.Fatalf("refreshed token names another session or host")
+	}
+	// Refreshed: Envoy alone again.
+	before = streams(t, s)
+	if _, _, err := sess.c.Get("/"); err != nil || streams(t, s) != before {
+		t.Fatalf("after the refresh: %v, %d streams", err, streams(t, s)-before)
+	}
+}
+
+func TestHostRemovedFromEnvoysCluster(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"verified", "native"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, mode)
+			sessions := startSessions(t, s, 60)
+			// Verified tokens name the successor second: Envoy's retry and
+			// override list go there. Envoy's own cookie names one host only.
+			successor := map[*session]string{}
+			for _, ss := range sessions {
+				_, next, _ := strings.Cut(harness.TokenClaim(ss.c.Cookie("affinity"), "h"), ",")
+				for _, b := range s.Backends {
+					if b.Address() == next {
+						successor[ss] = b.Name
+					}
+				}
+			}
+			if err := s.WriteEndpoints(0, 2); err != nil {
+				t.Fatal(err)
+			}
+			waitMembers(t, s, 2)
+			before := streams(t, s)
+			var onRemoved, failed, otherMoved int
+			landed := map[*session]string{}
+			for _, ss := range sessions {
+				r, _, err := ss.c.Get("/")
+				switch {
+				case err != nil:
+					failed++
+				case ss.host == "backend-2":
+					onRemoved++
+					landed[ss] = r.Host
+					if r.Host == "backend-2" {
+						t.Errorf("a session reached the removed host")
+					}
+					if mode == "verified" && r.Host != successor[ss] {
+						t.Errorf("session of the removed host served by %s, its successor is %s", r.Host, successor[ss])
+					}
+				case r.Host != ss.host:
+					otherMoved++
+				}
+			}
+			// Where a moved session landed, it stays.
+			for ss, host := range landed {
+				if r, _, err := ss.c.Get("/"); err != nil || r.Host != host {
+					t.Errorf("moved session: %v, served by %s after %s", err, r.Host, host)
+				}
+			}
+			t.Logf("%s, host removed from Envoy's cluster: %d sessions on it moved, %d failed requests, %d other sessions moved (of %d), %d ext_proc streams",
+				mode, onRemoved, failed, otherMoved, len(sessions)-onRemoved, streams(t, s)-before)
+			if failed != 0 || otherMoved != 0 || onRemoved == 0 {
+				t.Fatalf("failed %d, other sessions moved %d, sessions on the removed host %d", failed, otherMoved, onRemoved)
+			}
+		})
+	}
+}
+
+// waitMembers waits until Envoy's cluster "app" has n hosts.
+func waitMembers(t *testing.T, s *harness.Stack, n int) {
+	t.Helper()
+	if err := s.WaitEnvoyHosts(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEnvoyEnforcesWithTheServiceKilled(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"verified", "native"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, mode)
+			sessions := startSessions(t, s, 30)
+			s.Server.Kill()
+			served := 0
+			for i, ss := range sessions {
+				for range 3 {
+					r, _, err := ss.c.Get("/")
+					if err != nil {
+						t.Fatalf("session %d: %v", i, err)
+					}
+					if r.Host != ss.host {
+						t.Fatalf("session %d of %s served by %s with the service down", i, ss.host, r.Host)
+					}
+					served++
+				}
+			}
+			for i := range 10 {
+				if _, _, err := harness.NewClient(s.URL("")).Get("/"); err != nil {
+					t.Fatalf("new session %d with the service down: %v", i, err)
+				}
+			}
+			t.Logf("%s, service killed: %d of %d established requests served on their own host; 10 of 10 new sessions served", mode, served, served)
+		})
+	}
+}
+
+func TestVerifiedKeyRotationUnderLoad(t *testing.T) {
+	t.Parallel()
+	s := newStackWith(t, harness.Options{Mode: "verified", RefreshInterval: 2 * time.Second, SignDelay: time.Second})
+	sessions := startSessions(t, s, 40)
+	var failed, moved, requests atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// About 500 requests a second per worker: load, not a flood.
+			tick := time.NewTicker(2 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				for _, ss := range sessions[w*10 : w*10+10] {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+					}
+					requests.Add(1)
+					r, _, err := ss.c.Get("/")
+					switch {
+					case err != nil:
+						failed.Add(1)
+					case r.Host != ss.host:
+						moved.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	stopLoad := sync.OnceFunc(func() {
+		close(stop)
+		wg.Wait()
+	})
+	defer stopLoad()
+	startStreams := streams(t, s)
+	// Under load: a new key, first in the file, the old one kept to verify.
+	old, err := os.ReadFile(s.KeysPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.KeysPath, []byte(harness.NewKeyLine("k2", "ed25519")+"\n"+string(old)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until every session carries a k2 token and Envoy verifies them
+	// itself (its JWKS cache has fetched k2): the rotation is complete.
+	err = harness.Eventually(context.Background(), 60*time.Second, func() error {
+		for i, ss := range sessions {
+			if kid := tokenKid(ss.c.Cookie("affinity")); kid != "k2" {
+				return fmt.Errorf("session %d still has a %s token", i, kid)
+			}
+		}
+		before := streams(t, s)
+		if _, _, err := sessions[0].c.Get("/"); err != nil {
+			return err
+		}
+		if streams(t, s) != before {
+			return fmt.Errorf("Envoy does not verify k2 tokens yet")
+		}
+		return nil
+	})
+	stopLoad()
+	t.Logf("key rotation under load: %d requests, %d failed, %d served by another host, %d ext_proc streams",
+		requests.Load(), failed.Load(), moved.Load(), streams(t, s)-startStreams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failed.Load() != 0 || moved.Load() != 0 {
+		t.Fatalf("%d failed requests, %d moved", failed.Load(), moved.Load())
+	}
+}
+
+// tokenKid is the kid in a token's header.
+func tokenKid(token string) string {
+	hdr, err := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[0])
+	if err != nil {
+		return ""
+	}
+	_, rest, _ := strings.Cut(string(hdr), `"kid":"`)
+	kid, _, _ := strings.Cut(rest, `"`)
+	return kid
+}
