@@ -12,7 +12,7 @@ GO ?= go
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo envoy fuzz bench clean
+.PHONY: help build test lint demo envoy fuzz bench bench-placement clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -46,6 +46,10 @@ demo: envoy ## run Envoy, envoy-affinity and three backends on localhost with a 
 bench: envoy ## measure each mode against plain Envoy (about 5 minutes) into docs/performance.md
 	@command -v wrk >/dev/null || { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; }
 	$(GO) run ./envoy/bench -out docs/performance.md
+
+bench-placement: ## placement quality and speed beside Maglev and a ring (docs/placement.md)
+	$(GO) test -run '^$$' -bench 'PlacementQuality|PlacementWeights' -benchtime 1x -timeout 30m ./affinity
+	$(GO) test -run '^$$' -bench 'PlacementLookup|PlacementBuild' -benchmem ./affinity
 
 fuzz: ## fuzz the session-token decoder for a minute
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 60s ./affinity
