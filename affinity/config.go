@@ -40,7 +40,10 @@ type PoolConfig struct {
 	// single pool it may be left out: that pool takes every request.
 	Name string `yaml:"name"`
 	// Mode is how sessions are enforced: verified (default), opaque, native.
-	Mode    string        `yaml:"mode"`
+	Mode string `yaml:"mode"`
+	// Strict answers 503 to a session whose host is gone instead of moving
+	// it to its successor.
+	Strict  bool          `yaml:"strict"`
 	Cookie  CookieConfig  `yaml:"cookie"`
 	Session SessionConfig `yaml:"session"`
 	Hosts   []HostConfig  `yaml:"hosts"`
@@ -71,6 +74,9 @@ type HostConfig struct {
 	Address string `yaml:"address"`
 	Name    string `yaml:"name"`
 	Weight  *int   `yaml:"weight"`
+	// DrainingUntil puts the host in the draining state: no new session is
+	// placed there, its sessions stay until this time and then move on.
+	DrainingUntil *time.Time `yaml:"draining_until"`
 }
 
 // Defaults applied where the file is silent.
@@ -318,6 +324,9 @@ func (p *PoolConfig) validate(v *validator, at string) {
 		} else {
 			ids[id] = true
 		}
+		if h.DrainingUntil != nil && h.DrainingUntil.IsZero() {
+			v.errorf(hat+".draining_until", "give a time such as 2026-11-27T18:00:00Z")
+		}
 		if h.Weight != nil && (*h.Weight < 1 || *h.Weight > MaxWeight) {
 			v.errorf(hat+".weight", "%d is out of range 1..%d", *h.Weight, MaxWeight)
 		}
@@ -396,12 +405,19 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 	s := &Snapshot{Codec: NewTokenCodec(keys), byName: map[string]*Pool{}}
 	for _, pc := range c.Pools {
 		hosts := make([]Host, len(pc.Hosts))
+		var active []Host
+		draining := map[string]time.Time{}
 		for i, h := range pc.Hosts {
 			w := uint32(1)
 			if h.Weight != nil {
 				w = uint32(*h.Weight)
 			}
 			hosts[i] = NewHost(h.Name, h.Address, w)
+			if h.DrainingUntil != nil {
+				draining[hosts[i].ID] = *h.DrainingUntil
+			} else {
+				active = append(active, hosts[i])
+			}
 		}
 		p := &Pool{
 			Name: pc.Name,
@@ -415,9 +431,12 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 				SameSite: sameSite(pc.Cookie.SameSite),
 				Lifetime: Lifetime(pc.Cookie.Lifetime),
 			},
+			Strict:          pc.Strict,
 			AbsoluteTimeout: pc.Session.AbsoluteTimeout,
 			RefreshInterval: pc.Session.RefreshInterval,
 			Hosts:           NewHostSet(hosts),
+			Active:          NewHostSet(active),
+			Draining:        draining,
 		}
 		s.Pools = append(s.Pools, p)
 		s.byName[p.Name] = p

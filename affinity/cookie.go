@@ -75,6 +75,13 @@ func (c *CookieSpec) SetCookie(token string, now, expires time.Time) string {
 	return b.String()
 }
 
+// Expire renders a Set-Cookie value that deletes the cookie.
+func (c *CookieSpec) Expire() string {
+	spec := *c
+	spec.Lifetime = LifetimeSession
+	return spec.SetCookie("", time.Time{}, time.Time{}) + "; Max-Age=0"
+}
+
 // CookieValue finds the named cookie in a Cookie request header value
 // ("a=1; b=2"). Only the first occurrence counts; quotes around the value are
 // removed as RFC 6265 allows. It never fails: anything malformed is skipped.

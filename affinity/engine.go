@@ -34,10 +34,28 @@ const (
 type Pool struct {
 	Name            string
 	Mode            Mode
+	Strict          bool
 	Cookie          CookieSpec
 	AbsoluteTimeout time.Duration
 	RefreshInterval time.Duration
-	Hosts           *HostSet
+	// Hosts are all the pool's hosts, draining ones included: a session
+	// bound to any of them is recognised.
+	Hosts *HostSet
+	// Active are the hosts new sessions are placed on, and the successor
+	// order draws from.
+	Active *HostSet
+	// Draining maps the ID of each draining host to its deadline.
+	Draining map[string]time.Time
+}
+
+// placement is the host set new and re-bound sessions are placed on: the
+// active hosts, or all of them when every host is draining (a session on a
+// draining host beats no session).
+func (p *Pool) placement() *HostSet {
+	if p.Active.Len() > 0 {
+		return p.Active
+	}
+	return p.Hosts
 }
 
 // Snapshot is one configuration in force: immutable, swapped whole.
@@ -74,9 +92,12 @@ const (
 	OutcomeNew
 	// OutcomeRebound: the session keeps its id but moves to another host.
 	OutcomeRebound
+	// OutcomeRejected: the session's host is gone and the pool is strict;
+	// the request is answered with Decision.Status.
+	OutcomeRejected
 )
 
-var outcomeNames = [...]string{"pass-through", "pinned", "new", "rebound"}
+var outcomeNames = [...]string{"pass-through", "pinned", "new", "rebound", "rejected"}
 
 func (o Outcome) String() string { return outcomeNames[o] }
 
@@ -104,9 +125,11 @@ const (
 	// so Envoy could not use it (its key not fetched yet, or clocks apart);
 	// it is re-issued.
 	ReasonUnverified
+	// ReasonDraining: the session's host was draining and its deadline passed.
+	ReasonDraining
 )
 
-var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "host-left", "no-pool", "no-hosts", "unverified"}
+var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "host-left", "no-pool", "no-hosts", "unverified", "draining"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
@@ -131,7 +154,14 @@ type Decision struct {
 	// SetCookie is the Set-Cookie value to add to the response, or "" when
 	// the client's cookie is still right (and always in native mode).
 	SetCookie string
+	// Status and Body answer the request in place of the upstream
+	// (OutcomeRejected only).
+	Status int
+	Body   string
 }
+
+// StrictBody is the answer to a session whose host is gone in a strict pool.
+const StrictBody = "503 Service Unavailable: the server holding this session is gone; the session cookie was cleared, the next request starts a new session\n"
 
 // Engine makes decisions against the configuration in force. It is safe for
 // concurrent use; Update swaps the configuration atomically.
@@ -198,12 +228,19 @@ func (e *Engine) Decide(req Request) Decision {
 		return e.bind(snap, pool, fresh, OutcomeNew, ReasonInvalidCookie, now)
 	}
 	host, ok := pool.boundHost(sess)
+	gone := ReasonHostLeft
+	if deadline, draining := pool.Draining[host.ID]; ok && draining && !now.Before(deadline) {
+		ok, gone = false, ReasonDraining
+	}
 	if !ok {
+		if pool.Strict {
+			return Decision{Outcome: OutcomeRejected, Reason: gone, Pool: pool.Name, Status: 503, Body: StrictBody, SetCookie: pool.Cookie.Expire()}
+		}
 		// The host left: the session keeps its id and start and goes to
 		// the first of its own choices that is still here.
-		return e.bind(snap, pool, sess, OutcomeRebound, ReasonHostLeft, now)
+		return e.bind(snap, pool, sess, OutcomeRebound, gone, now)
 	}
-	d := Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.Hosts, sess.ID, host), HostID: host.ID}
+	d := Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), sess.ID, host), HostID: host.ID}
 	switch {
 	case err != nil:
 		d.Reason = ReasonExpired
@@ -228,10 +265,11 @@ func (p *Pool) boundHost(s Session) (Host, bool) {
 // bind puts the session on its first choice and issues its cookie.
 func (e *Engine) bind(snap *Snapshot, pool *Pool, sess Session, o Outcome, r Reason, now time.Time) Decision {
 	var rank [OverrideHosts]int
-	n := pool.Hosts.Rank(sessionKey(sess.ID), rank[:])
-	d := Decision{Outcome: o, Reason: r, Pool: pool.Name, Hosts: make([]string, n), HostID: pool.Hosts.At(rank[0]).ID}
+	hosts := pool.placement()
+	n := hosts.Rank(sessionKey(sess.ID), rank[:])
+	d := Decision{Outcome: o, Reason: r, Pool: pool.Name, Hosts: make([]string, n), HostID: hosts.At(rank[0]).ID}
 	for i := 0; i < n; i++ {
-		d.Hosts[i] = pool.Hosts.At(rank[i]).Address
+		d.Hosts[i] = hosts.At(rank[i]).Address
 	}
 	if pool.Mode != ModeNative {
 		e.issue(snap, pool, sess, &d, now)
@@ -240,12 +278,17 @@ func (e *Engine) bind(snap *Snapshot, pool *Pool, sess Session, o Outcome, r Rea
 }
 
 // issue signs a token binding the session to d's hosts, valid for one
-// refresh interval (never past the absolute timeout), into d.SetCookie.
+// refresh interval (never past the absolute timeout, nor past the drain
+// deadline of its host, so that Envoy hands it back in time), into
+// d.SetCookie.
 func (e *Engine) issue(snap *Snapshot, pool *Pool, sess Session, d *Decision, now time.Time) {
 	end := sess.IssuedAt.Add(pool.AbsoluteTimeout)
 	sess.ExpiresAt = now.Add(pool.RefreshInterval)
 	if sess.ExpiresAt.After(end) {
 		sess.ExpiresAt = end
+	}
+	if deadline, ok := pool.Draining[d.HostID]; ok && sess.ExpiresAt.After(deadline) && deadline.After(now) {
+		sess.ExpiresAt = deadline
 	}
 	if pool.Mode == ModeVerified {
 		sess.Host = strings.Join(d.Hosts, ",")

@@ -227,3 +227,105 @@ func TestDecideNativeMode(t *testing.T) {
 		}
 	}
 }
+
+// drainingSnapshot has web-1..3 with web-2 draining until deadline.
+func drainingSnapshot(t *testing.T, mode Mode, strict bool, deadline time.Time) *Snapshot {
+	t.Helper()
+	y := "keys: {env: K}\npools:\n  - name: app\n    mode: " + string(mode) +
+		"\n    strict: " + map[bool]string{true: "true", false: "false"}[strict] +
+		"\n    session: {refresh_interval: 5m, absolute_timeout: 1h}\n    hosts:\n" +
+		"      - {name: web-1, address: '127.0.0.1:80'}\n" +
+		"      - {name: web-2, address: '127.0.0.2:80', draining_until: " + deadline.UTC().Format(time.RFC3339) + "}\n" +
+		"      - {name: web-3, address: '127.0.0.3:80'}\n"
+	cfg, err := ParseConfig("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Build(testKeyring(t))
+}
+
+// sessionOn opens new sessions until one lands on host id (all hosts active).
+func sessionOn(t *testing.T, e *Engine, id string) string {
+	t.Helper()
+	for range 1000 {
+		if d := e.Decide(Request{}); d.HostID == id {
+			return cookieHeader(d.SetCookie)
+		}
+	}
+	t.Fatalf("no session landed on %s", id)
+	return ""
+}
+
+func TestDecideDraining(t *testing.T) {
+	for _, mode := range []Mode{ModeOpaque, ModeVerified} {
+		t.Run(string(mode), func(t *testing.T) {
+			clock := &fixedClock{t: t0}
+			e := NewEngine(modeSnapshot(t, mode, "web-1", "web-2", "web-3"), clock.now)
+			cookie := sessionOn(t, e, "web-2")
+			deadline := t0.Add(2 * time.Minute)
+			e.Update(drainingSnapshot(t, mode, false, deadline))
+
+			// No new session goes to the draining host.
+			for range 300 {
+				if d := e.Decide(Request{}); d.HostID == "web-2" || strings.Contains(strings.Join(d.Hosts, ","), "127.0.0.2") {
+					t.Fatalf("new session placed on or behind the draining host: %+v", d)
+				}
+			}
+			// Its sessions stay until the deadline; a token issued now expires at it.
+			clock.t = t0.Add(time.Minute)
+			d := e.Decide(Request{CookieHeaders: []string{cookie}})
+			if d.Outcome != OutcomePinned || d.HostID != "web-2" || strings.HasPrefix(d.Hosts[1], "127.0.0.2") {
+				t.Fatalf("before the deadline: %+v", d)
+			}
+			if d.SetCookie != "" {
+				tok, _ := e.Snapshot().Codec.Verify(strings.TrimPrefix(cookieHeader(d.SetCookie), "affinity="), clock.t)
+				if !tok.ExpiresAt.Equal(deadline) {
+					t.Fatalf("token on a draining host expires %v, want the deadline %v", tok.ExpiresAt, deadline)
+				}
+			}
+			// After it, they move to their successor.
+			clock.t = deadline
+			d = e.Decide(Request{CookieHeaders: []string{cookie}})
+			if d.Outcome != OutcomeRebound || d.Reason != ReasonDraining || d.HostID == "web-2" {
+				t.Fatalf("after the deadline: %+v", d)
+			}
+		})
+	}
+}
+
+func TestDecideStrict(t *testing.T) {
+	clock := &fixedClock{t: t0}
+	e := NewEngine(modeSnapshot(t, ModeOpaque, "web-1", "web-2", "web-3"), clock.now)
+	cookie := sessionOn(t, e, "web-2")
+	other := sessionOn(t, e, "web-1")
+	e.Update(drainingSnapshot(t, ModeOpaque, true, t0.Add(time.Minute)))
+	tests := []struct {
+		name    string
+		at      time.Duration
+		cookie  string
+		outcome Outcome
+		reason  Reason
+	}{
+		{"draining host before its deadline", 0, cookie, OutcomePinned, ReasonNone},
+		{"draining host after its deadline", time.Minute, cookie, OutcomeRejected, ReasonDraining},
+		{"other sessions are untouched", time.Minute, other, OutcomePinned, ReasonNone},
+	}
+	for _, tt := range tests {
+		clock.t = t0.Add(tt.at)
+		d := e.Decide(Request{CookieHeaders: []string{tt.cookie}})
+		if d.Outcome != tt.outcome || d.Reason != tt.reason {
+			t.Fatalf("%s: %+v", tt.name, d)
+		}
+		if d.Outcome == OutcomeRejected && (d.Status != 503 || d.Body != StrictBody || !strings.Contains(d.SetCookie, "affinity=; ") || !strings.HasSuffix(d.SetCookie, "Max-Age=0")) {
+			t.Fatalf("%s: rejection %+v", tt.name, d)
+		}
+	}
+	// A host removed from the config is gone too.
+	e.Update(func() *Snapshot {
+		cfg, _ := ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - name: app\n    mode: opaque\n    strict: true\n    hosts: [{name: web-1, address: '127.0.0.1:80'}]\n"))
+		return cfg.Build(testKeyring(t))
+	}())
+	if d := e.Decide(Request{CookieHeaders: []string{cookie}}); d.Outcome != OutcomeRejected || d.Reason != ReasonHostLeft {
+		t.Fatalf("host left, strict: %+v", d)
+	}
+}

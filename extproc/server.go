@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -115,6 +116,9 @@ func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, 
 		s.log.Debug("decision", "pool", d.Pool, "outcome", d.Outcome.String(), "reason", d.Reason.String(), "host", d.HostID, "hosts", d.Hosts)
 	}
 
+	if d.Outcome == affinity.OutcomeRejected {
+		return rejection(d)
+	}
 	common := &extprocv3.CommonResponse{}
 	if len(remove) > 0 {
 		common.HeaderMutation = &extprocv3.HeaderMutation{RemoveHeaders: remove}
@@ -132,14 +136,33 @@ func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, 
 	return resp
 }
 
+// rejection answers the request in Envoy's place (a strict pool whose
+// session lost its host), clearing the session cookie.
+func rejection(d affinity.Decision) *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+		Status: &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+			setCookie(d.SetCookie),
+			{Header: &corev3.HeaderValue{Key: "content-type", RawValue: []byte("text/plain; charset=utf-8")}},
+		}},
+		Body:    []byte(d.Body),
+		Details: "envoy_affinity_session_host_gone",
+	}}}
+}
+
+// setCookie appends a Set-Cookie header: append, or the application's own
+// Set-Cookie would be replaced.
+func setCookie(v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header: &corev3.HeaderValue{Key: SetCookieHeader, RawValue: []byte(v)},
+		Append: wrapperspb.Bool(true),
+	}
+}
+
 func (ex *exchange) responseHeaders() *extprocv3.ProcessingResponse {
 	common := &extprocv3.CommonResponse{}
 	if ex.setCookie != "" {
-		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{{
-			Header: &corev3.HeaderValue{Key: SetCookieHeader, RawValue: []byte(ex.setCookie)},
-			// Append, or the application's own Set-Cookie is replaced.
-			Append: wrapperspb.Bool(true),
-		}}}
+		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setCookie(ex.setCookie)}}
 		ex.setCookie = ""
 	}
 	return &extprocv3.ProcessingResponse{

@@ -204,3 +204,19 @@ func TestProcessPassThrough(t *testing.T) {
 		}
 	}
 }
+
+func TestProcessRejected(t *testing.T) {
+	dec := &fakeDecider{d: affinity.Decision{Outcome: affinity.OutcomeRejected, Status: 503, Body: "gone\n", SetCookie: "affinity=; Max-Age=0"}}
+	fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{requestHeaders("", "cookie", "affinity=x")}}
+	if err := NewServer(dec, nil).Process(fs); err != nil {
+		t.Fatal(err)
+	}
+	ir := fs.sent[0].GetImmediateResponse()
+	if ir.GetStatus().GetCode() != 503 || string(ir.GetBody()) != "gone\n" {
+		t.Fatalf("immediate response %v", ir)
+	}
+	set := ir.GetHeaders().GetSetHeaders()
+	if len(set) != 2 || string(set[0].GetHeader().GetRawValue()) != "affinity=; Max-Age=0" || !set[0].GetAppend().GetValue() {
+		t.Fatalf("headers %v", set)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 )
@@ -23,9 +24,11 @@ type poolView struct {
 }
 
 type hostView struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
-	Weight  uint32 `json:"weight"`
+	ID            string     `json:"id"`
+	Address       string     `json:"address"`
+	Weight        uint32     `json:"weight"`
+	State         string     `json:"state"`
+	DrainingUntil *time.Time `json:"draining_until,omitempty"`
 }
 
 func adminHandler(s *serverState) http.Handler {
@@ -61,7 +64,11 @@ func adminHandler(s *serverState) http.Handler {
 		for _, p := range snap.Pools {
 			pv := poolView{Name: p.Name, Mode: string(p.Mode), Cookie: p.Cookie.Name, Hosts: []hostView{}}
 			for _, h := range p.Hosts.Hosts() {
-				pv.Hosts = append(pv.Hosts, hostView{ID: h.ID, Address: h.Address, Weight: h.Weight})
+				hv := hostView{ID: h.ID, Address: h.Address, Weight: h.Weight, State: "active"}
+				if d, ok := p.Draining[h.ID]; ok {
+					hv.State, hv.DrainingUntil = "draining", &d
+				}
+				pv.Hosts = append(pv.Hosts, hv)
 			}
 			out.Pools = append(out.Pools, pv)
 		}

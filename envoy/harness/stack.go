@@ -45,6 +45,8 @@ type Options struct {
 	RefreshInterval time.Duration
 	// SignDelay is keys.sign_delay (0 when unset).
 	SignDelay time.Duration
+	// Strict is the pool's strict option.
+	Strict bool
 	// ServerArgs are extra flags for envoy-affinity.
 	ServerArgs []string
 }
@@ -75,6 +77,8 @@ type Stack struct {
 	started    int
 	envoyDir   string
 	portMap    map[int]int
+	hosts      []int             // backends in the service's pool
+	draining   map[int]time.Time // backend index → drain deadline
 }
 
 // StartStack starts the backends, the server (with every backend in its
@@ -185,11 +189,21 @@ func (s *Stack) StartBackend(ctx context.Context, i int) error {
 	return waitReady(ctx, p, "http://"+b.Address()+"/", b.Name)
 }
 
+// Drain marks backend i as draining until deadline in the service's config.
+func (s *Stack) Drain(i int, deadline time.Time) error {
+	if s.draining == nil {
+		s.draining = map[int]time.Time{}
+	}
+	s.draining[i] = deadline
+	return s.WriteConfig(s.hosts...)
+}
+
 // WriteConfig writes the server's config with the given backends (by index)
 // in its one pool. The cookie is not Secure: the tests speak plain HTTP.
 func (s *Stack) WriteConfig(backends ...int) error {
+	s.hosts = append([]int(nil), backends...)
 	var b strings.Builder
-	fmt.Fprintf(&b, "keys:\n  file: keys.txt\n  sign_delay: %s\npools:\n  - mode: %s\n    cookie:\n      secure: false\n", s.opts.SignDelay, s.opts.Mode)
+	fmt.Fprintf(&b, "keys:\n  file: keys.txt\n  sign_delay: %s\npools:\n  - mode: %s\n    strict: %t\n    cookie:\n      secure: false\n", s.opts.SignDelay, s.opts.Mode, s.opts.Strict)
 	if s.opts.RefreshInterval > 0 {
 		fmt.Fprintf(&b, "    session:\n      refresh_interval: %s\n", s.opts.RefreshInterval)
 	}
@@ -197,6 +211,9 @@ func (s *Stack) WriteConfig(backends ...int) error {
 	for _, i := range backends {
 		be := s.Backends[i]
 		fmt.Fprintf(&b, "      - name: %s\n        address: %s\n", be.Name, be.Address())
+		if d, ok := s.draining[i]; ok {
+			fmt.Fprintf(&b, "        draining_until: %s\n", d.UTC().Format(time.RFC3339Nano))
+		}
 	}
 	return writeAtomic(s.ConfigPath, []byte(b.String()))
 }
@@ -269,7 +286,8 @@ func (s *Stack) adminURL(path string) string {
 	return "http://127.0.0.1:" + strconv.Itoa(s.AdminPort) + path
 }
 
-// PoolHosts returns the host IDs of the server's first pool, as it reports them.
+// PoolHosts returns the host IDs of the server's first pool, as it reports
+// them, each followed by "(draining)" when it is.
 func (s *Stack) PoolHosts() ([]string, error) {
 	resp, err := http.Get(s.ServerURL("/debug/pools"))
 	if err != nil {
@@ -279,7 +297,8 @@ func (s *Stack) PoolHosts() ([]string, error) {
 	var out struct {
 		Pools []struct {
 			Hosts []struct {
-				ID string `json:"id"`
+				ID    string `json:"id"`
+				State string `json:"state"`
 			} `json:"hosts"`
 		} `json:"pools"`
 	}
@@ -291,6 +310,9 @@ func (s *Stack) PoolHosts() ([]string, error) {
 	}
 	var ids []string
 	for _, h := range out.Pools[0].Hosts {
+		if h.State == "draining" {
+			h.ID += "(draining)"
+		}
 		ids = append(ids, h.ID)
 	}
 	return ids, nil

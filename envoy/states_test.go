@@ -1,0 +1,129 @@
+package envoy_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+)
+
+// TestDrain (verified mode): a draining host keeps its sessions until its
+// deadline and takes no new ones; after the deadline its sessions move, each
+// within the bound the README states (refresh interval + Envoy's 5 s skew;
+// tokens refreshed while draining expire at the deadline itself).
+func TestDrain(t *testing.T) {
+	t.Parallel()
+	s := newStackWith(t, harness.Options{Mode: "verified", RefreshInterval: 2 * time.Second})
+	sessions := startSessions(t, s, 45)
+	var onDrained []*session
+	for _, ss := range sessions {
+		if ss.host == "backend-2" {
+			onDrained = append(onDrained, ss)
+		}
+	}
+	if len(onDrained) == 0 {
+		t.Fatal("no session on backend-2")
+	}
+	deadline := time.Now().Add(4 * time.Second)
+	if err := s.Drain(1, deadline); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitPoolHosts(context.Background(), "backend-1", "backend-2(draining)", "backend-3"); err != nil {
+		t.Fatal(err)
+	}
+	// No new session on the draining host.
+	for i := range 30 {
+		r, _, err := harness.NewClient(s.URL("")).Get("/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Host == "backend-2" {
+			t.Fatalf("new session %d placed on the draining host", i)
+		}
+	}
+	// Until the deadline every session stays where it is.
+	for time.Until(deadline) > 300*time.Millisecond {
+		for _, ss := range sessions {
+			r, _, err := ss.c.Get("/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Host != ss.host {
+				t.Fatalf("session of %s served by %s before the deadline", ss.host, r.Host)
+			}
+		}
+	}
+	// After it, the drained host's sessions move; nobody else does.
+	moved := map[*session]time.Duration{}
+	limit := deadline.Add(2*time.Second + 5*time.Second + time.Second)
+	for len(moved) < len(onDrained) && time.Now().Before(limit) {
+		for _, ss := range sessions {
+			r, _, err := ss.c.Get("/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case ss.host != "backend-2" && r.Host != ss.host:
+				t.Fatalf("session of %s moved to %s", ss.host, r.Host)
+			case ss.host == "backend-2" && r.Host != "backend-2":
+				if _, ok := moved[ss]; !ok {
+					moved[ss] = time.Since(deadline)
+				}
+			}
+		}
+	}
+	var last time.Duration
+	for _, d := range moved {
+		last = max(last, d)
+	}
+	t.Logf("drain: %d of %d sessions of the drained host moved, the last %v after the deadline (bound: refresh 2 s + 5 s skew); %d other sessions stayed",
+		len(moved), len(onDrained), last.Round(10*time.Millisecond), len(sessions)-len(onDrained))
+	if len(moved) != len(onDrained) {
+		t.Fatalf("%d sessions still on the drained host %v after its deadline", len(onDrained)-len(moved), time.Since(deadline))
+	}
+}
+
+// TestStrict (opaque mode): a session whose host is gone gets a 503 with a
+// clear body and a cleared cookie; the next request is a new session.
+func TestStrict(t *testing.T) {
+	t.Parallel()
+	s := newStackWith(t, harness.Options{Mode: "opaque", Strict: true})
+	sessions := startSessions(t, s, 30)
+	if err := s.WriteConfig(0, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitPoolHosts(context.Background(), "backend-1", "backend-3"); err != nil {
+		t.Fatal(err)
+	}
+	rejected := 0
+	for _, ss := range sessions {
+		r, resp, err := ss.c.Get("/")
+		if ss.host != "backend-2" {
+			if err != nil || r.Host != ss.host {
+				t.Fatalf("session of %s: %v, served by %s", ss.host, err, r.Host)
+			}
+			continue
+		}
+		if resp == nil || resp.StatusCode != 503 {
+			t.Fatalf("session of the removed host: %v", err)
+		}
+		if !strings.Contains(err.Error(), "the server holding this session is gone") {
+			t.Fatalf("503 body: %v", err)
+		}
+		if ss.c.Cookie("affinity") != "" {
+			t.Fatal("the 503 did not clear the session cookie")
+		}
+		rejected++
+		// The next request starts a new session.
+		r, _, err = ss.c.Get("/")
+		if err != nil || r.Host == "backend-2" || s.CookieHost(ss.c.Cookie("affinity")) != r.Host {
+			t.Fatalf("after the 503: %v, served by %s", err, r.Host)
+		}
+	}
+	t.Logf("strict: %d sessions of the removed host answered 503 once, then started anew; %d others unaffected", rejected, len(sessions)-rejected)
+	if rejected == 0 {
+		t.Fatal("no session on the removed host")
+	}
+}
