@@ -48,7 +48,7 @@ bench: envoy ## measure each mode against plain Envoy (about 5 minutes) into doc
 	$(GO) run ./envoy/bench -out docs/performance.md
 
 bench-placement: ## placement quality and speed beside Maglev and a ring (docs/placement.md)
-	$(GO) test -run '^$$' -bench 'PlacementQuality|PlacementWeights' -benchtime 1x -timeout 30m ./affinity
+	$(GO) test -run '^$$' -bench 'PlacementQuality|PlacementWeights|BoundedLoadSimulation' -benchtime 1x -timeout 30m ./affinity
 	$(GO) test -run '^$$' -bench 'PlacementLookup|PlacementBuild' -benchmem ./affinity
 
 fuzz: ## fuzz the session-token decoder for a minute

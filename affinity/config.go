@@ -21,6 +21,22 @@ type Config struct {
 	Keys KeysConfig `yaml:"keys"`
 	// Pools are the sets of hosts sessions are placed on.
 	Pools []PoolConfig `yaml:"pools"`
+	// Store is where active sessions are tracked.
+	Store StoreConfig `yaml:"store"`
+}
+
+// StoreConfig sizes the in-memory session store.
+type StoreConfig struct {
+	// MaxSessions is how many sessions are tracked at most (the least
+	// recently active are dropped first).
+	MaxSessions int `yaml:"max_sessions"`
+}
+
+// BoundedLoadConfig caps each host's active sessions for new placements.
+type BoundedLoadConfig struct {
+	// Factor c: no new session goes to a host whose active sessions would
+	// exceed ⌈c × mean⌉. At least 1.0; 0 turns the cap off.
+	Factor *float64 `yaml:"factor"`
 }
 
 // KeysConfig says where the signing keys are: a file (relative paths are
@@ -43,10 +59,13 @@ type PoolConfig struct {
 	Mode string `yaml:"mode"`
 	// Strict answers 503 to a session whose host is gone instead of moving
 	// it to its successor.
-	Strict  bool          `yaml:"strict"`
-	Cookie  CookieConfig  `yaml:"cookie"`
-	Session SessionConfig `yaml:"session"`
-	Hosts   []HostConfig  `yaml:"hosts"`
+	Strict bool `yaml:"strict"`
+	// BoundedLoad, when present, caps hosts' active sessions (factor 1.25
+	// unless given).
+	BoundedLoad *BoundedLoadConfig `yaml:"bounded_load"`
+	Cookie      CookieConfig       `yaml:"cookie"`
+	Session     SessionConfig      `yaml:"session"`
+	Hosts       []HostConfig       `yaml:"hosts"`
 }
 
 // CookieConfig is the session cookie's name and attributes.
@@ -67,6 +86,9 @@ type SessionConfig struct {
 	// RefreshInterval is a token's lifetime (its exp): when it passes, the
 	// service sees the session again and re-issues the token.
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// IdleTimeout: a session is active while the service saw it within
+	// this (bounded loads count active sessions).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
 
 // HostConfig is one upstream host.
@@ -86,6 +108,8 @@ const (
 	DefaultAbsoluteTimeout = 24 * time.Hour
 	DefaultRefreshInterval = 5 * time.Minute
 	DefaultSignDelay       = 60 * time.Second
+	DefaultIdleTimeout     = 30 * time.Minute
+	DefaultLoadFactor      = 1.25
 	MaxWeight              = 10000
 )
 
@@ -196,6 +220,9 @@ func (c *Config) applyDefaults() {
 	if c.Keys.SignDelay == nil {
 		c.Keys.SignDelay = ptr(DefaultSignDelay)
 	}
+	if c.Store.MaxSessions == 0 {
+		c.Store.MaxSessions = DefaultMaxSessions
+	}
 	if len(c.Pools) == 1 && c.Pools[0].Name == "" {
 		c.Pools[0].Name = DefaultPoolName
 	}
@@ -229,6 +256,12 @@ func (c *Config) applyDefaults() {
 		if p.Session.RefreshInterval == 0 {
 			p.Session.RefreshInterval = min(DefaultRefreshInterval, p.Session.AbsoluteTimeout)
 		}
+		if p.Session.IdleTimeout == 0 {
+			p.Session.IdleTimeout = DefaultIdleTimeout
+		}
+		if p.BoundedLoad != nil && p.BoundedLoad.Factor == nil {
+			p.BoundedLoad.Factor = ptr(DefaultLoadFactor)
+		}
 	}
 }
 
@@ -243,6 +276,9 @@ func (c *Config) validate(v *validator) {
 	}
 	if *c.Keys.SignDelay < 0 {
 		v.errorf("keys.sign_delay", "must not be negative")
+	}
+	if c.Store.MaxSessions < 0 {
+		v.errorf("store.max_sessions", "must be positive")
 	}
 	if len(c.Pools) == 0 {
 		v.errorf("pools", "at least one pool is needed")
@@ -294,6 +330,14 @@ func (p *PoolConfig) validate(v *validator, at string) {
 	}
 	if p.Session.AbsoluteTimeout < time.Second {
 		v.errorf(at+".session.absolute_timeout", "%v is too short (at least 1s)", p.Session.AbsoluteTimeout)
+	}
+	if p.Session.IdleTimeout < time.Second {
+		v.errorf(at+".session.idle_timeout", "%v is too short (at least 1s)", p.Session.IdleTimeout)
+	}
+	if p.BoundedLoad != nil {
+		if f := *p.BoundedLoad.Factor; f != 0 && (f < 1 || f > 100) {
+			v.errorf(at+".bounded_load.factor", "%v: use a factor from 1.0 (strict balance) upwards, or 0 to turn it off", f)
+		}
 	}
 	switch r := p.Session.RefreshInterval; {
 	case r < time.Second:
@@ -402,7 +446,7 @@ func prefixLines(file string, err error) error {
 
 // Build turns a validated configuration and its keys into a snapshot.
 func (c *Config) Build(keys *Keyring) *Snapshot {
-	s := &Snapshot{Codec: NewTokenCodec(keys), byName: map[string]*Pool{}}
+	s := &Snapshot{Codec: NewTokenCodec(keys), byName: map[string]*Pool{}, MaxSessions: c.Store.MaxSessions}
 	for _, pc := range c.Pools {
 		hosts := make([]Host, len(pc.Hosts))
 		var active []Host
@@ -432,11 +476,15 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 				Lifetime: Lifetime(pc.Cookie.Lifetime),
 			},
 			Strict:          pc.Strict,
+			IdleTimeout:     pc.Session.IdleTimeout,
 			AbsoluteTimeout: pc.Session.AbsoluteTimeout,
 			RefreshInterval: pc.Session.RefreshInterval,
 			Hosts:           NewHostSet(hosts),
 			Active:          NewHostSet(active),
 			Draining:        draining,
+		}
+		if pc.BoundedLoad != nil {
+			p.LoadFactor = *pc.BoundedLoad.Factor
 		}
 		s.Pools = append(s.Pools, p)
 		s.byName[p.Name] = p

@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,10 @@ type Pool struct {
 	Cookie          CookieSpec
 	AbsoluteTimeout time.Duration
 	RefreshInterval time.Duration
+	IdleTimeout     time.Duration
+	// LoadFactor c caps new placements at ⌈c × mean⌉ active sessions per
+	// host; 0 is no cap.
+	LoadFactor float64
 	// Hosts are all the pool's hosts, draining ones included: a session
 	// bound to any of them is recognised.
 	Hosts *HostSet
@@ -60,9 +65,21 @@ func (p *Pool) placement() *HostSet {
 
 // Snapshot is one configuration in force: immutable, swapped whole.
 type Snapshot struct {
-	Pools  []*Pool
-	Codec  *TokenCodec
-	byName map[string]*Pool
+	Pools []*Pool
+	Codec *TokenCodec
+	// MaxSessions sizes the in-memory store (read when the engine starts).
+	MaxSessions int
+	byName      map[string]*Pool
+}
+
+// idleTimeout is the longest idle timeout of the pools: how long the store
+// keeps a session counted.
+func (s *Snapshot) idleTimeout() time.Duration {
+	var d time.Duration
+	for _, p := range s.Pools {
+		d = max(d, p.IdleTimeout)
+	}
+	return max(d, time.Second)
 }
 
 // Pool returns the pool for an Envoy cluster name: the pool of that name, or
@@ -158,6 +175,9 @@ type Decision struct {
 	// (OutcomeRejected only).
 	Status int
 	Body   string
+	// Overloaded is set when the session's first choice was full (bounded
+	// loads) and a later one took it.
+	Overloaded bool
 }
 
 // StrictBody is the answer to a session whose host is gone in a strict pool.
@@ -166,23 +186,36 @@ const StrictBody = "503 Service Unavailable: the server holding this session is 
 // Engine makes decisions against the configuration in force. It is safe for
 // concurrent use; Update swaps the configuration atomically.
 type Engine struct {
-	snap atomic.Pointer[Snapshot]
-	now  func() time.Time
+	snap  atomic.Pointer[Snapshot]
+	now   func() time.Time
+	store Store
 }
 
-// NewEngine returns an engine deciding with s. now is the clock (time.Now
-// when nil).
+// NewEngine returns an engine deciding with s, tracking sessions in a
+// MemoryStore sized by s. now is the clock (time.Now when nil).
 func NewEngine(s *Snapshot, now func() time.Time) *Engine {
 	if now == nil {
 		now = time.Now
 	}
-	e := &Engine{now: now}
+	max := s.MaxSessions
+	if max <= 0 {
+		max = DefaultMaxSessions
+	}
+	e := &Engine{now: now, store: NewMemoryStore(max, s.idleTimeout())}
 	e.snap.Store(s)
 	return e
 }
 
+// SetStore replaces the session store (before the engine is used).
+func (e *Engine) SetStore(s Store) { e.store = s }
+
 // Update puts a new configuration in force for every later decision.
-func (e *Engine) Update(s *Snapshot) { e.snap.Store(s) }
+func (e *Engine) Update(s *Snapshot) {
+	if m, ok := e.store.(*MemoryStore); ok {
+		m.SetIdle(s.idleTimeout())
+	}
+	e.snap.Store(s)
+}
 
 // Snapshot returns the configuration in force.
 func (e *Engine) Snapshot() *Snapshot { return e.snap.Load() }
@@ -241,6 +274,9 @@ func (e *Engine) Decide(req Request) Decision {
 		return e.bind(snap, pool, sess, OutcomeRebound, gone, now)
 	}
 	d := Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), sess.ID, host), HostID: host.ID}
+	if pool.LoadFactor > 0 {
+		e.store.Seen(pool.Name, sess.ID, host.ID, now)
+	}
 	switch {
 	case err != nil:
 		d.Reason = ReasonExpired
@@ -262,19 +298,68 @@ func (p *Pool) boundHost(s Session) (Host, bool) {
 	return p.Hosts.Lookup(s.Host)
 }
 
-// bind puts the session on its first choice and issues its cookie.
+// bind places the session (its first choice with room) and issues its cookie.
 func (e *Engine) bind(snap *Snapshot, pool *Pool, sess Session, o Outcome, r Reason, now time.Time) Decision {
-	var rank [OverrideHosts]int
 	hosts := pool.placement()
-	n := hosts.Rank(sessionKey(sess.ID), rank[:])
-	d := Decision{Outcome: o, Reason: r, Pool: pool.Name, Hosts: make([]string, n), HostID: hosts.At(rank[0]).ID}
-	for i := 0; i < n; i++ {
-		d.Hosts[i] = hosts.At(rank[i]).Address
+	order, overloaded := e.choose(pool, hosts, sess.ID, now)
+	d := Decision{Outcome: o, Reason: r, Pool: pool.Name, Hosts: make([]string, len(order)), HostID: order[0].ID, Overloaded: overloaded}
+	for i, h := range order {
+		d.Hosts[i] = h.Address
+	}
+	if pool.LoadFactor > 0 {
+		e.store.Seen(pool.Name, sess.ID, d.HostID, now)
 	}
 	if pool.Mode != ModeNative {
 		e.issue(snap, pool, sess, &d, now)
 	}
 	return d
+}
+
+// choose returns the session's primary and successor. Without a load cap
+// they are its first two choices. With one, the primary is its first choice
+// whose active sessions stay within ⌈c × mean⌉ after taking it, and the
+// successor the choice after that; if none of its first MaxRank choices has
+// room, the least loaded host (which always has) takes it.
+func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) ([]Host, bool) {
+	var rank [MaxRank]int
+	k := OverrideHosts
+	if pool.LoadFactor > 0 {
+		k = MaxRank
+	}
+	n := hosts.Rank(sessionKey(sid), rank[:k])
+	pick := 0
+	if pool.LoadFactor > 0 {
+		load := map[string]int{}
+		e.store.Load(pool.Name, now, load)
+		total := 0
+		for _, h := range hosts.hosts {
+			total += load[h.ID]
+		}
+		limit := int(math.Ceil(pool.LoadFactor * float64(total+1) / float64(hosts.Len())))
+		pick = -1
+		for i := 0; i < n; i++ {
+			if load[hosts.At(rank[i]).ID]+1 <= limit {
+				pick = i
+				break
+			}
+		}
+		if pick < 0 {
+			least := 0
+			for i, h := range hosts.hosts {
+				if load[h.ID] < load[hosts.hosts[least].ID] {
+					least = i
+				}
+			}
+			return []Host{hosts.At(least), hosts.At(rank[0])}, true
+		}
+	}
+	out := []Host{hosts.At(rank[pick])}
+	if pick+1 < n {
+		out = append(out, hosts.At(rank[pick+1]))
+	} else if pick > 0 {
+		out = append(out, hosts.At(rank[0]))
+	}
+	return out, pick > 0
 }
 
 // issue signs a token binding the session to d's hosts, valid for one

@@ -127,3 +127,18 @@ func TestStrict(t *testing.T) {
 		t.Fatal("no session on the removed host")
 	}
 }
+
+// TestBoundedLoads (verified mode): with a cap of 1.0 over 3 hosts, 30 new
+// sessions land 10/10/10, whatever their first choices.
+func TestBoundedLoads(t *testing.T) {
+	t.Parallel()
+	s := newStackWith(t, harness.Options{Mode: "verified", LoadFactor: 1.0})
+	count := map[string]int{}
+	for _, ss := range startSessions(t, s, 30) {
+		count[ss.host]++
+	}
+	t.Logf("bounded loads, c = 1.0: 30 new sessions landed %v", count)
+	if count["backend-1"] != 10 || count["backend-2"] != 10 || count["backend-3"] != 10 {
+		t.Fatalf("30 new sessions: %v, want 10/10/10", count)
+	}
+}

@@ -47,6 +47,8 @@ type Options struct {
 	SignDelay time.Duration
 	// Strict is the pool's strict option.
 	Strict bool
+	// LoadFactor turns on bounded loads with this factor (0: off).
+	LoadFactor float64
 	// ServerArgs are extra flags for envoy-affinity.
 	ServerArgs []string
 }
@@ -204,6 +206,9 @@ func (s *Stack) WriteConfig(backends ...int) error {
 	s.hosts = append([]int(nil), backends...)
 	var b strings.Builder
 	fmt.Fprintf(&b, "keys:\n  file: keys.txt\n  sign_delay: %s\npools:\n  - mode: %s\n    strict: %t\n    cookie:\n      secure: false\n", s.opts.SignDelay, s.opts.Mode, s.opts.Strict)
+	if s.opts.LoadFactor > 0 {
+		fmt.Fprintf(&b, "    bounded_load:\n      factor: %v\n", s.opts.LoadFactor)
+	}
 	if s.opts.RefreshInterval > 0 {
 		fmt.Fprintf(&b, "    session:\n      refresh_interval: %s\n", s.opts.RefreshInterval)
 	}
