@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -179,13 +181,15 @@ func TestVerifiedRefresh(t *testing.T) {
 
 func TestHostRemovedFromEnvoysCluster(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{"verified", "native"} {
+	for _, mode := range []string{"opaque", "verified", "native"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			s := newStack(t, mode)
 			sessions := startSessions(t, s, 60)
-			// Verified tokens name the successor second: Envoy's retry and
-			// override list go there. Envoy's own cookie names one host only.
+			// Verified tokens name the successor second, and the service
+			// lists it second in opaque mode: Envoy skips a host it does
+			// not have and takes the next. Envoy's own cookie names one
+			// host only.
 			successor := map[*session]string{}
 			for _, ss := range sessions {
 				_, next, _ := strings.Cut(harness.TokenClaim(ss.c.Cookie("affinity"), "h"), ",")
@@ -193,6 +197,10 @@ func TestHostRemovedFromEnvoysCluster(t *testing.T) {
 					if b.Address() == next {
 						successor[ss] = b.Name
 					}
+				}
+				if mode == "opaque" {
+					// The successor among the other two hosts, as the service ranks them.
+					successor[ss] = successorOf(s, harness.TokenClaim(ss.c.Cookie("affinity"), "sid"), ss.host)
 				}
 			}
 			if err := s.WriteEndpoints(0, 2); err != nil {
@@ -213,7 +221,7 @@ func TestHostRemovedFromEnvoysCluster(t *testing.T) {
 					if r.Host == "backend-2" {
 						t.Errorf("a session reached the removed host")
 					}
-					if mode == "verified" && r.Host != successor[ss] {
+					if mode != "native" && r.Host != successor[ss] {
 						t.Errorf("session of the removed host served by %s, its successor is %s", r.Host, successor[ss])
 					}
 				case r.Host != ss.host:
@@ -233,6 +241,21 @@ func TestHostRemovedFromEnvoysCluster(t *testing.T) {
 			}
 		})
 	}
+}
+
+// successorOf is the session's best host other than own, as every replica
+// of the service ranks the stack's backends.
+func successorOf(s *harness.Stack, sid, own string) string {
+	var hosts []affinity.Host
+	for _, b := range s.Backends {
+		hosts = append(hosts, affinity.NewHost(b.Name, b.Address(), 1))
+	}
+	for _, h := range affinity.NewHostSet(hosts).Choices(sid, 3) {
+		if h.ID != own {
+			return h.ID
+		}
+	}
+	return ""
 }
 
 // waitMembers waits until Envoy's cluster "app" has n hosts.
@@ -358,4 +381,50 @@ func tokenKid(token string) string {
 	_, rest, _ := strings.Cut(string(hdr), `"kid":"`)
 	kid, _, _ := strings.Cut(rest, `"`)
 	return kid
+}
+
+// TestVerifiedHS256WithLocalJWKS: the HS256 option of verified mode. Envoy
+// reads the key set from a file that `envoy-affinity jwks -with-secrets`
+// wrote from the service's keys file; verified.yaml's remote_jwks block is
+// replaced by local_jwks, as the README describes.
+func TestVerifiedHS256WithLocalJWKS(t *testing.T) {
+	t.Parallel()
+	yaml, err := os.ReadFile("verified.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(yaml)
+	start := strings.Index(text, "                  remote_jwks:")
+	end := strings.Index(text, "              rules:")
+	if start < 0 || end < start {
+		t.Fatal("verified.yaml has no remote_jwks block before its rules")
+	}
+	variant := text[:start] + "                  local_jwks: {filename: jwks.json}\n" + text[end:]
+	path := filepath.Join(t.TempDir(), "verified-hs256.yaml")
+	if err := os.WriteFile(path, []byte(variant), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newStackWith(t, harness.Options{Mode: "verified", KeyAlg: "hs256", EnvoyYAML: path,
+		BeforeEnvoy: func(s *harness.Stack) error {
+			out, err := exec.Command(s.ServerBinary(), "jwks", "-config", s.ConfigPath, "-with-secrets",
+				"-out", filepath.Join(s.Dir(), "jwks.json")).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("jwks: %v: %s", err, out)
+			}
+			return nil
+		}})
+	ss := startSessions(t, s, 1)[0]
+	if kid := tokenKid(ss.c.Cookie("affinity")); kid != "k1" {
+		t.Fatalf("token kid %q", kid)
+	}
+	before := streams(t, s)
+	for i := 2; i <= 11; i++ {
+		r, _, err := ss.c.Get("/")
+		if err != nil || r.Host != ss.host || r.Count != i {
+			t.Fatalf("request %d: %+v %v", i, r, err)
+		}
+	}
+	if got := streams(t, s) - before; got != 0 {
+		t.Fatalf("10 established requests with an HS256 token took %d ext_proc streams, want 0", got)
+	}
 }

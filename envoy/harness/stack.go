@@ -51,6 +51,8 @@ type Options struct {
 	LoadFactor float64
 	// ServerArgs are extra flags for envoy-affinity.
 	ServerArgs []string
+	// BeforeEnvoy runs once the server is up, before Envoy starts (in Dir).
+	BeforeEnvoy func(*Stack) error
 }
 
 // Backend is one demo backend process.
@@ -158,6 +160,11 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (s *Stack, err
 	}
 	if strings.Contains(string(yaml), endpointsFile) {
 		if err := s.WriteEndpoints(all...); err != nil {
+			return nil, err
+		}
+	}
+	if opts.BeforeEnvoy != nil {
+		if err := opts.BeforeEnvoy(s); err != nil {
 			return nil, err
 		}
 	}
@@ -349,12 +356,17 @@ func (s *Stack) WaitEnvoyHosts(ctx context.Context, n int) error {
 	})
 }
 
+// Dir is the folder of the stack's configs and logs (Envoy's working folder).
+func (s *Stack) Dir() string { return s.opts.Dir }
+
+// ServerBinary is the envoy-affinity binary the stack runs.
+func (s *Stack) ServerBinary() string { return s.bins.Server }
+
 // Mode is the stack's pool mode.
 func (s *Stack) Mode() string { return s.opts.Mode }
 
-// SetHosts puts the listed backends (by index) in the service's pool and,
-// where Envoy takes its hosts from app-endpoints.yaml, in Envoy's cluster,
-// and waits until both have them.
+// SetHosts puts the listed backends (by index) in the service's pool and in
+// Envoy's cluster (app-endpoints.yaml), and waits until both have them.
 func (s *Stack) SetHosts(ctx context.Context, backends ...int) error {
 	names := make([]string, len(backends))
 	for i, b := range backends {
@@ -365,9 +377,6 @@ func (s *Stack) SetHosts(ctx context.Context, backends ...int) error {
 	}
 	if err := s.WaitPoolHosts(ctx, names...); err != nil {
 		return err
-	}
-	if s.opts.Mode == "opaque" {
-		return nil
 	}
 	if err := s.WriteEndpoints(backends...); err != nil {
 		return err

@@ -85,11 +85,7 @@ func run(ctx context.Context) error {
 		fmt.Printf("   user %d: %s\n", len(users), strings.Join(served, "  "))
 	}
 
-	if mode == "opaque" {
-		fmt.Println("\n2. backend-2 leaves the pool (the config file changes; no restart).")
-	} else {
-		fmt.Println("\n2. backend-2 leaves Envoy's cluster (EDS) and the service's pool.")
-	}
+	fmt.Println("\n2. backend-2 leaves Envoy's cluster (EDS) and the service's pool (no restart).")
 	if err := s.SetHosts(ctx, 0, 2); err != nil {
 		return err
 	}
