@@ -21,8 +21,10 @@ type reloader struct {
 	last   [sha256.Size]byte
 }
 
-func newReloader(path string, engine *affinity.Engine, log *slog.Logger) *reloader {
-	r := &reloader{path: path, engine: engine, log: log}
+// newReloader fingerprints the files as they are now. Create it before the
+// first load: a change made between the two is then reloaded, never missed.
+func newReloader(path string, log *slog.Logger) *reloader {
+	r := &reloader{path: path, log: log}
 	r.last, _ = r.fingerprint()
 	return r
 }

@@ -126,11 +126,13 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 }
 
 func serve(ctx context.Context, o options, log *slog.Logger) error {
+	reload := newReloader(o.config, log)
 	snap, err := affinity.LoadFile(o.config, os.Getenv, nil, time.Now())
 	if err != nil {
 		return err
 	}
 	engine := affinity.NewEngine(snap, nil)
+	reload.engine = engine
 	logSnapshot(log, "config loaded", snap)
 
 	grpcLn, err := net.Listen("tcp", o.grpcAddr)
@@ -166,7 +168,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	reloadDone := make(chan struct{})
 	go func() {
 		defer close(reloadDone)
-		newReloader(o.config, engine, log).run(ctx, o.reloadInterval, hup)
+		reload.run(ctx, o.reloadInterval, hup)
 	}()
 	log.Info("serving", "grpc", grpcLn.Addr().String(), "admin", addrOf(adminLn))
 
