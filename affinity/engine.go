@@ -144,9 +144,11 @@ const (
 	ReasonUnverified
 	// ReasonDraining: the session's host was draining and its deadline passed.
 	ReasonDraining
+	// ReasonIdle: the session was idle for longer than its idle timeout.
+	ReasonIdle
 )
 
-var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "host-left", "no-pool", "no-hosts", "unverified", "draining"}
+var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "host-left", "no-pool", "no-hosts", "unverified", "draining", "idle"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
@@ -234,7 +236,7 @@ func (e *Engine) Decide(req Request) Decision {
 		return Decision{Pool: pool.Name, Reason: ReasonNoHosts}
 	}
 	now := e.now()
-	fresh := Session{ID: NewSessionID(), IssuedAt: now}
+	fresh := Session{ID: NewSessionID(), Start: now}
 	if pool.Mode == ModeNative {
 		// Envoy's own cookie pins established sessions; the service is
 		// asked only to place a new one.
@@ -252,11 +254,16 @@ func (e *Engine) Decide(req Request) Decision {
 	sess, err := snap.Codec.Verify(token, now)
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrTokenExpired) && now.Before(sess.IssuedAt.Add(pool.AbsoluteTimeout)):
-		// A good signature past its exp, within the absolute timeout: a
-		// refresh of the same session.
-	case errors.Is(err, ErrTokenExpired):
+	case errors.Is(err, ErrTokenExpired) && !now.Before(sess.Start.Add(pool.AbsoluteTimeout)):
 		return e.bind(snap, pool, fresh, OutcomeNew, ReasonExpired, now)
+	case errors.Is(err, ErrTokenExpired) && now.Sub(sess.IssuedAt) > pool.IdleTimeout+pool.RefreshInterval:
+		// The token was issued when the service last saw the session; a
+		// request in the refresh interval after that would have refreshed
+		// it, so the session has been idle for longer than the timeout.
+		return e.bind(snap, pool, fresh, OutcomeNew, ReasonIdle, now)
+	case errors.Is(err, ErrTokenExpired):
+		// A good signature past its exp, within the timeouts: a refresh of
+		// the same session.
 	default:
 		return e.bind(snap, pool, fresh, OutcomeNew, ReasonInvalidCookie, now)
 	}
@@ -367,7 +374,8 @@ func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) (
 // deadline of its host, so that Envoy hands it back in time), into
 // d.SetCookie.
 func (e *Engine) issue(snap *Snapshot, pool *Pool, sess Session, d *Decision, now time.Time) {
-	end := sess.IssuedAt.Add(pool.AbsoluteTimeout)
+	end := sess.Start.Add(pool.AbsoluteTimeout)
+	sess.IssuedAt = now
 	sess.ExpiresAt = now.Add(pool.RefreshInterval)
 	if sess.ExpiresAt.After(end) {
 		sess.ExpiresAt = end

@@ -174,10 +174,12 @@ func TestDecideRefresh(t *testing.T) {
 				t.Fatalf("refresh: %+v", d)
 			}
 			again, err := e.Snapshot().Codec.Verify(strings.TrimPrefix(cookieOf(t, d.SetCookie), "affinity="), clock.t)
-			if err != nil || again.ID != sess.ID || !again.IssuedAt.Equal(t0) || !again.ExpiresAt.Equal(clock.t.Add(5*time.Minute)) {
+			if err != nil || again.ID != sess.ID || !again.Start.Equal(t0) || !again.ExpiresAt.Equal(clock.t.Add(5*time.Minute)) {
 				t.Fatalf("refreshed token %+v (%v)", again, err)
 			}
 			// Near the end, exp stops at the absolute timeout.
+			clock.t = t0.Add(50 * time.Minute)
+			d = e.Decide(Request{CookieHeaders: []string{cookieOf(t, d.SetCookie)}})
 			clock.t = t0.Add(58 * time.Minute)
 			d = e.Decide(Request{CookieHeaders: []string{cookieOf(t, d.SetCookie)}})
 			last, _ := e.Snapshot().Codec.Verify(strings.TrimPrefix(cookieOf(t, d.SetCookie), "affinity="), clock.t)
@@ -327,5 +329,27 @@ func TestDecideStrict(t *testing.T) {
 	}())
 	if d := e.Decide(Request{CookieHeaders: []string{cookie}}); d.Outcome != OutcomeRejected || d.Reason != ReasonHostLeft {
 		t.Fatalf("host left, strict: %+v", d)
+	}
+}
+
+func TestDecideIdleTimeout(t *testing.T) {
+	// refresh 5m, idle 30m (the defaults in these tests' snapshot), absolute 1h
+	tests := []struct {
+		name    string
+		idle    time.Duration // since the token was issued
+		outcome Outcome
+		reason  Reason
+	}{
+		{"refreshed within idle + refresh", 34 * time.Minute, OutcomePinned, ReasonExpired},
+		{"idle longer", 36 * time.Minute, OutcomeNew, ReasonIdle},
+	}
+	for _, tt := range tests {
+		clock := &fixedClock{t: t0}
+		e := NewEngine(modeSnapshot(t, ModeOpaque, "web-1", "web-2"), clock.now)
+		cookie := cookieHeader(e.Decide(Request{}).SetCookie)
+		clock.t = t0.Add(tt.idle)
+		if d := e.Decide(Request{CookieHeaders: []string{cookie}}); d.Outcome != tt.outcome || d.Reason != tt.reason {
+			t.Errorf("%s: %+v", tt.name, d)
+		}
 	}
 }

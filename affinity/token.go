@@ -21,8 +21,11 @@ type Session struct {
 	// Host is the h claim: the bound host's ID (opaque mode) or the override
 	// list "primary,successor" as ip:port (verified mode).
 	Host string
-	// IssuedAt is when the session started (iat is kept across refreshes;
-	// the absolute timeout counts from it).
+	// Start is when the session began (claim ss, kept across refreshes);
+	// the absolute timeout counts from it.
+	Start time.Time
+	// IssuedAt is when this token was issued (iat): the last time the
+	// service saw the session; the idle timeout counts from it.
 	IssuedAt time.Time
 	// ExpiresAt is when the token stops being valid and must be refreshed.
 	ExpiresAt time.Time
@@ -35,10 +38,11 @@ var (
 	ErrTokenExpired = errors.New("session token expired")
 )
 
-// claims is the token payload: sid and h plus the registered iat and exp.
+// claims is the token payload: sid, h and ss plus the registered iat and exp.
 type claims struct {
-	SID string `json:"sid"`
-	H   string `json:"h"`
+	SID string           `json:"sid"`
+	H   string           `json:"h"`
+	SS  *jwt.NumericDate `json:"ss"`
 	jwt.RegisteredClaims
 }
 
@@ -78,6 +82,7 @@ func (c *TokenCodec) Sign(s Session, now time.Time) (string, error) {
 	tok := jwt.NewWithClaims(method, claims{
 		SID: s.ID,
 		H:   s.Host,
+		SS:  jwt.NewNumericDate(s.Start),
 		RegisteredClaims: jwt.RegisteredClaims{
 			IssuedAt:  jwt.NewNumericDate(s.IssuedAt),
 			ExpiresAt: jwt.NewNumericDate(s.ExpiresAt),
@@ -112,10 +117,10 @@ func (c *TokenCodec) Verify(token string, now time.Time) (Session, error) {
 	if err != nil {
 		return Session{}, fmt.Errorf("%w: %v", ErrTokenInvalid, err)
 	}
-	if cl.SID == "" || cl.H == "" || cl.ExpiresAt == nil || cl.IssuedAt == nil {
+	if cl.SID == "" || cl.H == "" || cl.SS == nil || cl.ExpiresAt == nil || cl.IssuedAt == nil {
 		return Session{}, fmt.Errorf("%w: missing claims", ErrTokenInvalid)
 	}
-	s := Session{ID: cl.SID, Host: cl.H, IssuedAt: cl.IssuedAt.Time, ExpiresAt: cl.ExpiresAt.Time}
+	s := Session{ID: cl.SID, Host: cl.H, Start: cl.SS.Time, IssuedAt: cl.IssuedAt.Time, ExpiresAt: cl.ExpiresAt.Time}
 	if !now.Before(s.ExpiresAt) {
 		return s, ErrTokenExpired
 	}

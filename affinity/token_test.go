@@ -13,7 +13,7 @@ import (
 var t0 = time.Unix(1_800_000_000, 0)
 
 func testSession() Session {
-	return Session{ID: "sid-1", Host: "web-1", IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	return Session{ID: "sid-1", Host: "web-1", Start: t0.Add(-time.Minute), IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 }
 
 // handToken builds a compact JWS by hand, to present what a forger would.
@@ -42,7 +42,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := testSession()
-	if got.ID != want.ID || got.Host != want.Host || !got.IssuedAt.Equal(want.IssuedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) {
+	if got.ID != want.ID || got.Host != want.Host || !got.Start.Equal(want.Start) || !got.IssuedAt.Equal(want.IssuedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 }
@@ -59,7 +59,7 @@ func TestTokenRefused(t *testing.T) {
 	resigned, _ := other.Sign(testSession(), t0)
 	unknownKid := NewTokenCodec(ringOf(Key{ID: "k9", Alg: AlgHS256, Secret: ring.Signer(t0).Secret}))
 	unknown, _ := unknownKid.Sign(testSession(), t0)
-	payload := `{"sid":"s","h":"web-1","iat":1800000000,"exp":1800003600}`
+	payload := `{"sid":"s","h":"web-1","ss":1800000000,"iat":1800000000,"exp":1800003600}`
 	secret := ring.Signer(t0).Secret
 	parts := strings.Split(good, ".")
 
@@ -78,10 +78,11 @@ func TestTokenRefused(t *testing.T) {
 		{"alg HS512", handToken(`{"alg":"HS512","kid":"k1"}`, payload, secret), ErrTokenInvalid},
 		{"no kid", handToken(`{"alg":"HS256"}`, payload, secret), ErrTokenInvalid},
 		{"missing sid", handToken(`{"alg":"HS256","kid":"k1"}`, `{"h":"web-1","iat":1800000000,"exp":1800003600}`, secret), ErrTokenInvalid},
-		{"missing exp", handToken(`{"alg":"HS256","kid":"k1"}`, `{"sid":"s","h":"web-1","iat":1800000000}`, secret), ErrTokenInvalid},
+		{"missing exp", handToken(`{"alg":"HS256","kid":"k1"}`, `{"sid":"s","h":"web-1","ss":1800000000,"iat":1800000000}`, secret), ErrTokenInvalid},
+		{"missing ss", handToken(`{"alg":"HS256","kid":"k1"}`, `{"sid":"s","h":"web-1","iat":1800000000,"exp":1800003600}`, secret), ErrTokenInvalid},
 		{"exp not a number", handToken(`{"alg":"HS256","kid":"k1"}`, `{"sid":"s","h":"web-1","iat":1800000000,"exp":"soon"}`, secret), ErrTokenInvalid},
 		{"too long", good + strings.Repeat("A", MaxTokenBytes), ErrTokenTooLong},
-		{"expired", handToken(`{"alg":"HS256","kid":"k1"}`, `{"sid":"s","h":"web-1","iat":1700000000,"exp":1700003600}`, secret), ErrTokenExpired},
+		{"expired", handToken(`{"alg":"HS256","kid":"k1"}`, `{"sid":"s","h":"web-1","ss":1700000000,"iat":1700000000,"exp":1700003600}`, secret), ErrTokenExpired},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,7 +163,7 @@ func TestEdDSATokens(t *testing.T) {
 		t.Fatalf("EdDSA round trip: %+v %v", s, err)
 	}
 	e1, _ := ring.Lookup("e1")
-	payload := `{"sid":"s","h":"web-1","iat":1800000000,"exp":1800003600}`
+	payload := `{"sid":"s","h":"web-1","ss":1800000000,"iat":1800000000,"exp":1800003600}`
 	tests := []struct{ name, token string }{
 		// The classic confusion: an HMAC token keyed with the public key.
 		{"HS256 under an Ed25519 kid", handToken(`{"alg":"HS256","kid":"e1"}`, payload, e1.Public)},

@@ -186,7 +186,7 @@ func TestInvalidCookiesAreNewSessions(t *testing.T) {
 	}
 	// Past its absolute timeout (24 h), so not a refresh.
 	expired, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{
-		ID: "forged", Host: "backend-3", IssuedAt: time.Now().Add(-25 * time.Hour), ExpiresAt: time.Now().Add(-time.Hour)}, time.Now())
+		ID: "forged", Host: "backend-3", Start: time.Now().Add(-25 * time.Hour), IssuedAt: time.Now().Add(-2 * time.Hour), ExpiresAt: time.Now().Add(-time.Hour)}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func TestVerifiedBadTokens(t *testing.T) {
 	otherKey = reKid(otherKey, "k1")
 	signer, _ := ring.Lookup("k1")
 	confused := forge(`{"alg":"HS256","kid":"k1"}`, payload, signer.Public)
-	old, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: "forged", Host: want3, IssuedAt: now.Add(-25 * time.Hour), ExpiresAt: now.Add(-time.Hour)}, now)
+	old, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: "forged", Host: want3, Start: now.Add(-25 * time.Hour), IssuedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestVerifiedRefresh(t *testing.T) {
 	token := sess.c.Cookie("affinity")
 	// The same session, as the server signed it, but its exp has passed.
 	claims := affinity.Session{ID: harness.TokenClaim(token, "sid"), Host: harness.TokenClaim(token, "h"),
-		IssuedAt: time.Now().Add(-time.Hour), ExpiresAt: time.Now().Add(-2 * time.Minute)}
+		Start: time.Now().Add(-time.Hour), IssuedAt: time.Now().Add(-7 * time.Minute), ExpiresAt: time.Now().Add(-2 * time.Minute)}
 	expired, err := affinity.NewTokenCodec(ring).Sign(claims, time.Now())
 	if err != nil {
 		t.Fatal(err)
