@@ -32,6 +32,31 @@ type StoreConfig struct {
 	MaxSessions int `yaml:"max_sessions"`
 }
 
+// KeySourceConfig is one source of session keys.
+type KeySourceConfig struct {
+	// Type is cookie (our signed cookie), header, app_cookie (the
+	// application's own session cookie, learned from its responses), query
+	// or client_address.
+	Type string `yaml:"type"`
+	// Name is the header, cookie or query parameter (header, app_cookie, query).
+	Name string `yaml:"name"`
+	// TrustedHops (client_address): 0 takes the connection's address; n > 0
+	// takes the n-th address from the right of x-forwarded-for, as Envoy's
+	// xff_num_trusted_hops does.
+	TrustedHops int `yaml:"trusted_hops"`
+}
+
+// UpstreamHeadersConfig names the headers added to requests for the
+// application. Client-sent copies are always removed.
+type UpstreamHeadersConfig struct {
+	// Rebound carries why the session was moved: host-left,
+	// draining-deadline, overloaded, expired, idle.
+	Rebound string `yaml:"rebound"`
+	// Successor carries the name of the host the session moves to if its
+	// own leaves, so the application can replicate session data there.
+	Successor string `yaml:"successor"`
+}
+
 // BoundedLoadConfig caps each host's active sessions for new placements.
 type BoundedLoadConfig struct {
 	// Factor c: no new session goes to a host whose active sessions would
@@ -64,8 +89,14 @@ type PoolConfig struct {
 	// unless given).
 	BoundedLoad *BoundedLoadConfig `yaml:"bounded_load"`
 	Cookie      CookieConfig       `yaml:"cookie"`
-	Session     SessionConfig      `yaml:"session"`
-	Hosts       []HostConfig       `yaml:"hosts"`
+	// KeySources are where a request's session key is read from, in order;
+	// the first that has one wins. Default: our cookie only.
+	KeySources []KeySourceConfig `yaml:"key_sources"`
+	// UpstreamHeaders name optional request headers that tell the
+	// application about re-binds and successors (off when empty).
+	UpstreamHeaders UpstreamHeadersConfig `yaml:"upstream_headers"`
+	Session         SessionConfig         `yaml:"session"`
+	Hosts           []HostConfig          `yaml:"hosts"`
 }
 
 // CookieConfig is the session cookie's name and attributes.
@@ -259,6 +290,18 @@ func (c *Config) applyDefaults() {
 		if p.Session.IdleTimeout == 0 {
 			p.Session.IdleTimeout = DefaultIdleTimeout
 		}
+		if len(p.KeySources) == 0 {
+			p.KeySources = []KeySourceConfig{{Type: string(SourceCookie)}}
+		}
+		for j := range p.KeySources {
+			// Header names are case-insensitive (Envoy sends them lower
+			// case); cookie and query names keep their case.
+			if p.KeySources[j].Type == string(SourceHeader) {
+				p.KeySources[j].Name = strings.ToLower(p.KeySources[j].Name)
+			}
+		}
+		p.UpstreamHeaders.Rebound = strings.ToLower(p.UpstreamHeaders.Rebound)
+		p.UpstreamHeaders.Successor = strings.ToLower(p.UpstreamHeaders.Successor)
 		if p.BoundedLoad != nil && p.BoundedLoad.Factor == nil {
 			p.BoundedLoad.Factor = ptr(DefaultLoadFactor)
 		}
@@ -339,6 +382,12 @@ func (p *PoolConfig) validate(v *validator, at string) {
 			v.errorf(at+".bounded_load.factor", "%v: use a factor from 1.0 (strict balance) upwards, or 0 to turn it off", f)
 		}
 	}
+	p.validateKeySources(v, at)
+	for field, name := range map[string]string{"rebound": p.UpstreamHeaders.Rebound, "successor": p.UpstreamHeaders.Successor} {
+		if name != "" && (!cookieNameRE.MatchString(name) || strings.HasPrefix(name, ":")) {
+			v.errorf(at+".upstream_headers."+field, "%q is not a header name", name)
+		}
+	}
 	switch r := p.Session.RefreshInterval; {
 	case r < time.Second:
 		v.errorf(at+".session.refresh_interval", "%v is too short (at least 1s)", r)
@@ -374,6 +423,39 @@ func (p *PoolConfig) validate(v *validator, at string) {
 		if h.Weight != nil && (*h.Weight < 1 || *h.Weight > MaxWeight) {
 			v.errorf(hat+".weight", "%d is out of range 1..%d", *h.Weight, MaxWeight)
 		}
+	}
+}
+
+func (p *PoolConfig) validateKeySources(v *validator, at string) {
+	seen := map[string]bool{}
+	for j, ks := range p.KeySources {
+		kat := fmt.Sprintf("%s.key_sources[%d]", at, j)
+		switch KeySource(ks.Type) {
+		case SourceCookie, SourceClientAddress:
+			if ks.Name != "" && ks.Type == string(SourceCookie) {
+				v.errorf(kat+".name", "the cookie source is named by pools[].cookie.name")
+			}
+		case SourceHeader, SourceAppCookie, SourceQuery:
+			if ks.Name == "" || !cookieNameRE.MatchString(ks.Name) {
+				v.errorf(kat+".name", "%s needs a valid name, got %q", ks.Type, ks.Name)
+			}
+			if ks.Type == string(SourceAppCookie) && ks.Name == strings.ToLower(p.Cookie.Name) {
+				v.errorf(kat+".name", "%q is the session cookie itself", ks.Name)
+			}
+		default:
+			v.errorf(kat+".type", "%q is not one of cookie, header, app_cookie, query, client_address", ks.Type)
+		}
+		if ks.TrustedHops < 0 || ks.TrustedHops > 0 && ks.Type != string(SourceClientAddress) {
+			v.errorf(kat+".trusted_hops", "only client_address takes trusted_hops, at least 0")
+		}
+		id := ks.Type + "/" + ks.Name
+		if seen[id] {
+			v.errorf(kat, "listed twice")
+		}
+		seen[id] = true
+	}
+	if Mode(p.Mode) == ModeNative && (len(p.KeySources) != 1 || p.KeySources[0].Type != string(SourceCookie)) {
+		v.errorf(at+".key_sources", "native mode pins sessions with Envoy's cookie only")
 	}
 }
 
@@ -486,6 +568,10 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 		if pc.BoundedLoad != nil {
 			p.LoadFactor = *pc.BoundedLoad.Factor
 		}
+		for _, ks := range pc.KeySources {
+			p.KeySources = append(p.KeySources, KeySourceSpec{Type: KeySource(ks.Type), Name: ks.Name, TrustedHops: ks.TrustedHops})
+		}
+		p.ReboundHeader, p.SuccessorHeader = pc.UpstreamHeaders.Rebound, pc.UpstreamHeaders.Successor
 		s.Pools = append(s.Pools, p)
 		s.byName[p.Name] = p
 	}

@@ -43,6 +43,11 @@ type Pool struct {
 	// LoadFactor c caps new placements at ⌈c × mean⌉ active sessions per
 	// host; 0 is no cap.
 	LoadFactor float64
+	// KeySources are tried in order; the first with a key wins.
+	KeySources []KeySourceSpec
+	// ReboundHeader and SuccessorHeader name the request headers that tell
+	// the application about re-binds and successors ("" = off).
+	ReboundHeader, SuccessorHeader string
 	// Hosts are all the pool's hosts, draining ones included: a session
 	// bound to any of them is recognised.
 	Hosts *HostSet
@@ -51,6 +56,16 @@ type Pool struct {
 	Active *HostSet
 	// Draining maps the ID of each draining host to its deadline.
 	Draining map[string]time.Time
+}
+
+// source returns the pool's source of the given type.
+func (p *Pool) source(t KeySource) (*KeySourceSpec, bool) {
+	for i := range p.KeySources {
+		if p.KeySources[i].Type == t {
+			return &p.KeySources[i], true
+		}
+	}
+	return nil, false
 }
 
 // placement is the host set new and re-bound sessions are placed on: the
@@ -146,9 +161,14 @@ const (
 	ReasonDraining
 	// ReasonIdle: the session was idle for longer than its idle timeout.
 	ReasonIdle
+	// ReasonNewKey: a key from a header, query or client address that the
+	// store did not know.
+	ReasonNewKey
+	// ReasonNoKey: no source had a key and the pool has no cookie source.
+	ReasonNoKey
 )
 
-var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "host-left", "no-pool", "no-hosts", "unverified", "draining", "idle"}
+var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "host-left", "no-pool", "no-hosts", "unverified", "draining", "idle", "new-key", "no-key"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
@@ -158,6 +178,10 @@ type Request struct {
 	Cluster string
 	// CookieHeaders are the values of the request's Cookie headers.
 	CookieHeaders []string
+	// Headers reads other request headers (key sources); may be nil.
+	Headers Headers
+	// SourceAddress is the downstream connection's ip:port.
+	SourceAddress string
 }
 
 // Decision is where a request goes and what the response must carry.
@@ -180,6 +204,14 @@ type Decision struct {
 	// Overloaded is set when the session's first choice was full (bounded
 	// loads) and a later one took it.
 	Overloaded bool
+	// LearnCookie names the application's session cookie: when the
+	// response sets it, pass its value and the host that served the
+	// response to Engine.Learn.
+	LearnCookie string
+	// SetHeaders are added to the request for the application (name,
+	// value); RemoveHeaders are removed from it first (client copies).
+	SetHeaders    [][2]string
+	RemoveHeaders []string
 }
 
 // StrictBody is the answer to a session whose host is gone in a strict pool.
@@ -236,21 +268,44 @@ func (e *Engine) Decide(req Request) Decision {
 		return Decision{Pool: pool.Name, Reason: ReasonNoHosts}
 	}
 	now := e.now()
+	d, fromAppCookie := e.decide(snap, pool, &req, now)
+	e.annotate(pool, &d, fromAppCookie)
+	return d
+}
+
+// decide runs the pool's key sources in order; it also reports whether the
+// decision came from a learned application cookie.
+func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time) (Decision, bool) {
 	fresh := Session{ID: NewSessionID(), Start: now}
 	if pool.Mode == ModeNative {
 		// Envoy's own cookie pins established sessions; the service is
 		// asked only to place a new one.
-		return e.bind(snap, pool, fresh, OutcomeNew, ReasonNoCookie, now)
+		return e.bind(snap, pool, fresh, OutcomeNew, ReasonNoCookie, now), false
 	}
-	token, found := "", false
-	for _, h := range req.CookieHeaders {
-		if token, found = CookieValue(h, pool.Cookie.Name); found {
-			break
+	for i := range pool.KeySources {
+		ks := &pool.KeySources[i]
+		if ks.Type == SourceCookie {
+			for _, h := range req.CookieHeaders {
+				if token, found := CookieValue(h, pool.Cookie.Name); found {
+					return e.fromToken(snap, pool, token, fresh, now), false
+				}
+			}
+			continue
+		}
+		if key := ks.key(req); key != "" {
+			if d, ok := e.keyed(pool, ks, key, now); ok {
+				return d, ks.Type == SourceAppCookie
+			}
 		}
 	}
-	if !found {
-		return e.bind(snap, pool, fresh, OutcomeNew, ReasonNoCookie, now)
+	if _, ok := pool.source(SourceCookie); ok {
+		return e.bind(snap, pool, fresh, OutcomeNew, ReasonNoCookie, now), false
 	}
+	return Decision{Pool: pool.Name, Reason: ReasonNoKey}, false
+}
+
+// fromToken decides for a request carrying our session cookie.
+func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, fresh Session, now time.Time) Decision {
 	sess, err := snap.Codec.Verify(token, now)
 	switch {
 	case err == nil:
@@ -267,12 +322,9 @@ func (e *Engine) Decide(req Request) Decision {
 	default:
 		return e.bind(snap, pool, fresh, OutcomeNew, ReasonInvalidCookie, now)
 	}
-	host, ok := pool.boundHost(sess)
-	gone := ReasonHostLeft
-	if deadline, draining := pool.Draining[host.ID]; ok && draining && !now.Before(deadline) {
-		ok, gone = false, ReasonDraining
-	}
-	if !ok {
+	bound, found := pool.boundHost(sess)
+	host, gone := pool.liveHost(bound, found, now)
+	if gone != ReasonNone {
 		if pool.Strict {
 			return Decision{Outcome: OutcomeRejected, Reason: gone, Pool: pool.Name, Status: 503, Body: StrictBody, SetCookie: pool.Cookie.Expire()}
 		}
@@ -294,6 +346,113 @@ func (e *Engine) Decide(req Request) Decision {
 	}
 	e.issue(snap, pool, sess, &d, now)
 	return d
+}
+
+// liveHost checks a bound host: ReasonNone when it may still serve the
+// session, else why not (it left the pool, or its drain deadline passed).
+func (p *Pool) liveHost(h Host, found bool, now time.Time) (Host, Reason) {
+	if !found {
+		return h, ReasonHostLeft
+	}
+	if deadline, draining := p.Draining[h.ID]; draining && !now.Before(deadline) {
+		return h, ReasonDraining
+	}
+	return h, ReasonNone
+}
+
+// keyed decides for a key from a header, query parameter, client address or
+// application cookie: the host the store remembers for it, or a placement
+// by the key's hash, remembered so that later host additions do not move it.
+// An application cookie the store does not know is no decision (false): the
+// next source is tried.
+func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time) (Decision, bool) {
+	bound, known := e.store.Binding(pool.Name, key, now)
+	if !known && ks.Type == SourceAppCookie {
+		return Decision{}, false
+	}
+	outcome, reason := OutcomeNew, ReasonNewKey
+	if known {
+		host, found := pool.Hosts.Lookup(bound)
+		host, gone := pool.liveHost(host, found, now)
+		if gone == ReasonNone {
+			e.store.Seen(pool.Name, key, host.ID, now)
+			return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), key, host), HostID: host.ID}, true
+		}
+		if pool.Strict {
+			return Decision{Outcome: OutcomeRejected, Reason: gone, Pool: pool.Name, Status: 503, Body: StrictBody}, true
+		}
+		outcome, reason = OutcomeRebound, gone
+	}
+	order, overloaded := e.choose(pool, pool.placement(), key, now)
+	d := Decision{Outcome: outcome, Reason: reason, Pool: pool.Name, Hosts: make([]string, len(order)), HostID: order[0].ID, Overloaded: overloaded}
+	for i, h := range order {
+		d.Hosts[i] = h.Address
+	}
+	e.store.Seen(pool.Name, key, d.HostID, now)
+	return d, true
+}
+
+// Learn records that the application's session cookie value was set by a
+// response the host at served (ip:port) answered; later requests carrying
+// the cookie go to that host. It reports whether it recorded anything.
+func (e *Engine) Learn(cluster, value, served string) bool {
+	pool, ok := e.snap.Load().Pool(cluster)
+	if !ok || value == "" {
+		return false
+	}
+	if _, ok := pool.source(SourceAppCookie); !ok {
+		return false
+	}
+	host, ok := pool.Hosts.LookupAddress(served)
+	if !ok {
+		return false
+	}
+	e.store.Seen(pool.Name, prefixAppCookie+value, host.ID, e.now())
+	return true
+}
+
+// reboundValues is what the rebound header says for each reason.
+var reboundValues = map[Reason]string{
+	ReasonHostLeft: "host-left",
+	ReasonDraining: "draining-deadline",
+	ReasonExpired:  "expired",
+	ReasonIdle:     "idle",
+}
+
+// annotate adds what the response phase and the application need: the
+// application cookie to learn, and the upstream headers.
+func (e *Engine) annotate(pool *Pool, d *Decision, fromAppCookie bool) {
+	if d.Outcome == OutcomePassThrough || d.Outcome == OutcomeRejected {
+		return
+	}
+	if ks, ok := pool.source(SourceAppCookie); ok && !fromAppCookie {
+		d.LearnCookie = ks.Name
+	}
+	for _, name := range [2]string{pool.ReboundHeader, pool.SuccessorHeader} {
+		if name != "" {
+			d.RemoveHeaders = append(d.RemoveHeaders, name)
+		}
+	}
+	if name := pool.ReboundHeader; name != "" {
+		why := ""
+		switch {
+		case d.Outcome == OutcomeRebound:
+			why = reboundValues[d.Reason]
+		case d.Outcome == OutcomeNew && (d.Reason == ReasonExpired || d.Reason == ReasonIdle):
+			why = reboundValues[d.Reason]
+		}
+		if d.Overloaded {
+			why = strings.TrimPrefix(why+",overloaded", ",")
+		}
+		if why != "" {
+			d.SetHeaders = append(d.SetHeaders, [2]string{name, why})
+		}
+	}
+	if name := pool.SuccessorHeader; name != "" && len(d.Hosts) > 1 {
+		if h, ok := pool.Hosts.LookupAddress(d.Hosts[1]); ok {
+			d.SetHeaders = append(d.SetHeaders, [2]string{name, h.ID})
+		}
+	}
 }
 
 // boundHost is the pool's host the token names, if it is still in the pool.

@@ -18,6 +18,9 @@ type Store interface {
 	// Load adds to dst, per host ID, the sessions of pool active at now:
 	// seen within the store's idle timeout.
 	Load(pool string, now time.Time, dst map[string]int)
+	// Binding returns the host a session (or key) of pool was last seen on,
+	// if it was seen within the idle timeout.
+	Binding(pool, sid string, now time.Time) (host string, ok bool)
 }
 
 // DefaultMaxSessions is how many sessions the in-memory store tracks.
@@ -115,6 +118,18 @@ func (s *MemoryStore) Load(pool string, now time.Time, dst map[string]int) {
 	for h, n := range s.counts[pool] {
 		dst[h] += n
 	}
+}
+
+// Binding implements Store.
+func (s *MemoryStore) Binding(pool, sid string, now time.Time) (string, bool) {
+	k := memKey{sid: xxhash.Sum64String(sid), pool: xxhash.Sum64String(pool)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.lru.Peek(k)
+	if !ok || e.seen < now.Add(-s.idle).UnixNano() {
+		return "", false
+	}
+	return e.host, true
 }
 
 // Len is the number of tracked sessions.

@@ -63,9 +63,12 @@ func TestEstablishedSessionsSkipTheService(t *testing.T) {
 			}
 			before = streams(t, s)
 			for i := 2; i <= 21; i++ {
-				r, resp, err := c.Get("/")
+				r, resp, err := c.Get("/", "x-session-rebound", "forged", "x-session-successor", "forged")
 				if err != nil {
 					t.Fatalf("request %d: %v", i, err)
+				}
+				if len(r.Told) != 0 {
+					t.Fatalf("request %d: the client's x-session-* headers reached the application: %v", i, r.Told)
 				}
 				if r.Host != first.Host || r.Count != i {
 					t.Fatalf("request %d: %+v, want host %s count %d", i, r, first.Host, i)

@@ -16,6 +16,9 @@ const (
 	AttributesKey = "envoy.filters.http.ext_proc"
 	// ClusterAttribute names the cluster the route chose; it selects the pool.
 	ClusterAttribute = "xds.cluster_name"
+	// SourceAttribute is the downstream connection's address (the
+	// client_address key source).
+	SourceAttribute = "source.address"
 	// CookieHeader is the request header sessions are read from.
 	CookieHeader = "cookie"
 	// SetCookieHeader is the response header sessions are written to.

@@ -19,9 +19,11 @@ import (
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 )
 
-// Decider makes the affinity decision for a request; *affinity.Engine is one.
+// Decider makes the affinity decision for a request, and learns the
+// application's session cookies from responses; *affinity.Engine is one.
 type Decider interface {
 	Decide(affinity.Request) affinity.Decision
+	Learn(cluster, value, served string) bool
 }
 
 // Server implements Envoy's ExternalProcessor service.
@@ -73,6 +75,8 @@ func streamExit(ctx context.Context, op string, err error) error {
 // exchange is the state of one HTTP request across its messages.
 type exchange struct {
 	setCookie string
+	cluster   string
+	learn     string // the application cookie to learn from the response
 }
 
 func (ex *exchange) answer(s *Server, req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
@@ -80,7 +84,7 @@ func (ex *exchange) answer(s *Server, req *extprocv3.ProcessingRequest) *extproc
 	case *extprocv3.ProcessingRequest_RequestHeaders:
 		return ex.requestHeaders(s, req, r.RequestHeaders)
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		return ex.responseHeaders()
+		return ex.responseHeaders(s, req, r.ResponseHeaders)
 	case *extprocv3.ProcessingRequest_RequestBody:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
 	case *extprocv3.ProcessingRequest_ResponseBody:
@@ -100,9 +104,14 @@ func (ex *exchange) answer(s *Server, req *extprocv3.ProcessingRequest) *extproc
 var skipResponse = &filterv3.ProcessingMode{ResponseHeaderMode: filterv3.ProcessingMode_SKIP}
 
 func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	areq := affinity.Request{Cluster: attribute(req, ClusterAttribute)}
+	headers := h.GetHeaders().GetHeaders()
+	areq := affinity.Request{
+		Cluster:       attribute(req, ClusterAttribute),
+		SourceAddress: attribute(req, SourceAttribute),
+		Headers:       headerList(headers),
+	}
 	var remove []string
-	for _, hv := range h.GetHeaders().GetHeaders() {
+	for _, hv := range headers {
 		key := hv.GetKey()
 		switch {
 		case strings.EqualFold(key, CookieHeader):
@@ -120,8 +129,14 @@ func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, 
 		return rejection(d)
 	}
 	common := &extprocv3.CommonResponse{}
-	if len(remove) > 0 {
+	remove = append(remove, d.RemoveHeaders...)
+	if len(remove) > 0 || len(d.SetHeaders) > 0 {
 		common.HeaderMutation = &extprocv3.HeaderMutation{RemoveHeaders: remove}
+		for _, kv := range d.SetHeaders {
+			common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, &corev3.HeaderValueOption{
+				Header: &corev3.HeaderValue{Key: kv[0], RawValue: []byte(kv[1])},
+			})
+		}
 	}
 	resp := &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: common}},
@@ -129,8 +144,8 @@ func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, 
 	if len(d.Hosts) > 0 {
 		resp.DynamicMetadata = destinationMetadata(strings.Join(d.Hosts, ","))
 	}
-	ex.setCookie = d.SetCookie
-	if d.SetCookie == "" {
+	ex.setCookie, ex.cluster, ex.learn = d.SetCookie, areq.Cluster, d.LearnCookie
+	if d.SetCookie == "" && d.LearnCookie == "" {
 		resp.ModeOverride = skipResponse
 	}
 	return resp
@@ -159,7 +174,10 @@ func setCookie(v string) *corev3.HeaderValueOption {
 	}
 }
 
-func (ex *exchange) responseHeaders() *extprocv3.ProcessingResponse {
+func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	if ex.learn != "" {
+		ex.learnAppCookie(s, req, h)
+	}
 	common := &extprocv3.CommonResponse{}
 	if ex.setCookie != "" {
 		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setCookie(ex.setCookie)}}
@@ -168,6 +186,40 @@ func (ex *exchange) responseHeaders() *extprocv3.ProcessingResponse {
 	return &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{Response: common}},
 	}
+}
+
+// learnAppCookie finds the application's session cookie in the response's
+// Set-Cookie headers and tells the decider which host served it: the host
+// Envoy's override_host policy recorded (selected_host_key), forwarded in
+// the envoy.lb metadata.
+func (ex *exchange) learnAppCookie(s *Server, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) {
+	served := req.GetMetadataContext().GetFilterMetadata()[MetadataNamespace].GetFields()[ServedKey].GetStringValue()
+	if served == "" {
+		return
+	}
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		if !strings.EqualFold(hv.GetKey(), SetCookieHeader) {
+			continue
+		}
+		pair, _, _ := strings.Cut(headerValue(hv), ";")
+		name, value, ok := strings.Cut(pair, "=")
+		if ok && strings.TrimSpace(name) == ex.learn {
+			s.decider.Learn(ex.cluster, strings.TrimSpace(value), served)
+		}
+	}
+}
+
+// headerList reads Envoy's request headers for the key sources.
+type headerList []*corev3.HeaderValue
+
+// Get returns the first value of the named header (name in lower case).
+func (l headerList) Get(name string) (string, bool) {
+	for _, hv := range l {
+		if strings.EqualFold(hv.GetKey(), name) {
+			return headerValue(hv), true
+		}
+	}
+	return "", false
 }
 
 // destinationMetadata is {envoy.lb: {x-gateway-destination-endpoint: hosts}}.

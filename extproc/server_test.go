@@ -48,13 +48,19 @@ func (f *fakeStream) Send(r *extprocv3.ProcessingResponse) error {
 
 // fakeDecider returns a fixed decision and records what it was asked.
 type fakeDecider struct {
-	d    affinity.Decision
-	seen []affinity.Request
+	d       affinity.Decision
+	seen    []affinity.Request
+	learned []string
 }
 
 func (f *fakeDecider) Decide(r affinity.Request) affinity.Decision {
 	f.seen = append(f.seen, r)
 	return f.d
+}
+
+func (f *fakeDecider) Learn(cluster, value, served string) bool {
+	f.learned = append(f.learned, cluster+" "+value+" "+served)
+	return true
 }
 
 func requestHeaders(cluster string, headers ...string) *extprocv3.ProcessingRequest {
@@ -218,5 +224,47 @@ func TestProcessRejected(t *testing.T) {
 	set := ir.GetHeaders().GetSetHeaders()
 	if len(set) != 2 || string(set[0].GetHeader().GetRawValue()) != "affinity=; Max-Age=0" || !set[0].GetAppend().GetValue() {
 		t.Fatalf("headers %v", set)
+	}
+}
+
+func TestProcessUpstreamHeadersAndLearning(t *testing.T) {
+	dec := &fakeDecider{d: affinity.Decision{Outcome: affinity.OutcomeRebound, Hosts: []string{"10.0.0.2:80"},
+		SetHeaders: [][2]string{{"x-session-rebound", "host-left"}}, RemoveHeaders: []string{"x-session-rebound"}, LearnCookie: "JSESSIONID"}}
+	served, _ := structpb.NewStruct(map[string]any{ServedKey: "10.0.0.2:80"})
+	resp := &extprocv3.ProcessingRequest{
+		Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+			{Key: "set-cookie", RawValue: []byte("other=1; Path=/")},
+			{Key: "set-cookie", RawValue: []byte("JSESSIONID=abc; Path=/; HttpOnly")},
+		}}}},
+		MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: served}},
+	}
+	fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{
+		requestHeaders("app", "x-session-rebound", "forged"), resp}}
+	if err := NewServer(dec, nil).Process(fs); err != nil {
+		t.Fatal(err)
+	}
+	first := fs.sent[0]
+	if first.ModeOverride != nil {
+		t.Fatal("the response phase was switched off though a cookie is to be learned")
+	}
+	mut := first.GetRequestHeaders().GetResponse().GetHeaderMutation()
+	if len(mut.GetRemoveHeaders()) != 1 || len(mut.GetSetHeaders()) != 1 || string(mut.GetSetHeaders()[0].GetHeader().GetRawValue()) != "host-left" {
+		t.Fatalf("request mutation %v", mut)
+	}
+	if len(dec.learned) != 1 || dec.learned[0] != "app abc 10.0.0.2:80" {
+		t.Fatalf("learned %v", dec.learned)
+	}
+}
+
+func TestHeaderList(t *testing.T) {
+	l := headerList{{Key: "x-session-id", RawValue: []byte("u1")}, {Key: "X-Other", Value: "v"}}
+	if v, ok := l.Get("x-session-id"); !ok || v != "u1" {
+		t.Fatal(v)
+	}
+	if v, ok := l.Get("x-other"); !ok || v != "v" {
+		t.Fatal(v)
+	}
+	if _, ok := l.Get("missing"); ok {
+		t.Fatal("found a missing header")
 	}
 }

@@ -14,9 +14,10 @@ import (
 
 // Reply is the demo backend's answer.
 type Reply struct {
-	Host    string `json:"host"`
-	Session string `json:"session"`
-	Count   int    `json:"count"`
+	Host    string            `json:"host"`
+	Session string            `json:"session"`
+	Count   int               `json:"count"`
+	Told    map[string]string `json:"told"`
 }
 
 // Client is one browser-like user: its own cookie jar and connection.

@@ -49,6 +49,9 @@ type Options struct {
 	Strict bool
 	// LoadFactor turns on bounded loads with this factor (0: off).
 	LoadFactor float64
+	// PoolYAML is added to the pool's config as it is (fields indented by
+	// four spaces), e.g. key_sources.
+	PoolYAML string
 	// ServerArgs are extra flags for envoy-affinity.
 	ServerArgs []string
 	// BeforeEnvoy runs once the server is up, before Envoy starts (in Dir).
@@ -213,6 +216,7 @@ func (s *Stack) WriteConfig(backends ...int) error {
 	s.hosts = append([]int(nil), backends...)
 	var b strings.Builder
 	fmt.Fprintf(&b, "keys:\n  file: keys.txt\n  sign_delay: %s\npools:\n  - mode: %s\n    strict: %t\n    cookie:\n      secure: false\n", s.opts.SignDelay, s.opts.Mode, s.opts.Strict)
+	b.WriteString(s.opts.PoolYAML)
 	if s.opts.LoadFactor > 0 {
 		fmt.Fprintf(&b, "    bounded_load:\n      factor: %v\n", s.opts.LoadFactor)
 	}

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -29,6 +30,9 @@ type reply struct {
 	Host    string `json:"host"`
 	Session string `json:"session"`
 	Count   int    `json:"count"`
+	// Told are the request's x-session-* headers: what the affinity service
+	// told the application (re-binds, successors).
+	Told map[string]string `json:"told,omitempty"`
 }
 
 type app struct {
@@ -53,9 +57,18 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.counts[sid]++
 	n := a.counts[sid]
 	a.mu.Unlock()
+	var told map[string]string
+	for k, v := range r.Header {
+		if k := strings.ToLower(k); strings.HasPrefix(k, "x-session-") {
+			if told == nil {
+				told = map[string]string{}
+			}
+			told[k] = strings.Join(v, ",")
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Backend", a.name)
-	_ = json.NewEncoder(w).Encode(reply{Host: a.name, Session: sid, Count: n})
+	_ = json.NewEncoder(w).Encode(reply{Host: a.name, Session: sid, Count: n, Told: told})
 }
 
 func main() {

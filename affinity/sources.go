@@ -1,0 +1,103 @@
+package affinity
+
+import (
+	"net/netip"
+	"net/url"
+	"strings"
+)
+
+// KeySource is where a request's session key comes from.
+type KeySource string
+
+// Key sources.
+const (
+	// SourceCookie is our own signed session cookie.
+	SourceCookie KeySource = "cookie"
+	// SourceHeader is a request header whose value is the key (gRPC and
+	// mobile clients). The key is placed by the hash and remembered.
+	SourceHeader KeySource = "header"
+	// SourceAppCookie is the application's own session cookie: the service
+	// learns value → host from the responses that set it.
+	SourceAppCookie KeySource = "app_cookie"
+	// SourceQuery is a query parameter of the request's path.
+	SourceQuery KeySource = "query"
+	// SourceClientAddress is the client's IP address.
+	SourceClientAddress KeySource = "client_address"
+)
+
+// KeySourceSpec is one configured source.
+type KeySourceSpec struct {
+	Type        KeySource
+	Name        string
+	TrustedHops int
+}
+
+// Headers gives a decision the request headers it asks for; names are lower
+// case. Envoy's header list is read through it without copying.
+type Headers interface {
+	Get(name string) (string, bool)
+}
+
+// Prefixes keep the keys of different sources apart in the store.
+const (
+	prefixHeader    = "h:"
+	prefixAppCookie = "c:"
+	prefixQuery     = "q:"
+	prefixAddress   = "a:"
+)
+
+// key returns the request's key from the source, with the source's prefix,
+// or "" when the request has none.
+func (ks *KeySourceSpec) key(req *Request) string {
+	switch ks.Type {
+	case SourceHeader:
+		if v, ok := req.header(ks.Name); ok && v != "" {
+			return prefixHeader + v
+		}
+	case SourceAppCookie:
+		for _, h := range req.CookieHeaders {
+			if v, ok := CookieValue(h, ks.Name); ok && v != "" {
+				return prefixAppCookie + v
+			}
+		}
+	case SourceQuery:
+		path, _ := req.header(":path")
+		if _, q, ok := strings.Cut(path, "?"); ok {
+			if vals, err := url.ParseQuery(q); err == nil && vals.Get(ks.Name) != "" {
+				return prefixQuery + vals.Get(ks.Name)
+			}
+		}
+	case SourceClientAddress:
+		if ip := clientAddress(req, ks.TrustedHops); ip.IsValid() {
+			return prefixAddress + ip.String()
+		}
+	}
+	return ""
+}
+
+// clientAddress is the connection's address, or with n trusted hops the
+// n-th address from the right of x-forwarded-for (the address the last
+// trusted proxy saw), as Envoy's xff_num_trusted_hops picks it.
+func clientAddress(req *Request, hops int) netip.Addr {
+	if hops > 0 {
+		xff, _ := req.header("x-forwarded-for")
+		parts := strings.Split(xff, ",")
+		if len(parts) >= hops {
+			if ip, err := netip.ParseAddr(strings.TrimSpace(parts[len(parts)-hops])); err == nil {
+				return ip.Unmap()
+			}
+		}
+	}
+	if ap, err := netip.ParseAddrPort(req.SourceAddress); err == nil {
+		return ap.Addr().Unmap()
+	}
+	ip, _ := netip.ParseAddr(req.SourceAddress)
+	return ip.Unmap()
+}
+
+func (r *Request) header(name string) (string, bool) {
+	if r.Headers == nil {
+		return "", false
+	}
+	return r.Headers.Get(name)
+}

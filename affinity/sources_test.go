@@ -1,0 +1,153 @@
+package affinity
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// mapHeaders is a Headers over a map.
+type mapHeaders map[string]string
+
+func (m mapHeaders) Get(name string) (string, bool) { v, ok := m[name]; return v, ok }
+
+func sourcesSnapshot(t *testing.T, sources string, hosts ...string) *Snapshot {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "keys: {env: K}\npools:\n  - name: app\n    mode: opaque\n    key_sources: %s\n    upstream_headers: {rebound: X-Session-Rebound, successor: x-session-successor}\n    hosts:\n", sources)
+	for _, n := range hosts {
+		fmt.Fprintf(&b, "      - {name: %s, address: '127.0.0.%s:80'}\n", n, strings.TrimPrefix(n, "web-"))
+	}
+	cfg, err := ParseConfig("t.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Build(testKeyring(t))
+}
+
+func TestKeySources(t *testing.T) {
+	const sources = "[{type: header, name: X-Session-Id}, {type: query, name: sid}, {type: app_cookie, name: JSESSIONID}, {type: cookie}, {type: client_address, trusted_hops: 1}]"
+	tests := []struct {
+		name    string
+		req     Request
+		outcome Outcome
+		reason  Reason
+		cookie  bool // a session cookie is issued
+	}{
+		{"header key", Request{Headers: mapHeaders{"x-session-id": "user-42"}}, OutcomeNew, ReasonNewKey, false},
+		{"query key", Request{Headers: mapHeaders{":path": "/cart?sid=abc&x=1"}}, OutcomeNew, ReasonNewKey, false},
+		{"unknown app cookie falls through to our cookie source", Request{CookieHeaders: []string{"JSESSIONID=zzz"}}, OutcomeNew, ReasonNoCookie, true},
+		{"no key at all: a cookie session", Request{}, OutcomeNew, ReasonNoCookie, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := NewEngine(sourcesSnapshot(t, sources, "web-1", "web-2", "web-3"), (&fixedClock{t: t0}).now)
+			d := e.Decide(tt.req)
+			if d.Outcome != tt.outcome || d.Reason != tt.reason || (d.SetCookie != "") != tt.cookie || len(d.Hosts) != 2 {
+				t.Fatalf("%+v", d)
+			}
+			// The same key again: the same host.
+			if again := e.Decide(tt.req); !tt.cookie && (again.Outcome != OutcomePinned || again.HostID != d.HostID) {
+				t.Fatalf("second request: %+v, first on %s", again, d.HostID)
+			}
+		})
+	}
+}
+
+func TestHeaderKeyIsRemembered(t *testing.T) {
+	clock := &fixedClock{t: t0}
+	e := NewEngine(sourcesSnapshot(t, "[{type: header, name: x-session-id}]", "web-1", "web-2", "web-3"), clock.now)
+	first := map[string]string{}
+	for i := range 60 {
+		key := fmt.Sprintf("user-%d", i)
+		first[key] = e.Decide(Request{Headers: mapHeaders{"x-session-id": key}}).HostID
+	}
+	// Hosts added: every known key stays where it was.
+	e.Update(sourcesSnapshot(t, "[{type: header, name: x-session-id}]", "web-1", "web-2", "web-3", "web-4", "web-5"))
+	for key, host := range first {
+		if d := e.Decide(Request{Headers: mapHeaders{"x-session-id": key}}); d.HostID != host || d.Outcome != OutcomePinned {
+			t.Fatalf("%s moved from %s: %+v", key, host, d)
+		}
+	}
+	// A key whose host left moves to its successor, and says so upstream.
+	e.Update(sourcesSnapshot(t, "[{type: header, name: x-session-id}]", "web-1", "web-3", "web-4", "web-5"))
+	for key, host := range first {
+		d := e.Decide(Request{Headers: mapHeaders{"x-session-id": key}})
+		if host != "web-2" {
+			continue
+		}
+		if d.Outcome != OutcomeRebound || d.Reason != ReasonHostLeft || d.HostID == "web-2" {
+			t.Fatalf("%s of the removed host: %+v", key, d)
+		}
+		if fmt.Sprint(d.SetHeaders[0]) != "[x-session-rebound host-left]" || d.SetHeaders[1][0] != "x-session-successor" {
+			t.Fatalf("upstream headers %v", d.SetHeaders)
+		}
+		if fmt.Sprint(d.RemoveHeaders) != "[x-session-rebound x-session-successor]" {
+			t.Fatalf("client copies not removed: %v", d.RemoveHeaders)
+		}
+	}
+	// Keys idle past the idle timeout are forgotten and placed anew.
+	clock.t = t0.Add(31 * time.Minute)
+	if d := e.Decide(Request{Headers: mapHeaders{"x-session-id": "user-0"}}); d.Outcome != OutcomeNew {
+		t.Fatalf("idle key: %+v", d)
+	}
+}
+
+func TestLearnedAppCookie(t *testing.T) {
+	e := NewEngine(sourcesSnapshot(t, "[{type: app_cookie, name: JSESSIONID}, {type: cookie}]", "web-1", "web-2", "web-3"), (&fixedClock{t: t0}).now)
+	d := e.Decide(Request{})
+	if d.LearnCookie != "JSESSIONID" {
+		t.Fatalf("the response phase is not asked to learn: %+v", d)
+	}
+	if !e.Learn("app", "abc123", "127.0.0.3:80") {
+		t.Fatal("not learned")
+	}
+	if e.Learn("app", "x", "10.9.9.9:80") {
+		t.Fatal("learned a host outside the pool")
+	}
+	got := e.Decide(Request{CookieHeaders: []string{"JSESSIONID=abc123"}})
+	if got.Outcome != OutcomePinned || got.HostID != "web-3" || got.LearnCookie != "" {
+		t.Fatalf("learned cookie: %+v", got)
+	}
+}
+
+func TestClientAddress(t *testing.T) {
+	tests := []struct {
+		hops        int
+		source, xff string
+		want        string
+	}{
+		{0, "192.0.2.7:5555", "198.51.100.1", "192.0.2.7"},
+		{1, "192.0.2.7:5555", "198.51.100.1, 203.0.113.9", "203.0.113.9"},
+		{2, "192.0.2.7:5555", "198.51.100.1, 203.0.113.9", "198.51.100.1"},
+		{3, "192.0.2.7:5555", "198.51.100.1, 203.0.113.9", "192.0.2.7"},
+		{1, "[::ffff:192.0.2.7]:80", "", "192.0.2.7"},
+	}
+	for _, tt := range tests {
+		req := Request{SourceAddress: tt.source, Headers: mapHeaders{"x-forwarded-for": tt.xff}}
+		if got := clientAddress(&req, tt.hops).String(); got != tt.want {
+			t.Errorf("hops %d, source %s, xff %q: %s, want %s", tt.hops, tt.source, tt.xff, got, tt.want)
+		}
+	}
+}
+
+func TestKeySourceConfigErrors(t *testing.T) {
+	tests := []struct{ sources, want string }{
+		{"[{type: carrier-pigeon}]", `"carrier-pigeon" is not one of`},
+		{"[{type: header}]", "header needs a valid name"},
+		{"[{type: query, name: a, trusted_hops: 2}]", "only client_address takes trusted_hops"},
+		{"[{type: app_cookie, name: affinity}]", "is the session cookie itself"},
+		{"[{type: cookie}, {type: cookie}]", "listed twice"},
+	}
+	for _, tt := range tests {
+		_, err := ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - key_sources: "+tt.sources+"\n    hosts: [{address: '127.0.0.1:1'}]\n"))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.sources, err, tt.want)
+		}
+	}
+	_, err := ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - mode: native\n    key_sources: [{type: header, name: x}]\n    hosts: [{address: '127.0.0.1:1'}]\n"))
+	if err == nil || !strings.Contains(err.Error(), "native mode") {
+		t.Errorf("native with a header source: %v", err)
+	}
+}

@@ -1,0 +1,101 @@
+package envoy_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+)
+
+// TestHeaderKey (verified mode): a client that sends x-session-id and no
+// cookie is placed by the header's value and stays on its host, also after a
+// host joins; the application is told the session's successor.
+func TestHeaderKey(t *testing.T) {
+	t.Parallel()
+	s := newStackWith(t, harness.Options{Mode: "verified", PoolYAML: "    key_sources:\n      - {type: header, name: x-session-id}\n      - {type: cookie}\n" +
+		"    upstream_headers: {rebound: x-session-rebound, successor: x-session-successor}\n"})
+	if err := s.SetHosts(context.Background(), 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	type user struct {
+		key, host string
+		c         *harness.Client
+	}
+	var users []user
+	for i := range 20 {
+		u := user{key: fmt.Sprintf("device-%d", i), c: harness.NewClient(s.URL(""))}
+		r, resp, err := u.c.Get("/", "x-session-id", u.key, "x-session-successor", "forged")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sc := range resp.Header.Values("Set-Cookie") {
+			if len(sc) > 9 && sc[:9] == "affinity=" {
+				t.Fatalf("a header-keyed session got a session cookie")
+			}
+		}
+		if r.Told["x-session-successor"] == "forged" || r.Told["x-session-successor"] == "" || r.Told["x-session-successor"] == r.Host {
+			t.Fatalf("successor header %q for a session on %s", r.Told["x-session-successor"], r.Host)
+		}
+		u.host = r.Host
+		users = append(users, u)
+	}
+	// A third host joins: no known key moves.
+	if err := s.SetHosts(context.Background(), 0, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		for range 3 {
+			r, _, err := u.c.Get("/", "x-session-id", u.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Host != u.host {
+				t.Fatalf("key %s moved from %s to %s after a host joined", u.key, u.host, r.Host)
+			}
+		}
+	}
+	// New keys reach the new host too.
+	reached := false
+	for i := range 40 {
+		r, _, err := harness.NewClient(s.URL("")).Get("/", "x-session-id", fmt.Sprintf("later-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reached = reached || r.Host == "backend-3"
+	}
+	if !reached {
+		t.Fatal("no new key reached the host that joined")
+	}
+}
+
+// TestLearnedAppCookie (verified mode): the service learns which host set
+// the application's own session cookie (app_session) and routes a client
+// that carries only that cookie to it.
+func TestLearnedAppCookie(t *testing.T) {
+	t.Parallel()
+	s := newStackWith(t, harness.Options{Mode: "verified", PoolYAML: "    key_sources:\n      - {type: app_cookie, name: app_session}\n      - {type: cookie}\n"})
+	for i := range 12 {
+		first := harness.NewClient(s.URL(""))
+		r, _, err := first.Get("/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		app := first.Cookie("app_session")
+		if app == "" {
+			t.Fatal("the backend set no app_session cookie")
+		}
+		// A client that kept only the application's cookie.
+		c := harness.NewClient(s.URL(""))
+		c.SetCookie("app_session", app)
+		for n := 2; n <= 4; n++ {
+			got, _, err := c.Get("/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Host != r.Host || got.Count != n {
+				t.Fatalf("session %d: app cookie set by %s, request %d served by %s (count %d)", i, r.Host, n, got.Host, got.Count)
+			}
+		}
+	}
+}
