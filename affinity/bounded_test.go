@@ -12,7 +12,7 @@ import (
 func boundedSnapshot(t testing.TB, factor float64, n int) *Snapshot {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "keys: {env: K}\npools:\n  - name: app\n    mode: opaque\n    bounded_load: {factor: %v}\n    session: {idle_timeout: 30s}\n    hosts:\n", factor)
+	fmt.Fprintf(&b, "keys: {env: K}\npools:\n  - mode: opaque\n    bounded_load: {factor: %v}\n    session: {idle_timeout: 30s}\n    hosts:\n", factor)
 	for i := 1; i <= n; i++ {
 		fmt.Fprintf(&b, "      - {name: web-%d, address: '127.0.0.%d:80'}\n", i, i)
 	}
@@ -76,24 +76,24 @@ func simulation(t testing.TB, c float64, hosts, newSessions int) (worst, newHost
 	var firstSecond, toNewHost int
 	for placed < newSessions {
 		clock.t = clock.t.Add(time.Millisecond)
-		pool, _ := e.Snapshot().Pool("app")
+		pool, _ := e.Snapshot().Pool("", "app")
 		if len(live) == 0 || rng.Float64() < 0.3 {
 			if placed == newSessions/2 {
 				e.Update(boundedSnapshot(t, c, hosts+1))
-				pool, _ = e.Snapshot().Pool("app")
+				pool, _ = e.Snapshot().Pool("", "app")
 				joinedAt = clock.t
 			}
 			id := NewSessionID()
 			order, _ := e.choose(pool, pool.placement(), id, clock.t)
 			load := map[string]int{}
-			e.store.Load("app", clock.t, load)
+			e.store.Load(pool.Name, clock.t, load)
 			total := 0
 			for _, h := range pool.placement().hosts {
 				total += load[h.ID]
 			}
 			limit := math.Ceil(c * float64(total+1) / float64(pool.placement().Len()))
 			worst = max(worst, float64(load[order[0].ID]+1)/limit)
-			e.store.Seen("app", id, order[0].ID, clock.t)
+			e.store.Seen(pool.Name, id, order[0].ID, clock.t)
 			live = append(live, sess{id, order[0].ID})
 			placed++
 			if !joinedAt.IsZero() && clock.t.Sub(joinedAt) <= time.Second {
@@ -107,7 +107,7 @@ func simulation(t testing.TB, c float64, hosts, newSessions int) (worst, newHost
 		// An existing session's request: the most recent sessions are the
 		// most likely.
 		s := live[len(live)-1-int(zipf.Uint64()%uint64(len(live)))]
-		e.store.Seen("app", s.id, s.host, clock.t)
+		e.store.Seen(DefaultPoolName, s.id, s.host, clock.t)
 	}
 	return worst, float64(toNewHost) / float64(firstSecond)
 }

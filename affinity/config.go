@@ -95,6 +95,12 @@ type PoolConfig struct {
 	// UpstreamHeaders name optional request headers that tell the
 	// application about re-binds and successors (off when empty).
 	UpstreamHeaders UpstreamHeadersConfig `yaml:"upstream_headers"`
+	// OverrideHosts is how many hosts Envoy is given, primary first: 2
+	// (primary, successor) by default; Envoy's retries walk the list.
+	OverrideHosts int `yaml:"override_hosts"`
+
+	// matchAll records that the name was left out.
+	matchAll bool
 	Session         SessionConfig         `yaml:"session"`
 	Hosts           []HostConfig          `yaml:"hosts"`
 }
@@ -256,6 +262,7 @@ func (c *Config) applyDefaults() {
 	}
 	if len(c.Pools) == 1 && c.Pools[0].Name == "" {
 		c.Pools[0].Name = DefaultPoolName
+		c.Pools[0].matchAll = true
 	}
 	for i := range c.Pools {
 		p := &c.Pools[i]
@@ -302,6 +309,9 @@ func (c *Config) applyDefaults() {
 		}
 		p.UpstreamHeaders.Rebound = strings.ToLower(p.UpstreamHeaders.Rebound)
 		p.UpstreamHeaders.Successor = strings.ToLower(p.UpstreamHeaders.Successor)
+		if p.OverrideHosts == 0 {
+			p.OverrideHosts = OverrideHosts
+		}
 		if p.BoundedLoad != nil && p.BoundedLoad.Factor == nil {
 			p.BoundedLoad.Factor = ptr(DefaultLoadFactor)
 		}
@@ -383,6 +393,9 @@ func (p *PoolConfig) validate(v *validator, at string) {
 		}
 	}
 	p.validateKeySources(v, at)
+	if p.OverrideHosts < 1 || p.OverrideHosts > MaxRank {
+		v.errorf(at+".override_hosts", "%d is out of range 1..%d", p.OverrideHosts, MaxRank)
+	}
 	for field, name := range map[string]string{"rebound": p.UpstreamHeaders.Rebound, "successor": p.UpstreamHeaders.Successor} {
 		if name != "" && (!cookieNameRE.MatchString(name) || strings.HasPrefix(name, ":")) {
 			v.errorf(at+".upstream_headers."+field, "%q is not a header name", name)
@@ -572,6 +585,7 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 			p.KeySources = append(p.KeySources, KeySourceSpec{Type: KeySource(ks.Type), Name: ks.Name, TrustedHops: ks.TrustedHops})
 		}
 		p.ReboundHeader, p.SuccessorHeader = pc.UpstreamHeaders.Rebound, pc.UpstreamHeaders.Successor
+		p.OverrideHosts, p.MatchAll = pc.OverrideHosts, pc.matchAll
 		s.Pools = append(s.Pools, p)
 		s.byName[p.Name] = p
 	}

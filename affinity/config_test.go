@@ -37,7 +37,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Fatalf("absolute_timeout = %v", p.Session.AbsoluteTimeout)
 	}
 	snap := cfg.Build(testKeyring(t))
-	pool, ok := snap.Pool("app")
+	pool, ok := snap.Pool("", "app")
 	if !ok || pool.Hosts.Len() != 2 || pool.Cookie.Lifetime != LifetimePermanent {
 		t.Fatalf("pool: %+v", pool)
 	}

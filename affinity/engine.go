@@ -10,8 +10,9 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// OverrideHosts is how many hosts a decision lists: the primary and the
-// successor an Envoy retry goes to when the primary cannot be reached.
+// OverrideHosts is how many hosts a decision lists by default: the primary
+// and the successor an Envoy retry goes to when the primary cannot be
+// reached. A pool may list up to MaxRank.
 const OverrideHosts = 2
 
 // Mode is how a pool's sessions are enforced.
@@ -48,6 +49,11 @@ type Pool struct {
 	// ReboundHeader and SuccessorHeader name the request headers that tell
 	// the application about re-binds and successors ("" = off).
 	ReboundHeader, SuccessorHeader string
+	// OverrideHosts is the length of the override list (primary first).
+	OverrideHosts int
+	// MatchAll: the pool's name was left out, so it takes requests of every
+	// cluster (a configuration with a single pool).
+	MatchAll bool
 	// Hosts are all the pool's hosts, draining ones included: a session
 	// bound to any of them is recognised.
 	Hosts *HostSet
@@ -97,13 +103,19 @@ func (s *Snapshot) idleTimeout() time.Duration {
 	return max(d, time.Second)
 }
 
-// Pool returns the pool for an Envoy cluster name: the pool of that name, or
-// the only pool when there is just one.
-func (s *Snapshot) Pool(cluster string) (*Pool, bool) {
+// Pool returns the pool for a request: the pool named by name (Envoy's
+// grpc_service initial_metadata) if given, else the pool named like the
+// request's Envoy cluster, else a pool configured without a name (which
+// takes every cluster).
+func (s *Snapshot) Pool(name, cluster string) (*Pool, bool) {
+	if name != "" {
+		p, ok := s.byName[name]
+		return p, ok
+	}
 	if p, ok := s.byName[cluster]; ok {
 		return p, true
 	}
-	if len(s.Pools) == 1 {
+	if len(s.Pools) == 1 && s.Pools[0].MatchAll {
 		return s.Pools[0], true
 	}
 	return nil, false
@@ -174,6 +186,8 @@ func (r Reason) String() string { return reasonNames[r] }
 
 // Request is what a decision needs to know of an HTTP request.
 type Request struct {
+	// Pool names the pool explicitly ("" to choose by Cluster).
+	Pool string
 	// Cluster is the Envoy cluster the request is routed to ("" if unknown).
 	Cluster string
 	// CookieHeaders are the values of the request's Cookie headers.
@@ -223,7 +237,12 @@ type Engine struct {
 	snap  atomic.Pointer[Snapshot]
 	now   func() time.Time
 	store Store
+	// unknownPool counts requests no pool took (passed through untouched).
+	unknownPool atomic.Uint64
 }
+
+// UnknownPoolRequests is how many requests no pool took.
+func (e *Engine) UnknownPoolRequests() uint64 { return e.unknownPool.Load() }
 
 // NewEngine returns an engine deciding with s, tracking sessions in a
 // MemoryStore sized by s. now is the clock (time.Now when nil).
@@ -260,8 +279,9 @@ func (e *Engine) Now() time.Time { return e.now() }
 // Decide places the request's session.
 func (e *Engine) Decide(req Request) Decision {
 	snap := e.snap.Load()
-	pool, ok := snap.Pool(req.Cluster)
+	pool, ok := snap.Pool(req.Pool, req.Cluster)
 	if !ok {
+		e.unknownPool.Add(1)
 		return Decision{Reason: ReasonNoPool}
 	}
 	if pool.Hosts.Len() == 0 {
@@ -332,7 +352,7 @@ func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, fresh Sessi
 		// the first of its own choices that is still here.
 		return e.bind(snap, pool, sess, OutcomeRebound, gone, now)
 	}
-	d := Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), sess.ID, host), HostID: host.ID}
+	d := Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), sess.ID, host, pool.OverrideHosts), HostID: host.ID}
 	if pool.LoadFactor > 0 {
 		e.store.Seen(pool.Name, sess.ID, host.ID, now)
 	}
@@ -376,7 +396,7 @@ func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time)
 		host, gone := pool.liveHost(host, found, now)
 		if gone == ReasonNone {
 			e.store.Seen(pool.Name, key, host.ID, now)
-			return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), key, host), HostID: host.ID}, true
+			return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), key, host, pool.OverrideHosts), HostID: host.ID}, true
 		}
 		if pool.Strict {
 			return Decision{Outcome: OutcomeRejected, Reason: gone, Pool: pool.Name, Status: 503, Body: StrictBody}, true
@@ -395,9 +415,13 @@ func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time)
 // Learn records that the application's session cookie value was set by a
 // response the host at served (ip:port) answered; later requests carrying
 // the cookie go to that host. It reports whether it recorded anything.
-func (e *Engine) Learn(cluster, value, served string) bool {
-	pool, ok := e.snap.Load().Pool(cluster)
-	if !ok || value == "" {
+func (e *Engine) Learn(pool, cluster, value, served string) bool {
+	p, ok := e.snap.Load().Pool(pool, cluster)
+	return ok && e.learn(p, value, served)
+}
+
+func (e *Engine) learn(pool *Pool, value, served string) bool {
+	if value == "" {
 		return false
 	}
 	if _, ok := pool.source(SourceAppCookie); !ok {
@@ -488,7 +512,7 @@ func (e *Engine) bind(snap *Snapshot, pool *Pool, sess Session, o Outcome, r Rea
 // room, the least loaded host (which always has) takes it.
 func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) ([]Host, bool) {
 	var rank [MaxRank]int
-	k := OverrideHosts
+	k := pool.OverrideHosts
 	if pool.LoadFactor > 0 {
 		k = MaxRank
 	}
@@ -516,14 +540,19 @@ func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) (
 					least = i
 				}
 			}
-			return []Host{hosts.At(least), hosts.At(rank[0])}, true
+			out := []Host{hosts.At(least)}
+			for i := 0; i < n && len(out) < pool.OverrideHosts; i++ {
+				if rank[i] != least {
+					out = append(out, hosts.At(rank[i]))
+				}
+			}
+			return out, true
 		}
 	}
-	out := []Host{hosts.At(rank[pick])}
-	if pick+1 < n {
-		out = append(out, hosts.At(rank[pick+1]))
-	} else if pick > 0 {
-		out = append(out, hosts.At(rank[0]))
+	// The chosen host, then the choices after it, then those it skipped.
+	out := make([]Host, 0, pool.OverrideHosts)
+	for i := 0; i < n && len(out) < pool.OverrideHosts; i++ {
+		out = append(out, hosts.At(rank[(pick+i)%n]))
 	}
 	return out, pick > 0
 }
@@ -559,13 +588,13 @@ func (e *Engine) issue(snap *Snapshot, pool *Pool, sess Session, d *Decision, no
 }
 
 // pinnedHosts lists the session's own host first and then the session's
-// best choice among the others: the host it moves to if its own leaves.
-func pinnedHosts(hs *HostSet, sid string, own Host) []string {
-	var rank [OverrideHosts]int
-	n := hs.Rank(sessionKey(sid), rank[:])
-	out := make([]string, 1, OverrideHosts)
+// best choices among the others: where it moves if its own leaves.
+func pinnedHosts(hs *HostSet, sid string, own Host, length int) []string {
+	var rank [MaxRank]int
+	n := hs.Rank(sessionKey(sid), rank[:length])
+	out := make([]string, 1, length)
 	out[0] = own.Address
-	for i := 0; i < n && len(out) < OverrideHosts; i++ {
+	for i := 0; i < n && len(out) < length; i++ {
 		if h := hs.At(rank[i]); h.ID != own.ID {
 			out = append(out, h.Address)
 		}

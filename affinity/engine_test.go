@@ -20,7 +20,7 @@ func testSnapshot(t *testing.T, names ...string) *Snapshot {
 func modeSnapshot(t *testing.T, mode Mode, names ...string) *Snapshot {
 	t.Helper()
 	var b strings.Builder
-	b.WriteString("keys: {env: K}\npools:\n  - name: app\n    mode: " + string(mode) + "\n    session: {refresh_interval: 5m, absolute_timeout: 1h}\n    hosts:\n")
+	b.WriteString("keys: {env: K}\npools:\n  - mode: " + string(mode) + "\n    session: {refresh_interval: 5m, absolute_timeout: 1h}\n    hosts:\n")
 	for _, n := range names {
 		b.WriteString("      - {name: " + n + ", address: '127.0.0." + strings.TrimPrefix(n, "web-") + ":80'}\n")
 	}
@@ -105,7 +105,7 @@ func TestDecideBadCookies(t *testing.T) {
 func TestDecidePoolSelection(t *testing.T) {
 	clock := &fixedClock{t: t0}
 	single := testEngine(t, clock, "web-1")
-	if d := single.Decide(Request{Cluster: "anything"}); d.Outcome != OutcomeNew || d.Pool != "app" {
+	if d := single.Decide(Request{Cluster: "anything"}); d.Outcome != OutcomeNew || d.Pool != DefaultPoolName {
 		t.Fatalf("single pool takes every cluster: %+v", d)
 	}
 	cfg, err := ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - name: a\n    hosts: [{address: '127.0.0.1:1'}]\n  - name: b\n    hosts: [{address: '127.0.0.2:1'}]\n"))
@@ -233,7 +233,7 @@ func TestDecideNativeMode(t *testing.T) {
 // drainingSnapshot has web-1..3 with web-2 draining until deadline.
 func drainingSnapshot(t *testing.T, mode Mode, strict bool, deadline time.Time) *Snapshot {
 	t.Helper()
-	y := "keys: {env: K}\npools:\n  - name: app\n    mode: " + string(mode) +
+	y := "keys: {env: K}\npools:\n  - mode: " + string(mode) +
 		"\n    strict: " + map[bool]string{true: "true", false: "false"}[strict] +
 		"\n    session: {refresh_interval: 5m, absolute_timeout: 1h}\n    hosts:\n" +
 		"      - {name: web-1, address: '127.0.0.1:80'}\n" +
@@ -324,7 +324,7 @@ func TestDecideStrict(t *testing.T) {
 	}
 	// A host removed from the config is gone too.
 	e.Update(func() *Snapshot {
-		cfg, _ := ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - name: app\n    mode: opaque\n    strict: true\n    hosts: [{name: web-1, address: '127.0.0.1:80'}]\n"))
+		cfg, _ := ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - mode: opaque\n    strict: true\n    hosts: [{name: web-1, address: '127.0.0.1:80'}]\n"))
 		return cfg.Build(testKeyring(t))
 	}())
 	if d := e.Decide(Request{CookieHeaders: []string{cookie}}); d.Outcome != OutcomeRejected || d.Reason != ReasonHostLeft {
@@ -351,5 +351,39 @@ func TestDecideIdleTimeout(t *testing.T) {
 		if d := e.Decide(Request{CookieHeaders: []string{cookie}}); d.Outcome != tt.outcome || d.Reason != tt.reason {
 			t.Errorf("%s: %+v", tt.name, d)
 		}
+	}
+}
+
+func TestPoolSelectionAndOverrideLength(t *testing.T) {
+	cfg, err := ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - name: shop\n    mode: opaque\n    override_hosts: 3\n    hosts: [{address: '127.0.0.1:1'}, {address: '127.0.0.2:1'}, {address: '127.0.0.3:1'}, {address: '127.0.0.4:1'}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(cfg.Build(testKeyring(t)), (&fixedClock{t: t0}).now)
+	tests := []struct {
+		name    string
+		req     Request
+		outcome Outcome
+	}{
+		{"cluster named like the pool", Request{Cluster: "shop"}, OutcomeNew},
+		{"pool named by Envoy's initial metadata wins over the cluster", Request{Pool: "shop", Cluster: "other"}, OutcomeNew},
+		{"another cluster: a named pool does not take it", Request{Cluster: "other"}, OutcomePassThrough},
+		{"an unknown pool name", Request{Pool: "nope", Cluster: "shop"}, OutcomePassThrough},
+	}
+	for _, tt := range tests {
+		d := e.Decide(tt.req)
+		if d.Outcome != tt.outcome {
+			t.Errorf("%s: %+v", tt.name, d)
+		}
+		if d.Outcome == OutcomeNew && len(d.Hosts) != 3 {
+			t.Errorf("%s: override list %v, want 3 hosts", tt.name, d.Hosts)
+		}
+	}
+	if n := e.UnknownPoolRequests(); n != 2 {
+		t.Errorf("unknown-pool requests counted %d, want 2", n)
+	}
+	pinned := e.Decide(Request{Cluster: "shop", CookieHeaders: []string{cookieHeader(e.Decide(Request{Cluster: "shop"}).SetCookie)}})
+	if pinned.Outcome != OutcomePinned || len(pinned.Hosts) != 3 || pinned.Hosts[0] == pinned.Hosts[1] || pinned.Hosts[1] == pinned.Hosts[2] {
+		t.Errorf("pinned override list %v", pinned.Hosts)
 	}
 }

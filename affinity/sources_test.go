@@ -15,7 +15,7 @@ func (m mapHeaders) Get(name string) (string, bool) { v, ok := m[name]; return v
 func sourcesSnapshot(t *testing.T, sources string, hosts ...string) *Snapshot {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "keys: {env: K}\npools:\n  - name: app\n    mode: opaque\n    key_sources: %s\n    upstream_headers: {rebound: X-Session-Rebound, successor: x-session-successor}\n    hosts:\n", sources)
+	fmt.Fprintf(&b, "keys: {env: K}\npools:\n  - mode: opaque\n    key_sources: %s\n    upstream_headers: {rebound: X-Session-Rebound, successor: x-session-successor}\n    hosts:\n", sources)
 	for _, n := range hosts {
 		fmt.Fprintf(&b, "      - {name: %s, address: '127.0.0.%s:80'}\n", n, strings.TrimPrefix(n, "web-"))
 	}
@@ -100,10 +100,10 @@ func TestLearnedAppCookie(t *testing.T) {
 	if d.LearnCookie != "JSESSIONID" {
 		t.Fatalf("the response phase is not asked to learn: %+v", d)
 	}
-	if !e.Learn("app", "abc123", "127.0.0.3:80") {
+	if !e.Learn("", "app", "abc123", "127.0.0.3:80") {
 		t.Fatal("not learned")
 	}
-	if e.Learn("app", "x", "10.9.9.9:80") {
+	if e.Learn("", "app", "x", "10.9.9.9:80") {
 		t.Fatal("learned a host outside the pool")
 	}
 	got := e.Decide(Request{CookieHeaders: []string{"JSESSIONID=abc123"}})

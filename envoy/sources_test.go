@@ -2,7 +2,9 @@ package envoy_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"testing"
 
 	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
@@ -97,5 +99,36 @@ func TestLearnedAppCookie(t *testing.T) {
 				t.Fatalf("session %d: app cookie set by %s, request %d served by %s (count %d)", i, r.Host, n, got.Host, got.Count)
 			}
 		}
+	}
+}
+
+// TestUnknownPool: the service's only pool is named for another cluster, so
+// requests to Envoy's cluster "app" pass through untouched (Envoy's own
+// load balancer picks, no cookie is set) and are counted.
+func TestUnknownPool(t *testing.T) {
+	t.Parallel()
+	s := newStackWith(t, harness.Options{Mode: "opaque", PoolName: "shop"})
+	for i := range 10 {
+		c := harness.NewClient(s.URL(""))
+		if _, _, err := c.Get("/"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if c.Cookie("affinity") != "" {
+			t.Fatal("a request of an unknown pool got a session cookie")
+		}
+	}
+	resp, err := http.Get(s.ServerURL("/debug/pools"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var pools struct {
+		Unknown int `json:"unknown_pool_requests"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&pools); err != nil {
+		t.Fatal(err)
+	}
+	if pools.Unknown != 10 {
+		t.Fatalf("unknown-pool requests counted %d, want 10", pools.Unknown)
 	}
 }

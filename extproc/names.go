@@ -16,6 +16,10 @@ const (
 	AttributesKey = "envoy.filters.http.ext_proc"
 	// ClusterAttribute names the cluster the route chose; it selects the pool.
 	ClusterAttribute = "xds.cluster_name"
+	// PoolMetadataKey is the gRPC metadata key (grpc_service
+	// initial_metadata in the Envoy filter) that names the pool, so the
+	// policy can be chosen in Envoy's YAML; without it the cluster decides.
+	PoolMetadataKey = "x-affinity-pool"
 	// SourceAttribute is the downstream connection's address (the
 	// client_address key source).
 	SourceAttribute = "source.address"

@@ -12,6 +12,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -23,7 +24,7 @@ import (
 // application's session cookies from responses; *affinity.Engine is one.
 type Decider interface {
 	Decide(affinity.Request) affinity.Decision
-	Learn(cluster, value, served string) bool
+	Learn(pool, cluster, value, served string) bool
 }
 
 // Server implements Envoy's ExternalProcessor service.
@@ -47,6 +48,11 @@ func NewServer(decider Decider, log *slog.Logger) *Server {
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 	ctx := stream.Context()
 	var ex exchange
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(PoolMetadataKey); len(v) > 0 {
+			ex.pool = v[0]
+		}
+	}
 	for {
 		req, err := stream.Recv()
 		if err != nil {
@@ -75,6 +81,7 @@ func streamExit(ctx context.Context, op string, err error) error {
 // exchange is the state of one HTTP request across its messages.
 type exchange struct {
 	setCookie string
+	pool      string // named by Envoy's initial metadata, or ""
 	cluster   string
 	learn     string // the application cookie to learn from the response
 }
@@ -106,6 +113,7 @@ var skipResponse = &filterv3.ProcessingMode{ResponseHeaderMode: filterv3.Process
 func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
 	headers := h.GetHeaders().GetHeaders()
 	areq := affinity.Request{
+		Pool:          ex.pool,
 		Cluster:       attribute(req, ClusterAttribute),
 		SourceAddress: attribute(req, SourceAttribute),
 		Headers:       headerList(headers),
@@ -204,7 +212,7 @@ func (ex *exchange) learnAppCookie(s *Server, req *extprocv3.ProcessingRequest, 
 		pair, _, _ := strings.Cut(headerValue(hv), ";")
 		name, value, ok := strings.Cut(pair, "=")
 		if ok && strings.TrimSpace(name) == ex.learn {
-			s.decider.Learn(ex.cluster, strings.TrimSpace(value), served)
+			s.decider.Learn(ex.pool, ex.cluster, strings.TrimSpace(value), served)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -58,8 +59,8 @@ func (f *fakeDecider) Decide(r affinity.Request) affinity.Decision {
 	return f.d
 }
 
-func (f *fakeDecider) Learn(cluster, value, served string) bool {
-	f.learned = append(f.learned, cluster+" "+value+" "+served)
+func (f *fakeDecider) Learn(pool, cluster, value, served string) bool {
+	f.learned = append(f.learned, pool+" "+cluster+" "+value+" "+served)
 	return true
 }
 
@@ -251,7 +252,7 @@ func TestProcessUpstreamHeadersAndLearning(t *testing.T) {
 	if len(mut.GetRemoveHeaders()) != 1 || len(mut.GetSetHeaders()) != 1 || string(mut.GetSetHeaders()[0].GetHeader().GetRawValue()) != "host-left" {
 		t.Fatalf("request mutation %v", mut)
 	}
-	if len(dec.learned) != 1 || dec.learned[0] != "app abc 10.0.0.2:80" {
+	if len(dec.learned) != 1 || dec.learned[0] != " app abc 10.0.0.2:80" {
 		t.Fatalf("learned %v", dec.learned)
 	}
 }
@@ -266,5 +267,17 @@ func TestHeaderList(t *testing.T) {
 	}
 	if _, ok := l.Get("missing"); ok {
 		t.Fatal("found a missing header")
+	}
+}
+
+func TestProcessPoolFromInitialMetadata(t *testing.T) {
+	dec := &fakeDecider{}
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(PoolMetadataKey, "shop"))
+	fs := &fakeStream{ctx: ctx, end: io.EOF, reqs: []*extprocv3.ProcessingRequest{requestHeaders("app")}}
+	if err := NewServer(dec, nil).Process(fs); err != nil {
+		t.Fatal(err)
+	}
+	if got := dec.seen[0]; got.Pool != "shop" || got.Cluster != "app" {
+		t.Fatalf("request %+v", got)
 	}
 }

@@ -60,7 +60,10 @@ func adminHandler(s *serverState) http.Handler {
 		out := struct {
 			Pools []poolView `json:"pools"`
 			Keys  []string   `json:"keys"`
-		}{Keys: snap.Codec.Keys().IDs()}
+			// UnknownPoolRequests were passed through untouched: no pool
+			// was named for their cluster.
+			UnknownPoolRequests uint64 `json:"unknown_pool_requests"`
+		}{Keys: snap.Codec.Keys().IDs(), UnknownPoolRequests: s.engine.UnknownPoolRequests()}
 		for _, p := range snap.Pools {
 			pv := poolView{Name: p.Name, Mode: string(p.Mode), Cookie: p.Cookie.Name, Hosts: []hostView{}}
 			for _, h := range p.Hosts.Hosts() {

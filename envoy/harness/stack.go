@@ -49,6 +49,8 @@ type Options struct {
 	Strict bool
 	// LoadFactor turns on bounded loads with this factor (0: off).
 	LoadFactor float64
+	// PoolName names the pool (left out when empty: it takes every cluster).
+	PoolName string
 	// PoolYAML is added to the pool's config as it is (fields indented by
 	// four spaces), e.g. key_sources.
 	PoolYAML string
@@ -216,6 +218,9 @@ func (s *Stack) WriteConfig(backends ...int) error {
 	s.hosts = append([]int(nil), backends...)
 	var b strings.Builder
 	fmt.Fprintf(&b, "keys:\n  file: keys.txt\n  sign_delay: %s\npools:\n  - mode: %s\n    strict: %t\n    cookie:\n      secure: false\n", s.opts.SignDelay, s.opts.Mode, s.opts.Strict)
+	if s.opts.PoolName != "" {
+		fmt.Fprintf(&b, "    name: %s\n", s.opts.PoolName)
+	}
 	b.WriteString(s.opts.PoolYAML)
 	if s.opts.LoadFactor > 0 {
 		fmt.Fprintf(&b, "    bounded_load:\n      factor: %v\n", s.opts.LoadFactor)
