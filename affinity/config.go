@@ -32,6 +32,38 @@ type StoreConfig struct {
 	MaxSessions int `yaml:"max_sessions"`
 }
 
+// DiscoveryConfig names where a pool's hosts come from when they are not
+// listed in the file: Envoy's admin API or DNS (one of them).
+type DiscoveryConfig struct {
+	Envoy *EnvoyDiscoveryConfig `yaml:"envoy"`
+	DNS   *DNSDiscoveryConfig   `yaml:"dns"`
+	// Interval is how often the source is read (default 2s).
+	Interval time.Duration `yaml:"interval"`
+	// DrainTimeout is how long a host the source reports as draining keeps
+	// its sessions (default 5m).
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// EnvoyDiscoveryConfig reads a cluster's hosts, weights and health from the
+// co-located Envoy's admin API (/clusters?format=json).
+type EnvoyDiscoveryConfig struct {
+	// Admin is Envoy's admin address, host:port or http://host:port.
+	Admin string `yaml:"admin"`
+	// Cluster is the Envoy cluster (default: the pool's name).
+	Cluster string `yaml:"cluster"`
+}
+
+// DNSDiscoveryConfig resolves a name into the pool's hosts.
+type DNSDiscoveryConfig struct {
+	// Name is resolved for A and AAAA records (with Port), or for SRV
+	// records when SRV is true (their ports and weights are used).
+	Name string `yaml:"name"`
+	Port int    `yaml:"port"`
+	SRV  bool   `yaml:"srv"`
+	// Server is a DNS server ip:port to ask instead of the system's.
+	Server string `yaml:"server"`
+}
+
 // KeySourceConfig is one source of session keys.
 type KeySourceConfig struct {
 	// Type is cookie (our signed cookie), header, app_cookie (the
@@ -95,14 +127,16 @@ type PoolConfig struct {
 	// UpstreamHeaders name optional request headers that tell the
 	// application about re-binds and successors (off when empty).
 	UpstreamHeaders UpstreamHeadersConfig `yaml:"upstream_headers"`
+	// Discovery, when set, takes the hosts from a source instead of Hosts.
+	Discovery *DiscoveryConfig `yaml:"discovery"`
 	// OverrideHosts is how many hosts Envoy is given, primary first: 2
 	// (primary, successor) by default; Envoy's retries walk the list.
 	OverrideHosts int `yaml:"override_hosts"`
 
 	// matchAll records that the name was left out.
 	matchAll bool
-	Session         SessionConfig         `yaml:"session"`
-	Hosts           []HostConfig          `yaml:"hosts"`
+	Session  SessionConfig `yaml:"session"`
+	Hosts    []HostConfig  `yaml:"hosts"`
 }
 
 // CookieConfig is the session cookie's name and attributes.
@@ -312,6 +346,17 @@ func (c *Config) applyDefaults() {
 		if p.OverrideHosts == 0 {
 			p.OverrideHosts = OverrideHosts
 		}
+		if d := p.Discovery; d != nil {
+			if d.Interval == 0 {
+				d.Interval = 2 * time.Second
+			}
+			if d.DrainTimeout == 0 {
+				d.DrainTimeout = 5 * time.Minute
+			}
+			if d.Envoy != nil && d.Envoy.Cluster == "" {
+				d.Envoy.Cluster = p.Name
+			}
+		}
 		if p.BoundedLoad != nil && p.BoundedLoad.Factor == nil {
 			p.BoundedLoad.Factor = ptr(DefaultLoadFactor)
 		}
@@ -407,8 +452,21 @@ func (p *PoolConfig) validate(v *validator, at string) {
 	case r > p.Session.AbsoluteTimeout:
 		v.errorf(at+".session.refresh_interval", "%v is longer than absolute_timeout %v", r, p.Session.AbsoluteTimeout)
 	}
-	if len(p.Hosts) == 0 {
-		v.errorf(at+".hosts", "at least one host is needed")
+	switch d := p.Discovery; {
+	case d == nil && len(p.Hosts) == 0:
+		v.errorf(at+".hosts", "at least one host is needed (or a discovery source)")
+	case d != nil && len(p.Hosts) > 0:
+		v.errorf(at+".discovery", "hosts come from the file or from discovery, not both")
+	case d != nil && (d.Envoy == nil) == (d.DNS == nil):
+		v.errorf(at+".discovery", "name one source: envoy or dns")
+	case d != nil && d.Envoy != nil && d.Envoy.Admin == "":
+		v.errorf(at+".discovery.envoy.admin", "Envoy's admin address is needed")
+	case d != nil && d.DNS != nil && d.DNS.Name == "":
+		v.errorf(at+".discovery.dns.name", "a name to resolve is needed")
+	case d != nil && d.DNS != nil && !d.DNS.SRV && (d.DNS.Port < 1 || d.DNS.Port > 65535):
+		v.errorf(at+".discovery.dns.port", "A/AAAA records need a port (1..65535)")
+	case d != nil && d.Interval < 100*time.Millisecond:
+		v.errorf(at+".discovery.interval", "%v is too short (at least 100ms)", d.Interval)
 	}
 	addrs, ids := map[string]bool{}, map[string]bool{}
 	for j, h := range p.Hosts {
@@ -543,19 +601,14 @@ func prefixLines(file string, err error) error {
 func (c *Config) Build(keys *Keyring) *Snapshot {
 	s := &Snapshot{Codec: NewTokenCodec(keys), byName: map[string]*Pool{}, MaxSessions: c.Store.MaxSessions}
 	for _, pc := range c.Pools {
-		hosts := make([]Host, len(pc.Hosts))
-		var active []Host
-		draining := map[string]time.Time{}
+		specs := make([]HostSpec, len(pc.Hosts))
 		for i, h := range pc.Hosts {
-			w := uint32(1)
+			specs[i] = HostSpec{Name: h.Name, Address: h.Address, Weight: 1}
 			if h.Weight != nil {
-				w = uint32(*h.Weight)
+				specs[i].Weight = uint32(*h.Weight)
 			}
-			hosts[i] = NewHost(h.Name, h.Address, w)
 			if h.DrainingUntil != nil {
-				draining[hosts[i].ID] = *h.DrainingUntil
-			} else {
-				active = append(active, hosts[i])
+				specs[i].DrainingUntil = *h.DrainingUntil
 			}
 		}
 		p := &Pool{
@@ -572,12 +625,11 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 			},
 			Strict:          pc.Strict,
 			IdleTimeout:     pc.Session.IdleTimeout,
+			Discovery:       pc.Discovery,
 			AbsoluteTimeout: pc.Session.AbsoluteTimeout,
 			RefreshInterval: pc.Session.RefreshInterval,
-			Hosts:           NewHostSet(hosts),
-			Active:          NewHostSet(active),
-			Draining:        draining,
 		}
+		p.setHosts(specs)
 		if pc.BoundedLoad != nil {
 			p.LoadFactor = *pc.BoundedLoad.Factor
 		}

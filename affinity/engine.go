@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,6 +55,8 @@ type Pool struct {
 	// MatchAll: the pool's name was left out, so it takes requests of every
 	// cluster (a configuration with a single pool).
 	MatchAll bool
+	// Discovery is the pool's host source (nil: the hosts of the file).
+	Discovery *DiscoveryConfig
 	// Hosts are all the pool's hosts, draining ones included: a session
 	// bound to any of them is recognised.
 	Hosts *HostSet
@@ -62,6 +65,22 @@ type Pool struct {
 	Active *HostSet
 	// Draining maps the ID of each draining host to its deadline.
 	Draining map[string]time.Time
+}
+
+// setHosts builds the pool's host sets from specs.
+func (p *Pool) setHosts(specs []HostSpec) {
+	hosts := make([]Host, len(specs))
+	var active []Host
+	draining := map[string]time.Time{}
+	for i, h := range specs {
+		hosts[i] = NewHost(h.Name, h.Address, h.Weight)
+		if !h.DrainingUntil.IsZero() {
+			draining[hosts[i].ID] = h.DrainingUntil
+		} else {
+			active = append(active, hosts[i])
+		}
+	}
+	p.Hosts, p.Active, p.Draining = NewHostSet(hosts), NewHostSet(active), draining
 }
 
 // source returns the pool's source of the given type.
@@ -237,6 +256,11 @@ type Engine struct {
 	snap  atomic.Pointer[Snapshot]
 	now   func() time.Time
 	store Store
+	// mu orders writers (Update, SetHosts); readers only load snap.
+	mu sync.Mutex
+	// discovered holds each discovered pool's latest good host list, so
+	// that a configuration reload keeps it.
+	discovered map[string][]HostSpec
 	// unknownPool counts requests no pool took (passed through untouched).
 	unknownPool atomic.Uint64
 }
@@ -262,12 +286,51 @@ func NewEngine(s *Snapshot, now func() time.Time) *Engine {
 // SetStore replaces the session store (before the engine is used).
 func (e *Engine) SetStore(s Store) { e.store = s }
 
-// Update puts a new configuration in force for every later decision.
+// Update puts a new configuration in force for every later decision. Pools
+// whose hosts come from discovery keep the hosts last discovered.
 func (e *Engine) Update(s *Snapshot) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if m, ok := e.store.(*MemoryStore); ok {
 		m.SetIdle(s.idleTimeout())
 	}
+	for i, p := range s.Pools {
+		if specs, ok := e.discovered[p.Name]; ok && p.Discovery != nil {
+			s = s.withPool(i, specs)
+		}
+	}
 	e.snap.Store(s)
+}
+
+// SetHosts puts a discovery source's view of a pool's hosts in force.
+func (e *Engine) SetHosts(pool string, specs []HostSpec) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.discovered == nil {
+		e.discovered = map[string][]HostSpec{}
+	}
+	e.discovered[pool] = specs
+	s := e.snap.Load()
+	for i, p := range s.Pools {
+		if p.Name == pool && p.Discovery != nil {
+			e.snap.Store(s.withPool(i, specs))
+			return
+		}
+	}
+}
+
+// withPool returns a copy of the snapshot whose i-th pool has the given hosts.
+func (s *Snapshot) withPool(i int, specs []HostSpec) *Snapshot {
+	c := *s
+	c.Pools = append([]*Pool(nil), s.Pools...)
+	p := *s.Pools[i]
+	p.setHosts(specs)
+	c.Pools[i] = &p
+	c.byName = make(map[string]*Pool, len(c.Pools))
+	for _, q := range c.Pools {
+		c.byName[q.Name] = q
+	}
+	return &c
 }
 
 // Snapshot returns the configuration in force.

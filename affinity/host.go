@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -96,4 +97,13 @@ func (s *HostSet) Choices(sessionID string, n int) []Host {
 		out[i] = s.hosts[idx[i]]
 	}
 	return out
+}
+
+// HostSpec is a host as the config file or a discovery source describes it.
+type HostSpec struct {
+	Name    string
+	Address string
+	Weight  uint32
+	// DrainingUntil, when set, makes the host draining until then.
+	DrainingUntil time.Time
 }

@@ -78,4 +78,3 @@ func TestCrash(t *testing.T) {
 		})
 	}
 }
-

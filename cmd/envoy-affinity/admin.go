@@ -12,6 +12,7 @@ import (
 // serverState is what the admin endpoints report on.
 type serverState struct {
 	engine       *affinity.Engine
+	discoveries  *discoveries
 	shuttingDown atomic.Bool
 }
 
@@ -19,8 +20,17 @@ type serverState struct {
 type poolView struct {
 	Name   string     `json:"name"`
 	Mode   string     `json:"mode"`
+	Source sourceView `json:"source"`
 	Cookie string     `json:"cookie"`
 	Hosts  []hostView `json:"hosts"`
+}
+
+// sourceView says where a pool's hosts come from and how reading them goes.
+type sourceView struct {
+	Kind        string     `json:"kind"`
+	Refreshes   uint64     `json:"refreshes"`
+	Errors      uint64     `json:"errors"`
+	LastRefresh *time.Time `json:"last_refresh,omitempty"`
 }
 
 type hostView struct {
@@ -66,6 +76,11 @@ func adminHandler(s *serverState) http.Handler {
 		}{Keys: snap.Codec.Keys().IDs(), UnknownPoolRequests: s.engine.UnknownPoolRequests()}
 		for _, p := range snap.Pools {
 			pv := poolView{Name: p.Name, Mode: string(p.Mode), Cookie: p.Cookie.Name, Hosts: []hostView{}}
+			kind, refreshes, errs, last, _ := s.discoveries.status(p.Name)
+			pv.Source = sourceView{Kind: kind, Refreshes: refreshes, Errors: errs}
+			if !last.IsZero() {
+				pv.Source.LastRefresh = &last
+			}
 			for _, h := range p.Hosts.Hosts() {
 				hv := hostView{ID: h.ID, Address: h.Address, Weight: h.Weight, State: "active"}
 				if d, ok := p.Draining[h.ID]; ok {

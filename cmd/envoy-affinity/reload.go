@@ -19,6 +19,8 @@ type reloader struct {
 	engine *affinity.Engine
 	log    *slog.Logger
 	last   [sha256.Size]byte
+	// onUpdate is told of every configuration put in force (may be nil).
+	onUpdate func(*affinity.Snapshot)
 }
 
 // newReloader fingerprints the files as they are now. Create it before the
@@ -64,6 +66,9 @@ func (r *reloader) reload(force bool) {
 		return
 	}
 	r.engine.Update(snap)
+	if r.onUpdate != nil {
+		r.onUpdate(snap)
+	}
 	logSnapshot(r.log, "config reloaded", snap)
 }
 

@@ -152,9 +152,12 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	extprocv3.RegisterExternalProcessorServer(grpcSrv, extproc.NewServer(engine, log))
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
 
-	state := &serverState{engine: engine}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	disc := newDiscoveries(ctx, engine, log)
+	disc.reconcile(snap)
+	reload.onUpdate = disc.reconcile
+	state := &serverState{engine: engine, discoveries: disc}
 	errc := make(chan error, 3)
 	go func() { errc <- grpcSrv.Serve(grpcLn) }()
 	var adminSrv *http.Server
@@ -195,6 +198,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		scancel()
 	}
 	<-reloadDone
+	disc.wait()
 	log.Info("stopped")
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && !errors.Is(serveErr, grpc.ErrServerStopped) {
 		return serveErr

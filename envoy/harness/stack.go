@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,9 @@ type Options struct {
 	Strict bool
 	// LoadFactor turns on bounded loads with this factor (0: off).
 	LoadFactor float64
+	// EnvoySource takes the pool's hosts from Envoy's admin API instead of
+	// the config file.
+	EnvoySource bool
 	// PoolName names the pool (left out when empty: it takes every cluster).
 	PoolName string
 	// PoolYAML is added to the pool's config as it is (fields indented by
@@ -93,7 +97,7 @@ type Stack struct {
 // StartStack starts the backends, the server (with every backend in its
 // pool) and Envoy, and waits until each is ready. On error everything that
 // started is stopped again.
-func StartStack(ctx context.Context, bins Binaries, opts Options) (s *Stack, err error) {
+func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err error) {
 	if opts.Backends == 0 {
 		opts.Backends = 3
 	}
@@ -107,7 +111,7 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (s *Stack, err
 	if err != nil {
 		return nil, err
 	}
-	s = &Stack{opts: opts, bins: bins, envoyDir: filepath.Join(root, "envoy")}
+	s := &Stack{opts: opts, bins: bins, envoyDir: filepath.Join(root, "envoy")}
 	if opts.EnvoyYAML == "" {
 		s.opts.EnvoyYAML = filepath.Join(s.envoyDir, opts.Mode+".yaml")
 	}
@@ -181,6 +185,17 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (s *Stack, err
 	if err := waitReady(ctx, s.Envoy, s.adminURL("/ready"), "LIVE"); err != nil {
 		return nil, err
 	}
+	if opts.EnvoySource {
+		if err := Eventually(ctx, 10*time.Second, func() error {
+			ids, err := s.PoolHosts()
+			if err == nil && len(ids) != len(s.Backends) {
+				err = fmt.Errorf("the service knows %d hosts from Envoy, want %d", len(ids), len(s.Backends))
+			}
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -227,6 +242,10 @@ func (s *Stack) WriteConfig(backends ...int) error {
 	}
 	if s.opts.RefreshInterval > 0 {
 		fmt.Fprintf(&b, "    session:\n      refresh_interval: %s\n", s.opts.RefreshInterval)
+	}
+	if s.opts.EnvoySource {
+		fmt.Fprintf(&b, "    discovery:\n      interval: 200ms\n      envoy: {admin: '127.0.0.1:%d', cluster: app}\n", s.AdminPort)
+		return writeAtomic(s.ConfigPath, []byte(b.String()))
 	}
 	b.WriteString("    hosts:\n")
 	for _, i := range backends {
@@ -279,6 +298,11 @@ func (s *Stack) WriteEndpoints(backends ...int) error {
 // StartServer (re)starts envoy-affinity and waits until it is ready.
 func (s *Stack) StartServer(ctx context.Context) error {
 	s.started++
+	ready, want := "/readyz", "ready"
+	if s.opts.EnvoySource {
+		// The hosts come from Envoy, which may not run yet.
+		ready, want = "/healthz", "ok"
+	}
 	args := append([]string{
 		"-config", s.ConfigPath,
 		"-grpc-addr", "127.0.0.1:" + strconv.Itoa(s.GRPCPort),
@@ -290,7 +314,7 @@ func (s *Stack) StartServer(ctx context.Context) error {
 		return err
 	}
 	s.Server = p
-	return waitReady(ctx, p, s.ServerURL("/readyz"), "ready")
+	return waitReady(ctx, p, s.ServerURL(ready), want)
 }
 
 // URL is the address clients send requests to (Envoy's listener) plus path.
@@ -339,14 +363,16 @@ func (s *Stack) PoolHosts() ([]string, error) {
 	return ids, nil
 }
 
-// WaitPoolHosts waits until the server's pool holds exactly the named hosts.
+// WaitPoolHosts waits until the server's pool holds exactly the named hosts
+// (in any order).
 func (s *Stack) WaitPoolHosts(ctx context.Context, names ...string) error {
-	want := strings.Join(names, ",")
+	want := strings.Join(slices.Sorted(slices.Values(names)), ",")
 	return Eventually(ctx, 10*time.Second, func() error {
 		ids, err := s.PoolHosts()
 		if err != nil {
 			return err
 		}
+		slices.Sort(ids)
 		if got := strings.Join(ids, ","); got != want {
 			return fmt.Errorf("pool hosts %s, want %s", got, want)
 		}

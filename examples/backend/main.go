@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -36,10 +37,27 @@ type reply struct {
 }
 
 type app struct {
-	name   string
-	cookie string
-	mu     sync.Mutex
-	counts map[string]int
+	name    string
+	cookie  string
+	mu      sync.Mutex
+	counts  map[string]int
+	failing atomic.Bool // /healthz answers 503 while set
+}
+
+// health serves /healthz for Envoy's active health check, and lets a demo or
+// a test make it fail (POST /healthz/fail) and recover (POST /healthz/ok).
+func (a *app) health(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/healthz/fail":
+		a.failing.Store(true)
+	case "/healthz/ok":
+		a.failing.Store(false)
+	}
+	if a.failing.Load() {
+		http.Error(w, "failing\n", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
 }
 
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -82,7 +100,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "backend:", err)
 		os.Exit(1)
 	}
-	srv := &http.Server{Handler: &app{name: *name, cookie: *cookie, counts: map[string]int{}}, ReadHeaderTimeout: 5 * time.Second}
+	a := &app{name: *name, cookie: *cookie, counts: map[string]int{}}
+	mux := http.NewServeMux()
+	mux.Handle("/", a)
+	mux.HandleFunc("GET /healthz", a.health)
+	mux.HandleFunc("POST /healthz/fail", a.health)
+	mux.HandleFunc("POST /healthz/ok", a.health)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
