@@ -305,3 +305,24 @@ func TestExampleConfigsAreValid(t *testing.T) {
 		}
 	}
 }
+
+// poolsView is the part of /debug/pools the tests read.
+type poolsView struct {
+	Pools []struct {
+		Source struct {
+			Kind   string `json:"kind"`
+			Errors int    `json:"errors"`
+		} `json:"source"`
+	} `json:"pools"`
+}
+
+func httpGetJSON(url string) (poolsView, error) {
+	var v poolsView
+	resp, err := http.Get(url)
+	if err != nil {
+		return v, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&v)
+	return v, err
+}
