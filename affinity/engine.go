@@ -237,6 +237,9 @@ type Decision struct {
 	// Overloaded is set when the session's first choice was full (bounded
 	// loads) and a later one took it.
 	Overloaded bool
+	// Session is the session the SetCookie token carries (when there is
+	// one), for a re-bind in the response phase.
+	Session Session
 	// LearnCookie names the application's session cookie: when the
 	// response sets it, pass its value and the host that served the
 	// response to Engine.Learn.
@@ -498,6 +501,29 @@ func (e *Engine) learn(pool *Pool, value, served string) bool {
 	return true
 }
 
+// Rebind re-binds a session whose request was served by another host than
+// its primary (Envoy's retry went to the successor): it returns the session's
+// cookie bound to the host at served (ip:port), or false when that host is
+// not one new sessions may go to.
+func (e *Engine) Rebind(pool, cluster string, sess Session, served string) (string, bool) {
+	snap := e.snap.Load()
+	p, ok := snap.Pool(pool, cluster)
+	if !ok || p.Mode == ModeNative {
+		return "", false
+	}
+	host, ok := p.Active.LookupAddress(served)
+	if !ok {
+		return "", false
+	}
+	now := e.now()
+	d := Decision{Outcome: OutcomeRebound, Pool: p.Name, Hosts: pinnedHosts(p.placement(), sess.ID, host, p.OverrideHosts), HostID: host.ID}
+	if p.LoadFactor > 0 {
+		e.store.Seen(p.Name, sess.ID, host.ID, now)
+	}
+	e.issue(snap, p, sess, &d, now)
+	return d.SetCookie, d.SetCookie != ""
+}
+
 // reboundValues is what the rebound header says for each reason.
 var reboundValues = map[Reason]string{
 	ReasonHostLeft: "host-left",
@@ -648,6 +674,7 @@ func (e *Engine) issue(snap *Snapshot, pool *Pool, sess Session, d *Decision, no
 	// The cookie lives as long as the session may: the token inside it is
 	// refreshed each interval.
 	d.SetCookie = pool.Cookie.SetCookie(token, now, end)
+	d.Session = sess
 }
 
 // pinnedHosts lists the session's own host first and then the session's

@@ -78,3 +78,45 @@ func TestCrash(t *testing.T) {
 		})
 	}
 }
+
+// TestServedElsewhereRebinds: backend-2 is down but still listed. A new
+// session placed on it is served by its successor after Envoy's retry, and
+// the same response binds its cookie to that successor, so its next requests
+// need no retry.
+func TestServedElsewhereRebinds(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"opaque", "verified"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, mode)
+			s.Backends[1].Proc.Kill()
+			rebound := 0
+			for i := range 30 {
+				c := harness.NewClient(s.URL(""))
+				before, _ := s.EnvoyStat("cluster.app.upstream_rq_retry")
+				r, _, err := c.Get("/")
+				if err != nil {
+					t.Fatalf("new session %d: %v", i, err)
+				}
+				if got := s.CookieHost(c.Cookie("affinity")); got != r.Host {
+					t.Fatalf("new session %d served by %s, its cookie names %s", i, r.Host, got)
+				}
+				retries, _ := s.EnvoyStat("cluster.app.upstream_rq_retry")
+				r2, _, err := c.Get("/")
+				if err != nil || r2.Host != r.Host {
+					t.Fatalf("second request of session %d: %v on %s", i, err, r2.Host)
+				}
+				if after, _ := s.EnvoyStat("cluster.app.upstream_rq_retry"); after != retries {
+					t.Fatalf("session %d's second request was retried", i)
+				}
+				if retries > before {
+					rebound++
+				}
+			}
+			if rebound == 0 {
+				t.Fatal("no new session was placed on the down host")
+			}
+			t.Logf("%s: 30 new sessions with backend-2 down, %d of their first requests retried on the successor and re-bound there; no second request retried", mode, rebound)
+		})
+	}
+}

@@ -25,6 +25,7 @@ import (
 type Decider interface {
 	Decide(affinity.Request) affinity.Decision
 	Learn(pool, cluster, value, served string) bool
+	Rebind(pool, cluster string, sess affinity.Session, served string) (string, bool)
 }
 
 // Server implements Envoy's ExternalProcessor service.
@@ -81,6 +82,8 @@ func streamExit(ctx context.Context, op string, err error) error {
 // exchange is the state of one HTTP request across its messages.
 type exchange struct {
 	setCookie string
+	primary   string           // the host the decision named first
+	session   affinity.Session // the session the new cookie carries
 	pool      string // named by Envoy's initial metadata, or ""
 	cluster   string
 	learn     string // the application cookie to learn from the response
@@ -152,7 +155,10 @@ func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, 
 	if len(d.Hosts) > 0 {
 		resp.DynamicMetadata = destinationMetadata(strings.Join(d.Hosts, ","))
 	}
-	ex.setCookie, ex.cluster, ex.learn = d.SetCookie, areq.Cluster, d.LearnCookie
+	ex.setCookie, ex.cluster, ex.learn, ex.session = d.SetCookie, areq.Cluster, d.LearnCookie, d.Session
+	if len(d.Hosts) > 0 {
+		ex.primary = d.Hosts[0]
+	}
 	if d.SetCookie == "" && d.LearnCookie == "" {
 		resp.ModeOverride = skipResponse
 	}
@@ -183,8 +189,17 @@ func setCookie(v string) *corev3.HeaderValueOption {
 }
 
 func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	if ex.learn != "" {
-		ex.learnAppCookie(s, req, h)
+	served := req.GetMetadataContext().GetFilterMetadata()[MetadataNamespace].GetFields()[ServedKey].GetStringValue()
+	if ex.learn != "" && served != "" {
+		ex.learnAppCookie(s, served, h)
+	}
+	// Envoy's retry took the request to another host than the primary (it
+	// could not be reached): bind the session to the host that served it,
+	// in this same response, so its next request goes there directly.
+	if ex.setCookie != "" && served != "" && served != ex.primary {
+		if c, ok := s.decider.Rebind(ex.pool, ex.cluster, ex.session, served); ok {
+			ex.setCookie = c
+		}
 	}
 	common := &extprocv3.CommonResponse{}
 	if ex.setCookie != "" {
@@ -200,11 +215,7 @@ func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest,
 // Set-Cookie headers and tells the decider which host served it: the host
 // Envoy's override_host policy recorded (selected_host_key), forwarded in
 // the envoy.lb metadata.
-func (ex *exchange) learnAppCookie(s *Server, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) {
-	served := req.GetMetadataContext().GetFilterMetadata()[MetadataNamespace].GetFields()[ServedKey].GetStringValue()
-	if served == "" {
-		return
-	}
+func (ex *exchange) learnAppCookie(s *Server, served string, h *extprocv3.HttpHeaders) {
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		if !strings.EqualFold(hv.GetKey(), SetCookieHeader) {
 			continue

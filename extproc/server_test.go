@@ -52,11 +52,17 @@ type fakeDecider struct {
 	d       affinity.Decision
 	seen    []affinity.Request
 	learned []string
+	rebound []string
 }
 
 func (f *fakeDecider) Decide(r affinity.Request) affinity.Decision {
 	f.seen = append(f.seen, r)
 	return f.d
+}
+
+func (f *fakeDecider) Rebind(pool, cluster string, sess affinity.Session, served string) (string, bool) {
+	f.rebound = append(f.rebound, sess.ID+" "+served)
+	return "affinity=rebound", true
 }
 
 func (f *fakeDecider) Learn(pool, cluster, value, served string) bool {
@@ -279,5 +285,32 @@ func TestProcessPoolFromInitialMetadata(t *testing.T) {
 	}
 	if got := dec.seen[0]; got.Pool != "shop" || got.Cluster != "app" {
 		t.Fatalf("request %+v", got)
+	}
+}
+
+func TestProcessRebindsToTheServedHost(t *testing.T) {
+	served := func(addr string) *extprocv3.ProcessingRequest {
+		md, _ := structpb.NewStruct(map[string]any{ServedKey: addr})
+		return &extprocv3.ProcessingRequest{
+			Request:         &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{}},
+			MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: md}},
+		}
+	}
+	tests := []struct {
+		name, served, cookie string
+	}{
+		{"served by the primary: the cookie as decided", "10.0.0.1:80", "affinity=new"},
+		{"served by the successor after a retry: re-bound to it", "10.0.0.2:80", "affinity=rebound"},
+	}
+	for _, tt := range tests {
+		dec := &fakeDecider{d: affinity.Decision{Outcome: affinity.OutcomeNew, Hosts: []string{"10.0.0.1:80", "10.0.0.2:80"}, SetCookie: "affinity=new", Session: affinity.Session{ID: "s1"}}}
+		fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{requestHeaders(""), served(tt.served)}}
+		if err := NewServer(dec, nil).Process(fs); err != nil {
+			t.Fatal(err)
+		}
+		set := fs.sent[1].GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders()
+		if len(set) != 1 || string(set[0].GetHeader().GetRawValue()) != tt.cookie {
+			t.Errorf("%s: %v", tt.name, set)
+		}
 	}
 }
