@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -129,6 +130,8 @@ type PoolConfig struct {
 	UpstreamHeaders UpstreamHeadersConfig `yaml:"upstream_headers"`
 	// Discovery, when set, takes the hosts from a source instead of Hosts.
 	Discovery *DiscoveryConfig `yaml:"discovery"`
+	// Health turns on the service's own health checking (passive, active).
+	Health *HealthConfig `yaml:"health"`
 	// OverrideHosts is how many hosts Envoy is given, primary first: 2
 	// (primary, successor) by default; Envoy's retries walk the list.
 	OverrideHosts int `yaml:"override_hosts"`
@@ -346,6 +349,20 @@ func (c *Config) applyDefaults() {
 		if p.OverrideHosts == 0 {
 			p.OverrideHosts = OverrideHosts
 		}
+		if h := p.Health; h != nil {
+			if ph := h.Passive; ph != nil {
+				ph.Backoff = cmp.Or(ph.Backoff, 5*time.Second)
+				ph.MaxBackoff = cmp.Or(ph.MaxBackoff, 2*time.Minute)
+				ph.Window = cmp.Or(ph.Window, 10*time.Second)
+			}
+			if ah := h.Active; ah != nil {
+				ah.Path = cmp.Or(ah.Path, "/healthz")
+				ah.Interval = cmp.Or(ah.Interval, 2*time.Second)
+				ah.Timeout = cmp.Or(ah.Timeout, time.Second)
+				ah.UnhealthyThreshold = cmp.Or(ah.UnhealthyThreshold, 2)
+				ah.HealthyThreshold = cmp.Or(ah.HealthyThreshold, 1)
+			}
+		}
 		if d := p.Discovery; d != nil {
 			if d.Interval == 0 {
 				d.Interval = 2 * time.Second
@@ -438,6 +455,24 @@ func (p *PoolConfig) validate(v *validator, at string) {
 		}
 	}
 	p.validateKeySources(v, at)
+	if h := p.Health; h != nil {
+		if ph := h.Passive; ph != nil && (ph.Backoff <= 0 || ph.MaxBackoff < ph.Backoff || ph.Status5xx < 0 || ph.Window <= 0) {
+			v.errorf(at+".health.passive", "backoff > 0, max_backoff ≥ backoff, status_5xx ≥ 0 and window > 0 are needed")
+		}
+		if ah := h.Active; ah != nil {
+			switch {
+			case ah.Interval < 100*time.Millisecond || ah.Timeout <= 0 || ah.Timeout > ah.Interval:
+				v.errorf(at+".health.active", "interval ≥ 100ms and 0 < timeout ≤ interval are needed")
+			case ah.UnhealthyThreshold < 1 || ah.HealthyThreshold < 1:
+				v.errorf(at+".health.active", "thresholds must be at least 1")
+			case !strings.HasPrefix(ah.Path, "/"):
+				v.errorf(at+".health.active.path", "%q must start with /", ah.Path)
+			}
+			if p.Discovery != nil && p.Discovery.Envoy != nil {
+				v.errorf(at+".health.active", "hosts from Envoy carry Envoy's health checks; an active check of the service's own is for file and DNS hosts")
+			}
+		}
+	}
 	if p.OverrideHosts < 1 || p.OverrideHosts > MaxRank {
 		v.errorf(at+".override_hosts", "%d is out of range 1..%d", p.OverrideHosts, MaxRank)
 	}
@@ -626,6 +661,7 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 			Strict:          pc.Strict,
 			IdleTimeout:     pc.Session.IdleTimeout,
 			Discovery:       pc.Discovery,
+			Health:          pc.Health,
 			AbsoluteTimeout: pc.Session.AbsoluteTimeout,
 			RefreshInterval: pc.Session.RefreshInterval,
 		}

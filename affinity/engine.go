@@ -57,6 +57,11 @@ type Pool struct {
 	MatchAll bool
 	// Discovery is the pool's host source (nil: the hosts of the file).
 	Discovery *DiscoveryConfig
+	// Health is the service's own health checking (nil: off).
+	Health *HealthConfig
+	// Specs are the hosts as the source lists them, before the service's
+	// health view takes any out.
+	Specs []HostSpec
 	// Hosts are all the pool's hosts, draining ones included: a session
 	// bound to any of them is recognised.
 	Hosts *HostSet
@@ -69,6 +74,9 @@ type Pool struct {
 
 // setHosts builds the pool's host sets from specs.
 func (p *Pool) setHosts(specs []HostSpec) {
+	if p.Specs == nil {
+		p.Specs = specs
+	}
 	hosts := make([]Host, len(specs))
 	var active []Host
 	draining := map[string]time.Time{}
@@ -110,6 +118,8 @@ type Snapshot struct {
 	// MaxSessions sizes the in-memory store (read when the engine starts).
 	MaxSessions int
 	byName      map[string]*Pool
+	// healthExpiry is when the first passive health hold ends (zero: none).
+	healthExpiry time.Time
 }
 
 // idleTimeout is the longest idle timeout of the pools: how long the store
@@ -264,6 +274,8 @@ type Engine struct {
 	// discovered holds each discovered pool's latest good host list, so
 	// that a configuration reload keeps it.
 	discovered map[string][]HostSpec
+	// hostHealth is the service's own health view, by pool and host ID.
+	hostHealth map[string]map[string]*hostHealth
 	// unknownPool counts requests no pool took (passed through untouched).
 	unknownPool atomic.Uint64
 }
@@ -303,6 +315,9 @@ func (e *Engine) Update(s *Snapshot) {
 		}
 	}
 	e.snap.Store(s)
+	if len(e.hostHealth) > 0 {
+		e.rebuildLocked(e.now())
+	}
 }
 
 // SetHosts puts a discovery source's view of a pool's hosts in force.
@@ -317,6 +332,9 @@ func (e *Engine) SetHosts(pool string, specs []HostSpec) {
 	for i, p := range s.Pools {
 		if p.Name == pool && p.Discovery != nil {
 			e.snap.Store(s.withPool(i, specs))
+			if len(e.hostHealth) > 0 {
+				e.rebuildLocked(e.now())
+			}
 			return
 		}
 	}
@@ -327,6 +345,7 @@ func (s *Snapshot) withPool(i int, specs []HostSpec) *Snapshot {
 	c := *s
 	c.Pools = append([]*Pool(nil), s.Pools...)
 	p := *s.Pools[i]
+	p.Specs = specs
 	p.setHosts(specs)
 	c.Pools[i] = &p
 	c.byName = make(map[string]*Pool, len(c.Pools))
@@ -354,6 +373,13 @@ func (e *Engine) Decide(req Request) Decision {
 		return Decision{Pool: pool.Name, Reason: ReasonNoHosts}
 	}
 	now := e.now()
+	if !snap.healthExpiry.IsZero() && !now.Before(snap.healthExpiry) {
+		e.expireHealth(now)
+		snap = e.snap.Load()
+		if pool, ok = snap.Pool(req.Pool, req.Cluster); !ok {
+			return Decision{Reason: ReasonNoPool}
+		}
+	}
 	d, fromAppCookie := e.decide(snap, pool, &req, now)
 	e.annotate(pool, &d, fromAppCookie)
 	return d

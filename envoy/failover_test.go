@@ -1,6 +1,8 @@
 package envoy_test
 
 import (
+	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -118,5 +120,67 @@ func TestServedElsewhereRebinds(t *testing.T) {
 			}
 			t.Logf("%s: 30 new sessions with backend-2 down, %d of their first requests retried on the successor and re-bound there; no second request retried", mode, rebound)
 		})
+	}
+}
+
+// TestRecovery (opaque, hosts from the config file, the service's own
+// active health check): backend-2 dies; the check takes it out and its
+// sessions move to their successors; it comes back: the moved sessions stay
+// where they are, and new sessions reach it again.
+func TestRecovery(t *testing.T) {
+	t.Parallel()
+	s := newStackWith(t, harness.Options{Mode: "opaque", PoolYAML: "    health:\n      active: {interval: 200ms, timeout: 150ms}\n      passive: {}\n"})
+	sessions := startSessions(t, s, 45)
+	s.Backends[1].Proc.Kill()
+	moved := map[*session]string{}
+	err := harness.Eventually(context.Background(), 10*time.Second, func() error {
+		for _, ss := range sessions {
+			if ss.host != "backend-2" {
+				continue
+			}
+			r, _, err := ss.c.Get("/")
+			if err != nil {
+				return err
+			}
+			if s.CookieHost(ss.c.Cookie("affinity")) == "backend-2" {
+				return fmt.Errorf("a session of backend-2 still has its cookie (served by %s)", r.Host)
+			}
+			moved[ss] = r.Host
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StartBackend(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	reached := false
+	err = harness.Eventually(context.Background(), 10*time.Second, func() error {
+		r, _, err := harness.NewClient(s.URL("")).Get("/")
+		if err != nil {
+			return err
+		}
+		if reached = r.Host == "backend-2"; !reached {
+			return fmt.Errorf("no new session on the recovered backend-2 yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := 0
+	for ss, host := range moved {
+		r, _, err := ss.c.Get("/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Host != host {
+			back++
+		}
+	}
+	t.Logf("recovery: %d sessions of backend-2 moved while it was down; after it came back %d of them moved again; new sessions reach it", len(moved), back)
+	if back != 0 || len(moved) == 0 {
+		t.Fatalf("%d of %d moved sessions moved again", back, len(moved))
 	}
 }

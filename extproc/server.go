@@ -26,6 +26,8 @@ type Decider interface {
 	Decide(affinity.Request) affinity.Decision
 	Learn(pool, cluster, value, served string) bool
 	Rebind(pool, cluster string, sess affinity.Session, served string) (string, bool)
+	MarkDown(pool, cluster, served string) bool
+	Count5xx(pool, cluster, served string) bool
 }
 
 // Server implements Envoy's ExternalProcessor service.
@@ -84,7 +86,7 @@ type exchange struct {
 	setCookie string
 	primary   string           // the host the decision named first
 	session   affinity.Session // the session the new cookie carries
-	pool      string // named by Envoy's initial metadata, or ""
+	pool      string           // named by Envoy's initial metadata, or ""
 	cluster   string
 	learn     string // the application cookie to learn from the response
 }
@@ -194,12 +196,19 @@ func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest,
 		ex.learnAppCookie(s, served, h)
 	}
 	// Envoy's retry took the request to another host than the primary (it
-	// could not be reached): bind the session to the host that served it,
-	// in this same response, so its next request goes there directly.
-	if ex.setCookie != "" && served != "" && served != ex.primary {
-		if c, ok := s.decider.Rebind(ex.pool, ex.cluster, ex.session, served); ok {
-			ex.setCookie = c
+	// could not be reached): that is a failure of the primary (passive
+	// health), and the session is bound to the host that served it, in this
+	// same response, so its next request goes there directly.
+	if served != "" && ex.primary != "" && served != ex.primary {
+		s.decider.MarkDown(ex.pool, ex.cluster, ex.primary)
+		if ex.setCookie != "" {
+			if c, ok := s.decider.Rebind(ex.pool, ex.cluster, ex.session, served); ok {
+				ex.setCookie = c
+			}
 		}
+	}
+	if served != "" && strings.HasPrefix(headerList(h.GetHeaders().GetHeaders()).status(), "5") {
+		s.decider.Count5xx(ex.pool, ex.cluster, served)
 	}
 	common := &extprocv3.CommonResponse{}
 	if ex.setCookie != "" {
@@ -228,8 +237,15 @@ func (ex *exchange) learnAppCookie(s *Server, served string, h *extprocv3.HttpHe
 	}
 }
 
-// headerList reads Envoy's request headers for the key sources.
+// headerList reads Envoy's headers: the request's for the key sources, the
+// response's for its status.
 type headerList []*corev3.HeaderValue
+
+// status is the response's :status, or "".
+func (l headerList) status() string {
+	v, _ := l.Get(":status")
+	return v
+}
 
 // Get returns the first value of the named header (name in lower case).
 func (l headerList) Get(name string) (string, bool) {

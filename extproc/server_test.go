@@ -53,6 +53,8 @@ type fakeDecider struct {
 	seen    []affinity.Request
 	learned []string
 	rebound []string
+	down    []string
+	fivexx  []string
 }
 
 func (f *fakeDecider) Decide(r affinity.Request) affinity.Decision {
@@ -63,6 +65,16 @@ func (f *fakeDecider) Decide(r affinity.Request) affinity.Decision {
 func (f *fakeDecider) Rebind(pool, cluster string, sess affinity.Session, served string) (string, bool) {
 	f.rebound = append(f.rebound, sess.ID+" "+served)
 	return "affinity=rebound", true
+}
+
+func (f *fakeDecider) MarkDown(pool, cluster, served string) bool {
+	f.down = append(f.down, served)
+	return true
+}
+
+func (f *fakeDecider) Count5xx(pool, cluster, served string) bool {
+	f.fivexx = append(f.fivexx, served)
+	return false
 }
 
 func (f *fakeDecider) Learn(pool, cluster, value, served string) bool {
@@ -312,5 +324,25 @@ func TestProcessRebindsToTheServedHost(t *testing.T) {
 		if len(set) != 1 || string(set[0].GetHeader().GetRawValue()) != tt.cookie {
 			t.Errorf("%s: %v", tt.name, set)
 		}
+		if wantDown := tt.served != "10.0.0.1:80"; (len(dec.down) == 1 && dec.down[0] == "10.0.0.1:80") != wantDown {
+			t.Errorf("%s: hosts marked down %v", tt.name, dec.down)
+		}
+	}
+}
+
+func TestProcessCounts5xx(t *testing.T) {
+	md, _ := structpb.NewStruct(map[string]any{ServedKey: "10.0.0.1:80"})
+	resp := &extprocv3.ProcessingRequest{
+		Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+			{Key: ":status", RawValue: []byte("503")}}}}},
+		MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: md}},
+	}
+	dec := &fakeDecider{d: affinity.Decision{Outcome: affinity.OutcomeNew, Hosts: []string{"10.0.0.1:80"}, SetCookie: "affinity=new"}}
+	fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{requestHeaders(""), resp}}
+	if err := NewServer(dec, nil).Process(fs); err != nil {
+		t.Fatal(err)
+	}
+	if len(dec.fivexx) != 1 || dec.fivexx[0] != "10.0.0.1:80" || len(dec.down) != 0 {
+		t.Fatalf("5xx counted %v, marked down %v", dec.fivexx, dec.down)
 	}
 }

@@ -156,7 +156,12 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	defer cancel()
 	disc := newDiscoveries(ctx, engine, log)
 	disc.reconcile(snap)
-	reload.onUpdate = disc.reconcile
+	checks := newCheckers(ctx, engine, log)
+	checks.reconcile(snap)
+	reload.onUpdate = func(s *affinity.Snapshot) {
+		disc.reconcile(s)
+		checks.reconcile(s)
+	}
 	state := &serverState{engine: engine, discoveries: disc}
 	errc := make(chan error, 3)
 	go func() { errc <- grpcSrv.Serve(grpcLn) }()
@@ -199,6 +204,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	<-reloadDone
 	disc.wait()
+	checks.wait()
 	log.Info("stopped")
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && !errors.Is(serveErr, grpc.ErrServerStopped) {
 		return serveErr
