@@ -19,6 +19,7 @@ type dnsServer struct {
 	conn  net.PacketConn
 	mu    sync.Mutex
 	addrs []netip.Addr
+	srv   []dnsmessage.SRVResource // answers to SRV queries
 	done  chan struct{}
 }
 
@@ -68,13 +69,18 @@ func (s *dnsServer) serve() {
 		_ = b.StartQuestions()
 		_ = b.Question(q)
 		_ = b.StartAnswers()
-		if q.Type == dnsmessage.TypeA {
-			s.mu.Lock()
+		s.mu.Lock()
+		switch q.Type {
+		case dnsmessage.TypeA:
 			for _, a := range s.addrs {
 				_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 1}, dnsmessage.AResource{A: a.As4()})
 			}
-			s.mu.Unlock()
+		case dnsmessage.TypeSRV:
+			for _, r := range s.srv {
+				_ = b.SRVResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 1}, r)
+			}
 		}
+		s.mu.Unlock()
 		msg, err := b.Finish()
 		if err == nil {
 			_, _ = s.conn.WriteTo(msg, from)
@@ -128,4 +134,40 @@ func TestDNSDiscovery(t *testing.T) {
 		return nil
 	})
 	eventually(t, want("127.0.0.12:8080,127.0.0.13:8080"))
+}
+
+// TestDNSDiscoverySRV: SRV records give each host its own port and weight;
+// their targets resolve through the same server.
+func TestDNSDiscoverySRV(t *testing.T) {
+	dns := newDNSServer(t)
+	dns.set("127.0.0.21")
+	dns.mu.Lock()
+	dns.srv = []dnsmessage.SRVResource{
+		{Target: dnsmessage.MustNewName("a.web.test."), Port: 8081, Weight: 1},
+		{Target: dnsmessage.MustNewName("b.web.test."), Port: 8082, Weight: 3},
+	}
+	dns.mu.Unlock()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, cfg, fmt.Sprintf("keys: {file: keys.txt}\npools:\n  - discovery:\n      interval: 100ms\n      dns: {name: _http._tcp.web.test., srv: true, server: '%s'}\n", dns.conn.LocalAddr()))
+	adminAddr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, []string{"-config", cfg, "-grpc-addr", freeAddr(t), "-admin-addr", adminAddr}, io.Discard, io.Discard)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	eventually(t, func() error {
+		got, err := poolAddresses(adminAddr)
+		if err == nil && got != "127.0.0.21:8081,127.0.0.21:8082" {
+			err = fmt.Errorf("pool %q", got)
+		}
+		return err
+	})
 }

@@ -28,6 +28,9 @@ import (
 // config is one measured configuration.
 type config struct {
 	name, mode, yaml string
+	// fresh sends no cookie: every request is a new session (the service
+	// answers both the request and the response phase).
+	fresh bool
 }
 
 // sample is one configuration's figures in one round.
@@ -69,10 +72,11 @@ func run(rounds int, duration time.Duration, sessions int, out string) error {
 		return err
 	}
 	configs := []config{
-		{"baseline (Envoy round robin)", "opaque", filepath.Join(root, "envoy", "bench", "baseline.yaml")},
-		{"opaque", "opaque", ""},
-		{"verified", "verified", ""},
-		{"native", "native", ""},
+		{name: "baseline (Envoy round robin)", mode: "opaque", yaml: filepath.Join(root, "envoy", "bench", "baseline.yaml")},
+		{name: "opaque", mode: "opaque"},
+		{name: "verified", mode: "verified"},
+		{name: "native", mode: "native"},
+		{name: "opaque, every request a new session", mode: "opaque", fresh: true},
 	}
 	results := make([][]sample, len(configs))
 	for r := 1; r <= rounds; r++ {
@@ -134,6 +138,9 @@ func measure(wrk, root string, bins harness.Binaries, c config, dir string, d ti
 	}
 	w := bufio.NewWriter(f)
 	for range sessions {
+		if c.fresh {
+			break
+		}
 		cl := harness.NewClient(st.URL(""))
 		if _, _, err := cl.Get("/"); err != nil {
 			f.Close()
