@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -97,30 +96,10 @@ func TestDNSDiscovery(t *testing.T) {
 	cfg := filepath.Join(dir, "config.yaml")
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
 	writeFile(t, cfg, fmt.Sprintf("keys: {file: keys.txt}\npools:\n  - discovery:\n      interval: 100ms\n      dns: {name: web.test., port: 8080, server: '%s'}\n", dns.conn.LocalAddr()))
-	adminAddr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, []string{"-config", cfg, "-grpc-addr", freeAddr(t), "-admin-addr", adminAddr}, io.Discard, io.Discard)
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	want := func(addrs string) func() error {
-		return func() error {
-			got, err := poolAddresses(adminAddr)
-			if err == nil && got != addrs {
-				err = fmt.Errorf("pool %q, want %q", got, addrs)
-			}
-			return err
-		}
-	}
-	eventually(t, want("127.0.0.11:8080,127.0.0.12:8080"))
+	_, adminAddr := startRun(t, io.Discard, "-config", cfg)
+	eventually(t, poolIs(adminAddr, "127.0.0.11:8080,127.0.0.12:8080"))
 	dns.set("127.0.0.12", "127.0.0.13")
-	eventually(t, want("127.0.0.12:8080,127.0.0.13:8080"))
+	eventually(t, poolIs(adminAddr, "127.0.0.12:8080,127.0.0.13:8080"))
 	// An empty answer is not applied.
 	dns.set()
 	eventually(t, func() error {
@@ -133,7 +112,7 @@ func TestDNSDiscovery(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, want("127.0.0.12:8080,127.0.0.13:8080"))
+	eventually(t, poolIs(adminAddr, "127.0.0.12:8080,127.0.0.13:8080"))
 }
 
 // TestDNSDiscoverySRV: SRV records give each host its own port and weight;
@@ -151,23 +130,6 @@ func TestDNSDiscoverySRV(t *testing.T) {
 	cfg := filepath.Join(dir, "config.yaml")
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
 	writeFile(t, cfg, fmt.Sprintf("keys: {file: keys.txt}\npools:\n  - discovery:\n      interval: 100ms\n      dns: {name: _http._tcp.web.test., srv: true, server: '%s'}\n", dns.conn.LocalAddr()))
-	adminAddr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, []string{"-config", cfg, "-grpc-addr", freeAddr(t), "-admin-addr", adminAddr}, io.Discard, io.Discard)
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	eventually(t, func() error {
-		got, err := poolAddresses(adminAddr)
-		if err == nil && got != "127.0.0.21:8081,127.0.0.21:8082" {
-			err = fmt.Errorf("pool %q", got)
-		}
-		return err
-	})
+	_, adminAddr := startRun(t, io.Discard, "-config", cfg)
+	eventually(t, poolIs(adminAddr, "127.0.0.21:8081,127.0.0.21:8082"))
 }

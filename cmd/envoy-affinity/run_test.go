@@ -107,33 +107,44 @@ func poolAddresses(adminAddr string) (string, error) {
 	return strings.Join(addrs, ","), nil
 }
 
+// startRun runs the server in-process with args (the listeners are added)
+// until the test ends; it returns the gRPC and admin addresses.
+func startRun(t *testing.T, out io.Writer, args ...string) (grpcAddr, adminAddr string) {
+	t.Helper()
+	grpcAddr, adminAddr = freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, append(args, "-grpc-addr", grpcAddr, "-admin-addr", adminAddr), out, out)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return grpcAddr, adminAddr
+}
+
+// poolIs is a condition for eventually: the first pool holds addrs.
+func poolIs(adminAddr, addrs string) func() error {
+	return func() error {
+		got, err := poolAddresses(adminAddr)
+		if err == nil && got != addrs {
+			err = fmt.Errorf("pool %q, want %q", got, addrs)
+		}
+		return err
+	}
+}
+
 func TestRunReloads(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
 	writeFile(t, cfg, config("127.0.0.1:8081", "127.0.0.1:8082"))
-	grpcAddr, adminAddr := freeAddr(t), freeAddr(t)
 	var logs syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, []string{"-config", cfg, "-grpc-addr", grpcAddr, "-admin-addr", adminAddr, "-reload-interval", "20ms"}, &logs, &logs)
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	want := func(addrs string) func() error {
-		return func() error {
-			got, err := poolAddresses(adminAddr)
-			if err == nil && got != addrs {
-				err = fmt.Errorf("pool %s, want %s", got, addrs)
-			}
-			return err
-		}
-	}
+	grpcAddr, adminAddr := startRun(t, &logs, "-config", cfg, "-reload-interval", "20ms")
+	want := func(addrs string) func() error { return poolIs(adminAddr, addrs) }
 	eventually(t, want("127.0.0.1:8081,127.0.0.1:8082"))
 
 	// The JWKS endpoint never serves an HS256 secret.
@@ -153,7 +164,7 @@ func TestRunReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	hr, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
 	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health: %v %v", hr, err)
 	}
@@ -195,31 +206,14 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 	cfg := filepath.Join(dir, "config.yaml")
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
 	writeFile(t, cfg, config("127.0.0.1:8081"))
-	adminAddr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		// An hour between checks: only the signal can bring the change in.
-		done <- Run(ctx, []string{"-config", cfg, "-grpc-addr", freeAddr(t), "-admin-addr", adminAddr, "-reload-interval", "1h"}, io.Discard, io.Discard)
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	eventually(t, func() error { _, err := poolAddresses(adminAddr); return err })
+	// An hour between checks: only the signal can bring the change in.
+	_, adminAddr := startRun(t, io.Discard, "-config", cfg, "-reload-interval", "1h")
+	eventually(t, poolIs(adminAddr, "127.0.0.1:8081"))
 	writeFile(t, cfg, config("127.0.0.1:8085"))
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, func() error {
-		got, err := poolAddresses(adminAddr)
-		if err == nil && got != "127.0.0.1:8085" {
-			err = fmt.Errorf("pool %s after SIGHUP", got)
-		}
-		return err
-	})
+	eventually(t, poolIs(adminAddr, "127.0.0.1:8085"))
 }
 
 func TestRunRefusesBadInput(t *testing.T) {
