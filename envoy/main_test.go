@@ -78,3 +78,26 @@ func startSessions(t *testing.T, s *harness.Stack, n int) []*session {
 	}
 	return out
 }
+
+// expectNewSession sends a request carrying cookie as the session cookie and
+// checks that it starts a new session (a new cookie whose sid is not
+// "forged") served by the host the new cookie names. It returns the number
+// of ext_proc streams the request took.
+func expectNewSession(t *testing.T, s *harness.Stack, cookie string) int {
+	t.Helper()
+	before := streams(t, s)
+	c := harness.NewClient(s.URL(""))
+	c.SetCookie("affinity", cookie)
+	r, _, err := c.Get("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := c.Cookie("affinity")
+	if fresh == cookie || harness.TokenClaim(fresh, "sid") == "forged" {
+		t.Fatal("not a new session")
+	}
+	if h := s.CookieHost(fresh); h != r.Host {
+		t.Fatalf("served by %s, the new cookie names %s", r.Host, h)
+	}
+	return streams(t, s) - before
+}
