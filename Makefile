@@ -33,8 +33,9 @@ $(ENVOY):
 	rm -rf "$$tmp"
 	@"$@" --version
 
-test: envoy ## run every test: unit, fuzz seeds, and end to end with a real Envoy
+test: envoy ## run every test: unit, fuzz seeds, end to end with a real Envoy, and each Go benchmark once
 	$(GO) test -race -count=1 ./...
+	$(GO) test -run '^$$' -bench 'Decide|Token|Stream|Lookup|Build|Rank' -benchtime 1x ./affinity ./extproc
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...

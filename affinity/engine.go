@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // OverrideHosts is how many hosts a decision lists by default: the primary
@@ -233,8 +234,13 @@ type Decision struct {
 	Reason  Reason
 	// Pool is the pool that decided ("" on pass-through).
 	Pool string
-	// Hosts are the addresses to try, primary first.
+	// Hosts are the addresses to try, primary first. Read only: decisions
+	// of one session may share it.
 	Hosts []string
+	// Override is Hosts joined with commas, as Envoy's override_host reads
+	// it; set on the decisions of cached established sessions (empty
+	// otherwise: join Hosts).
+	Override string
 	// HostID is the ID of the primary host.
 	HostID string
 	// SetCookie is the Set-Cookie value to add to the response, or "" when
@@ -269,6 +275,8 @@ type Engine struct {
 	snap  atomic.Pointer[Snapshot]
 	now   func() time.Time
 	store Store
+	// pinned caches decisions for established sessions (opaque mode).
+	pinned *lru.Cache[string, pinnedEntry]
 	// mu orders writers (Update, SetHosts); readers only load snap.
 	mu sync.Mutex
 	// discovered holds each discovered pool's latest good host list, so
@@ -294,8 +302,29 @@ func NewEngine(s *Snapshot, now func() time.Time) *Engine {
 		max = DefaultMaxSessions
 	}
 	e := &Engine{now: now, store: NewMemoryStore(max, s.idleTimeout())}
+	e.pinned, _ = lru.New[string, pinnedEntry](PinnedCacheSize)
 	e.snap.Store(s)
 	return e
+}
+
+// PinnedCacheSize is how many established sessions' decisions the engine
+// keeps, so that a session's every request (opaque mode) does not verify a
+// signature again: Ed25519 verification costs about 40 µs, a cache hit well
+// under one.
+const PinnedCacheSize = 65536
+
+// pinnedEntry is a verified token and the decision it led to under one
+// configuration. The token itself is the key, compared in full, so only the
+// very token that was verified hits.
+type pinnedEntry struct {
+	snap     *Snapshot
+	pool     *Pool
+	expires  time.Time
+	hosts    []string // shared by the decisions it serves; never written
+	override string   // hosts joined
+	hostID   string
+	session  string
+	tracking bool // bounded loads count the session on each request
 }
 
 // SetStore replaces the session store (before the engine is used).
@@ -388,18 +417,17 @@ func (e *Engine) Decide(req Request) Decision {
 // decide runs the pool's key sources in order; it also reports whether the
 // decision came from a learned application cookie.
 func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time) (Decision, bool) {
-	fresh := Session{ID: NewSessionID(), Start: now}
 	if pool.Mode == ModeNative {
 		// Envoy's own cookie pins established sessions; the service is
 		// asked only to place a new one.
-		return e.bind(snap, pool, fresh, OutcomeNew, ReasonNoCookie, now), false
+		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), false
 	}
 	for i := range pool.KeySources {
 		ks := &pool.KeySources[i]
 		if ks.Type == SourceCookie {
 			for _, h := range req.CookieHeaders {
 				if token, found := CookieValue(h, pool.Cookie.Name); found {
-					return e.fromToken(snap, pool, token, fresh, now), false
+					return e.fromToken(snap, pool, token, now), false
 				}
 			}
 			continue
@@ -411,28 +439,37 @@ func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time)
 		}
 	}
 	if _, ok := pool.source(SourceCookie); ok {
-		return e.bind(snap, pool, fresh, OutcomeNew, ReasonNoCookie, now), false
+		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), false
 	}
 	return Decision{Pool: pool.Name, Reason: ReasonNoKey}, false
 }
 
 // fromToken decides for a request carrying our session cookie.
-func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, fresh Session, now time.Time) Decision {
+// newSession starts a session at now with a random id.
+func newSession(now time.Time) Session { return Session{ID: NewSessionID(), Start: now} }
+
+func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, now time.Time) Decision {
+	if c, ok := e.pinned.Get(token); ok && c.snap == snap && c.pool == pool && now.Before(c.expires) {
+		if c.tracking {
+			e.store.Seen(pool.Name, c.session, c.hostID, now)
+		}
+		return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: c.hosts, Override: c.override, HostID: c.hostID}
+	}
 	sess, err := snap.Codec.Verify(token, now)
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrTokenExpired) && !now.Before(sess.Start.Add(pool.AbsoluteTimeout)):
-		return e.bind(snap, pool, fresh, OutcomeNew, ReasonExpired, now)
+		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonExpired, now)
 	case errors.Is(err, ErrTokenExpired) && now.Sub(sess.IssuedAt) > pool.IdleTimeout+pool.RefreshInterval:
 		// The token was issued when the service last saw the session; a
 		// request in the refresh interval after that would have refreshed
 		// it, so the session has been idle for longer than the timeout.
-		return e.bind(snap, pool, fresh, OutcomeNew, ReasonIdle, now)
+		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonIdle, now)
 	case errors.Is(err, ErrTokenExpired):
 		// A good signature past its exp, within the timeouts: a refresh of
 		// the same session.
 	default:
-		return e.bind(snap, pool, fresh, OutcomeNew, ReasonInvalidCookie, now)
+		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonInvalidCookie, now)
 	}
 	bound, found := pool.boundHost(sess)
 	host, gone := pool.liveHost(bound, found, now)
@@ -454,6 +491,15 @@ func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, fresh Sessi
 	case pool.Mode == ModeVerified:
 		d.Reason = ReasonUnverified
 	default:
+		// Valid until the token expires or its host's drain deadline passes,
+		// whichever comes first; a new configuration is a new snapshot.
+		until := sess.ExpiresAt
+		if deadline, ok := pool.Draining[host.ID]; ok && deadline.Before(until) {
+			until = deadline
+		}
+		d.Override = strings.Join(d.Hosts, ",")
+		e.pinned.Add(strings.Clone(token), pinnedEntry{snap: snap, pool: pool, expires: until, hosts: d.Hosts, override: d.Override,
+			hostID: host.ID, session: sess.ID, tracking: pool.LoadFactor > 0})
 		return d
 	}
 	e.issue(snap, pool, sess, &d, now)

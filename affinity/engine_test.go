@@ -139,15 +139,43 @@ func TestDecideSpreadsNewSessions(t *testing.T) {
 	}
 }
 
+// BenchmarkDecidePinned is the decision for an established cookie session
+// (opaque mode: the service sees every request), per signing algorithm.
 func BenchmarkDecidePinned(b *testing.B) {
-	e := NewEngine(nil, func() time.Time { return t0 })
-	cfg, _ := ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - mode: opaque\n    hosts: [{address: '127.0.0.1:1'}, {address: '127.0.0.2:1'}, {address: '127.0.0.3:1'}]\n"))
-	e.Update(cfg.Build(testKeyring(b)))
-	cookie := cookieHeader(e.Decide(Request{}).SetCookie)
-	req := Request{CookieHeaders: []string{cookie}}
-	b.ReportAllocs()
-	for b.Loop() {
-		e.Decide(req)
+	for _, key := range []string{"k1:hs256:" + testSecret, "e1:ed25519:" + edSeed} {
+		cfg, err := ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - mode: opaque\n    hosts: [{address: '127.0.0.1:1'}, {address: '127.0.0.2:1'}, {address: '127.0.0.3:1'}]\n"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		e := NewEngine(cfg.Build(testKeyring(b, key)), func() time.Time { return t0 })
+		cookie := cookieHeader(e.Decide(Request{}).SetCookie)
+		req := Request{CookieHeaders: []string{cookie}}
+		b.Run(key[:2], func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if d := e.Decide(req); d.Outcome != OutcomePinned {
+					b.Fatal(d)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDecideNew is the decision for a new session: placement and a
+// signed token.
+func BenchmarkDecideNew(b *testing.B) {
+	for _, key := range []string{"k1:hs256:" + testSecret, "e1:ed25519:" + edSeed} {
+		cfg, err := ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - mode: verified\n    hosts: [{address: '127.0.0.1:1'}, {address: '127.0.0.2:1'}, {address: '127.0.0.3:1'}]\n"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		e := NewEngine(cfg.Build(testKeyring(b, key)), func() time.Time { return t0 })
+		b.Run(key[:2], func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				e.Decide(Request{})
+			}
+		})
 	}
 }
 

@@ -194,3 +194,32 @@ func TestExpiredTokenKeepsItsSession(t *testing.T) {
 		t.Fatalf("expired: %+v %v", s, err)
 	}
 }
+
+func BenchmarkTokenVerify(b *testing.B) {
+	for _, line := range []string{"k1:hs256:" + testSecret, "e1:ed25519:" + edSeed} {
+		codec := NewTokenCodec(testKeyring(b, line))
+		tok, _ := codec.Sign(testSession(), t0)
+		b.Run(codec.Keys().Signer(t0).Alg, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := codec.Verify(tok, t0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkTokenSign(b *testing.B) {
+	for _, line := range []string{"k1:hs256:" + testSecret, "e1:ed25519:" + edSeed} {
+		codec := NewTokenCodec(testKeyring(b, line))
+		b.Run(codec.Keys().Signer(t0).Alg, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := codec.Sign(testSession(), t0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -35,7 +36,16 @@ type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 	decider Decider
 	log     *slog.Logger
+	// answers holds the complete answer of an established session that
+	// needs nothing but its hosts, by override list: the messages are
+	// read-only once built, and gRPC may marshal one concurrently for many
+	// streams. Bounded by the pools' host pairs; emptied if it grows past
+	// maxAnswers.
+	answersMu sync.RWMutex
+	answers   map[string]*extprocv3.ProcessingResponse
 }
+
+const maxAnswers = 65536
 
 // NewServer returns a server that asks decider where each request goes.
 func NewServer(decider Decider, log *slog.Logger) *Server {
@@ -141,6 +151,9 @@ func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, 
 	if d.Outcome == affinity.OutcomeRejected {
 		return rejection(d)
 	}
+	if d.Override != "" && len(remove) == 0 && len(d.SetHeaders) == 0 && len(d.RemoveHeaders) == 0 && d.SetCookie == "" && d.LearnCookie == "" {
+		return s.pinnedAnswer(d.Override)
+	}
 	common := &extprocv3.CommonResponse{}
 	remove = append(remove, d.RemoveHeaders...)
 	if len(remove) > 0 || len(d.SetHeaders) > 0 {
@@ -164,6 +177,29 @@ func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, 
 	if d.SetCookie == "" && d.LearnCookie == "" {
 		resp.ModeOverride = skipResponse
 	}
+	return resp
+}
+
+// pinnedAnswer is the shared answer for an established session with nothing
+// to change but where it goes.
+func (s *Server) pinnedAnswer(override string) *extprocv3.ProcessingResponse {
+	s.answersMu.RLock()
+	resp, ok := s.answers[override]
+	s.answersMu.RUnlock()
+	if ok {
+		return resp
+	}
+	resp = &extprocv3.ProcessingResponse{
+		Response:        &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}},
+		DynamicMetadata: destinationMetadata(override),
+		ModeOverride:    skipResponse,
+	}
+	s.answersMu.Lock()
+	if s.answers == nil || len(s.answers) >= maxAnswers {
+		s.answers = map[string]*extprocv3.ProcessingResponse{}
+	}
+	s.answers[override] = resp
+	s.answersMu.Unlock()
 	return resp
 }
 
