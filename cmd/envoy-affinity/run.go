@@ -240,47 +240,61 @@ func logSnapshot(log *slog.Logger, msg string, s *affinity.Snapshot) {
 	}
 }
 
-func check(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("envoy-affinity check", flag.ContinueOnError)
+// subcommand parses a subcommand's flags, defined by define. A request for
+// help prints the flags and reports help = true (not an error).
+func subcommand(name string, args []string, stderr io.Writer, define func(*flag.FlagSet)) (help bool, err error) {
+	fs := flag.NewFlagSet("envoy-affinity "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	config := fs.String("config", "", "configuration file to validate")
+	define(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return true, nil
 		}
+		return false, err
+	}
+	return false, nil
+}
+
+// loadFor loads the configuration a subcommand's -config names.
+func loadFor(cmd, config string) (*affinity.Snapshot, error) {
+	if config == "" {
+		return nil, fmt.Errorf("%s: -config is required", cmd)
+	}
+	return affinity.LoadFile(config, os.Getenv, nil, time.Now())
+}
+
+func check(args []string, stdout, stderr io.Writer) error {
+	var config string
+	if help, err := subcommand("check", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&config, "config", "", "configuration file to validate")
+	}); help || err != nil {
 		return err
 	}
-	if *config == "" {
-		return errors.New("check: -config is required")
-	}
-	snap, err := affinity.LoadFile(*config, os.Getenv, nil, time.Now())
+	snap, err := loadFor("check", config)
 	if err != nil {
 		return err
 	}
 	for _, p := range snap.Pools {
 		fmt.Fprintf(stdout, "pool %s: mode %s, %d hosts, cookie %s\n", p.Name, p.Mode, p.Hosts.Len(), p.Cookie.Name)
 	}
-	fmt.Fprintf(stdout, "%s: ok\n", *config)
+	fmt.Fprintf(stdout, "%s: ok\n", config)
 	return nil
 }
 
 func keygen(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("envoy-affinity keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	id := fs.String("id", "", "key id (default: k followed by today's date)")
-	alg := fs.String("alg", "ed25519", "ed25519 (Envoy needs only the public key) or hs256 (a shared secret)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	var id, alg string
+	if help, err := subcommand("keygen", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&id, "id", "", "key id (default: k followed by today's date)")
+		fs.StringVar(&alg, "alg", "ed25519", "ed25519 (Envoy needs only the public key) or hs256 (a shared secret)")
+	}); help || err != nil {
 		return err
 	}
-	if *id == "" {
-		*id = "k" + time.Now().UTC().Format("20060102")
+	if id == "" {
+		id = "k" + time.Now().UTC().Format("20060102")
 	}
 	secret := make([]byte, 32) // an Ed25519 seed, or an HS256 key of the hash size
 	_, _ = rand.Read(secret)
-	line := *id + ":" + strings.ToLower(*alg) + ":" + base64.RawURLEncoding.EncodeToString(secret)
+	line := id + ":" + strings.ToLower(alg) + ":" + base64.RawURLEncoding.EncodeToString(secret)
 	if _, err := affinity.ParseKeyring(line); err != nil {
 		return err
 	}
@@ -290,32 +304,27 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 
 // jwks writes the key set Envoy's jwt_authn verifies session tokens with.
 func jwks(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("envoy-affinity jwks", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config := fs.String("config", "", "configuration file whose keys to publish")
-	withSecrets := fs.Bool("with-secrets", false, "include HS256 secrets (for a local_jwks file only Envoy can read; never serve them)")
-	out := fs.String("out", "", "write to this file (mode 0600) instead of standard output")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	var config, out string
+	var withSecrets bool
+	if help, err := subcommand("jwks", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&config, "config", "", "configuration file whose keys to publish")
+		fs.BoolVar(&withSecrets, "with-secrets", false, "include HS256 secrets (for a local_jwks file only Envoy can read; never serve them)")
+		fs.StringVar(&out, "out", "", "write to this file (mode 0600) instead of standard output")
+	}); help || err != nil {
 		return err
 	}
-	if *config == "" {
-		return errors.New("jwks: -config is required")
-	}
-	snap, err := affinity.LoadFile(*config, os.Getenv, nil, time.Now())
+	snap, err := loadFor("jwks", config)
 	if err != nil {
 		return err
 	}
-	set := append(snap.Codec.Keys().JWKS(*withSecrets), '\n')
-	if *out == "" {
+	set := append(snap.Codec.Keys().JWKS(withSecrets), '\n')
+	if out == "" {
 		_, err = stdout.Write(set)
 		return err
 	}
-	tmp := *out + ".tmp"
+	tmp := out + ".tmp"
 	if err := os.WriteFile(tmp, set, 0o600); err != nil {
 		return err
 	}
-	return os.Rename(tmp, *out)
+	return os.Rename(tmp, out)
 }
