@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
@@ -130,5 +133,32 @@ func TestUnknownPool(t *testing.T) {
 	}
 	if pools.Unknown != 10 {
 		t.Fatalf("unknown-pool requests counted %d, want 10", pools.Unknown)
+	}
+}
+
+// TestPoolFromInitialMetadata: the ext_proc filter names the pool in its
+// grpc_service initial_metadata (x-affinity-pool), so the Envoy YAML chooses
+// the policy: the service's only pool is named "shop", not after the
+// cluster, and still takes the requests.
+func TestPoolFromInitialMetadata(t *testing.T) {
+	t.Parallel()
+	yaml, err := os.ReadFile("opaque.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const grpcService = "                envoy_grpc: {cluster_name: envoy_affinity}\n"
+	if !strings.Contains(string(yaml), grpcService) {
+		t.Fatal("opaque.yaml has no envoy_grpc line to extend")
+	}
+	variant := strings.Replace(string(yaml), grpcService, grpcService+"                initial_metadata: [{key: x-affinity-pool, value: shop}]\n", 1)
+	path := filepath.Join(t.TempDir(), "opaque-shop.yaml")
+	if err := os.WriteFile(path, []byte(variant), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newStackWith(t, harness.Options{Mode: "opaque", PoolName: "shop", EnvoyYAML: path})
+	for _, ss := range startSessions(t, s, 10) {
+		if ss.c.Cookie("affinity") == "" {
+			t.Fatal("no session cookie: the pool named in the metadata did not take the request")
+		}
 	}
 }
