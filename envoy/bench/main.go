@@ -10,6 +10,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -38,27 +39,45 @@ type config struct {
 type sample struct {
 	rps        float64
 	cpuPerReq  time.Duration
-	p50, p99   time.Duration
+	p50, p99   time.Duration // open loop at -rate, from when each request was due
+	p999       time.Duration
 	extprocPer float64 // ext_proc streams per request during the load
 }
 
+// settings of one benchmark run.
+type settings struct {
+	rounds   int
+	duration time.Duration
+	sessions int
+	rate     float64 // open-loop requests per second for the latency figures
+	out      string
+	wrk      string // wrk's path for the throughput runs; "" uses affinity-load
+	load     string // affinity-load's path
+	quick    bool
+}
+
 func main() {
-	rounds := flag.Int("rounds", 3, "interleaved rounds")
-	duration := flag.Duration("duration", 10*time.Second, "length of each wrk run")
-	sessions := flag.Int("sessions", 1000, "established sessions the load spreads over")
-	out := flag.String("out", "", "also put the table into this file, between its bench markers")
+	var st settings
+	flag.IntVar(&st.rounds, "rounds", 3, "interleaved rounds")
+	flag.DurationVar(&st.duration, "duration", 10*time.Second, "length of each load run")
+	flag.IntVar(&st.sessions, "sessions", 1000, "established sessions the load spreads over")
+	flag.Float64Var(&st.rate, "rate", 1000, "open-loop rate (requests per second) of the latency runs")
+	flag.StringVar(&st.out, "out", "", "also put the table into this file, between its bench markers")
+	flag.BoolVar(&st.quick, "quick", false, "a few seconds: one short round of four configurations, Go client only (make test runs it so the benchmark cannot rot)")
 	flag.Parse()
-	if err := run(*rounds, *duration, *sessions, *out); err != nil {
+	if st.quick {
+		st.rounds, st.duration, st.sessions, st.rate = 1, time.Second, 50, 200
+	} else if p, err := exec.LookPath("wrk"); err == nil {
+		st.wrk = p
+	}
+	if err := run(st); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(rounds int, duration time.Duration, sessions int, out string) error {
-	wrk, err := exec.LookPath("wrk")
-	if err != nil {
-		return fmt.Errorf("wrk is needed (apt-get install wrk): %w", err)
-	}
+func run(st settings) error {
+	rounds, out := st.rounds, st.out
 	root, err := harness.ModuleRoot()
 	if err != nil {
 		return err
@@ -72,6 +91,12 @@ func run(rounds int, duration time.Duration, sessions int, out string) error {
 	if err != nil {
 		return err
 	}
+	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/affinity-load")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build affinity-load: %v\n%s", err, out)
+	}
+	st.load = filepath.Join(dir, "affinity-load")
 	configs := []config{
 		{name: "baseline (Envoy round robin)", mode: "opaque", yaml: filepath.Join(root, "envoy", "bench", "baseline.yaml")},
 		{name: "envoy-cookie (Envoy's stateful_session)", mode: "opaque", yaml: filepath.Join(root, "envoy", "bench", "envoy-cookie.yaml")},
@@ -81,10 +106,13 @@ func run(rounds int, duration time.Duration, sessions int, out string) error {
 		{name: "native", mode: "native"},
 		{name: "opaque, every request a new session", mode: "opaque", fresh: true},
 	}
+	if st.quick {
+		configs = []config{configs[0], configs[3], configs[4], configs[5]}
+	}
 	results := make([][]sample, len(configs))
 	for r := 1; r <= rounds; r++ {
 		for i, c := range configs {
-			s, err := measure(wrk, root, bins, c, filepath.Join(dir, fmt.Sprintf("r%d-%d", r, i)), duration, sessions)
+			s, err := measure(st, root, bins, c, filepath.Join(dir, fmt.Sprintf("r%d-%d", r, i)))
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
@@ -93,7 +121,7 @@ func run(rounds int, duration time.Duration, sessions int, out string) error {
 			results[i] = append(results[i], s)
 		}
 	}
-	report := render(configs, results, rounds, duration, sessions, bins.Envoy)
+	report := render(configs, results, st, bins.Envoy)
 	fmt.Print(report)
 	if out != "" {
 		return splice(out, report)
@@ -123,7 +151,7 @@ func splice(path, report string) error {
 	return os.WriteFile(path, []byte(text), 0o644)
 }
 
-func measure(wrk, root string, bins harness.Binaries, c config, dir string, d time.Duration, sessions int) (sample, error) {
+func measure(set settings, root string, bins harness.Binaries, c config, dir string) (sample, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return sample{}, err
 	}
@@ -140,7 +168,7 @@ func measure(wrk, root string, bins harness.Binaries, c config, dir string, d ti
 		return sample{}, err
 	}
 	w := bufio.NewWriter(f)
-	for range sessions {
+	for range set.sessions {
 		if c.fresh {
 			break
 		}
@@ -156,50 +184,84 @@ func measure(wrk, root string, bins harness.Binaries, c config, dir string, d ti
 	w.Flush()
 	f.Close()
 
-	script := filepath.Join(root, "envoy", "bench", "sessions.lua")
 	streams0, _ := st.EnvoyStat("http.ingress.ext_proc.streams_started")
 	cpu0, err := cpuTime(st.Envoy.Pid())
 	if err != nil {
 		return sample{}, err
 	}
-	tp, err := exec.Command(wrk, "-t1", "-c32", "-d"+d.String(), "-s", script, st.URL("/"), "--", cookies).Output()
+	var s sample
+	var reqs float64
+	if set.wrk != "" {
+		s.rps, reqs, err = wrkThroughput(set.wrk, filepath.Join(root, "envoy", "bench", "sessions.lua"), st.URL("/"), cookies, set.duration)
+	} else {
+		var r loadResult
+		r, err = runLoad(set.load, "-url", st.URL("/"), "-cookies", cookies, "-c", "32", "-duration", set.duration.String())
+		s.rps, reqs = r.RPS, float64(r.Requests)
+		if err == nil && r.Errors > 0 {
+			err = fmt.Errorf("%d of %d requests failed", r.Errors, r.Requests)
+		}
+	}
 	if err != nil {
-		return sample{}, fmt.Errorf("wrk: %w", err)
+		return sample{}, err
 	}
 	cpu1, _ := cpuTime(st.Envoy.Pid())
 	streams1, _ := st.EnvoyStat("http.ingress.ext_proc.streams_started")
-	lat, err := exec.Command(wrk, "-t1", "-c1", "-d"+d.String(), "--latency", "-s", script, st.URL("/"), "--", cookies).Output()
+	s.cpuPerReq = time.Duration(float64(cpu1-cpu0) / reqs)
+	s.extprocPer = float64(streams1-streams0) / reqs
+
+	lat, err := runLoad(set.load, "-url", st.URL("/"), "-cookies", cookies, "-rate", fmt.Sprint(set.rate), "-duration", set.duration.String())
 	if err != nil {
-		return sample{}, fmt.Errorf("wrk: %w", err)
+		return sample{}, err
 	}
-	var s sample
-	var reqs float64
+	if lat.Errors > 0 {
+		return sample{}, fmt.Errorf("%d of %d open-loop requests failed", lat.Errors, lat.Requests)
+	}
+	s.p50 = time.Duration(lat.P50Micros) * time.Microsecond
+	s.p99 = time.Duration(lat.P99Micros) * time.Microsecond
+	s.p999 = time.Duration(lat.P999Micros) * time.Microsecond
+	return s, nil
+}
+
+// loadResult is affinity-load's output.
+type loadResult struct {
+	Requests   int64   `json:"requests"`
+	Errors     int64   `json:"errors"`
+	RPS        float64 `json:"rps"`
+	P50Micros  int64   `json:"p50_us"`
+	P99Micros  int64   `json:"p99_us"`
+	P999Micros int64   `json:"p999_us"`
+}
+
+func runLoad(bin string, args ...string) (loadResult, error) {
+	var r loadResult
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		return r, fmt.Errorf("affinity-load: %w", err)
+	}
+	return r, json.Unmarshal(out, &r)
+}
+
+// wrkThroughput runs wrk closed-loop at 32 connections.
+func wrkThroughput(wrk, script, url, cookies string, d time.Duration) (rps, reqs float64, err error) {
+	tp, err := exec.Command(wrk, "-t1", "-c32", "-d"+d.String(), "-s", script, url, "--", cookies).Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("wrk: %w", err)
+	}
 	for _, line := range strings.Split(string(tp), "\n") {
 		fields := strings.Fields(line)
 		switch {
 		case len(fields) >= 2 && fields[0] == "Requests/sec:":
-			s.rps, _ = strconv.ParseFloat(fields[1], 64)
+			rps, _ = strconv.ParseFloat(fields[1], 64)
 		case len(fields) >= 3 && fields[1] == "requests" && fields[2] == "in":
 			reqs, _ = strconv.ParseFloat(fields[0], 64)
 		case strings.Contains(line, "Non-2xx") || strings.Contains(line, "Socket errors"):
-			return sample{}, fmt.Errorf("wrk saw errors: %s", line)
+			return 0, 0, fmt.Errorf("wrk saw errors: %s", line)
 		}
 	}
 	if reqs == 0 {
-		return sample{}, fmt.Errorf("wrk output without a request count:\n%s", tp)
+		return 0, 0, fmt.Errorf("wrk output without a request count:\n%s", tp)
 	}
-	s.cpuPerReq = time.Duration(float64(cpu1-cpu0) / reqs)
-	s.extprocPer = float64(streams1-streams0) / reqs
-	for _, line := range strings.Split(string(lat), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) == 2 && fields[0] == "50%" {
-			s.p50 = parseDur(fields[1])
-		}
-		if len(fields) == 2 && fields[0] == "99%" {
-			s.p99 = parseDur(fields[1])
-		}
-	}
-	return s, nil
+	return rps, reqs, nil
 }
 
 // cpuTime is the process's user+system CPU time, from /proc.
@@ -214,13 +276,6 @@ func cpuTime(pid int) (time.Duration, error) {
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	const ticksPerSecond = 100 // USER_HZ on Linux
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
-}
-
-// parseDur reads wrk's "123.45us", "1.20ms", "2.00s".
-func parseDur(s string) time.Duration {
-	s = strings.Replace(s, "us", "µs", 1)
-	d, _ := time.ParseDuration(s)
-	return d
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
@@ -243,30 +298,40 @@ func pick[T any](ss []sample, f func(sample) T) []T {
 	return out
 }
 
-func render(configs []config, results [][]sample, rounds int, d time.Duration, sessions int, envoy string) string {
+func render(configs []config, results [][]sample, set settings, envoy string) string {
 	var b strings.Builder
 	base := results[0]
 	baseRPS := median(pick(base, func(s sample) float64 { return s.rps }))
 	baseP50 := median(pick(base, func(s sample) time.Duration { return s.p50 }))
 	baseP99 := median(pick(base, func(s sample) time.Duration { return s.p99 }))
-	cookieRPS := median(pick(results[1], func(s sample) float64 { return s.rps }))
-	fmt.Fprintf(&b, "| configuration | req/s at c=32 (min–max) | ÷ baseline | ÷ envoy-cookie | Envoy CPU µs/req | ext_proc streams/req | p50 at c=1 | added p50 | p99 at c=1 | added p99 |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|\n")
+	cookieRPS := baseRPS
+	for i, c := range configs {
+		if strings.HasPrefix(c.name, "envoy-cookie") {
+			cookieRPS = median(pick(results[i], func(s sample) float64 { return s.rps }))
+		}
+	}
+	fmt.Fprintf(&b, "| configuration | req/s at c=32 (min–max) | ÷ baseline | ÷ envoy-cookie | Envoy CPU µs/req | ext_proc streams/req | p50 at %.0f/s | added p50 | p99 | added p99 | p99.9 |\n", set.rate)
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i, c := range configs {
 		rs := results[i]
 		rps := pick(rs, func(s sample) float64 { return s.rps })
 		lo, hi := spread(rps)
 		p50 := median(pick(rs, func(s sample) time.Duration { return s.p50 }))
 		p99 := median(pick(rs, func(s sample) time.Duration { return s.p99 }))
-		fmt.Fprintf(&b, "| %s | %.0f (%.0f–%.0f) | %.2f× | %.2f× | %.1f | %.3f | %d µs | %+d µs | %d µs | %+d µs |\n",
+		p999 := median(pick(rs, func(s sample) time.Duration { return s.p999 }))
+		fmt.Fprintf(&b, "| %s | %.0f (%.0f–%.0f) | %.2f× | %.2f× | %.1f | %.3f | %d µs | %+d µs | %d µs | %+d µs | %d µs |\n",
 			c.name, median(rps), lo, hi, median(rps)/baseRPS, median(rps)/cookieRPS,
 			us(median(pick(rs, func(s sample) time.Duration { return s.cpuPerReq }))),
 			median(pick(rs, func(s sample) float64 { return s.extprocPer })),
-			p50.Microseconds(), (p50 - baseP50).Microseconds(), p99.Microseconds(), (p99 - baseP99).Microseconds())
+			p50.Microseconds(), (p50 - baseP50).Microseconds(), p99.Microseconds(), (p99 - baseP99).Microseconds(), p999.Microseconds())
+	}
+	client := "affinity-load (Go)"
+	if set.wrk != "" {
+		client = "wrk"
 	}
 	envoyVersion, _ := exec.Command(envoy, "--version").Output()
-	fmt.Fprintf(&b, "\nMedians of %d interleaved rounds, wrk %v per run, %d established sessions, Envoy with one worker; %d cores (%s), %s, Envoy %s.\n",
-		rounds, d, sessions, runtime.NumCPU(), cpuModel(), runtime.Version(), envoyRelease(string(envoyVersion)))
+	fmt.Fprintf(&b, "\nMedians of %d interleaved rounds, %v per run, %d established sessions, Envoy with one worker; throughput closed-loop at 32 connections (%s), latency open-loop at %.0f requests/s measured from when each request was due (affinity-load); %d cores (%s), %s, Envoy %s.\n",
+		set.rounds, set.duration, set.sessions, client, set.rate, runtime.NumCPU(), cpuModel(), runtime.Version(), envoyRelease(string(envoyVersion)))
 	return b.String()
 }
 
