@@ -34,9 +34,9 @@ $(ENVOY):
 	@"$@" --version
 
 test: envoy ## run every test: unit, fuzz seeds, end to end with a real Envoy, each Go benchmark once, the load benchmark for a few seconds
-	$(GO) test -race -count=1 ./...
-	$(GO) test -run '^$$' -bench 'Decide|Token|Stream|Lookup|Build|Rank' -benchtime 1x ./affinity ./extproc
 	$(GO) run ./envoy/bench -quick
+	$(GO) test -run '^$$' -bench 'Decide|Token|Stream|Lookup|Build|Rank' -benchtime 1x ./affinity ./extproc
+	$(GO) test -race -count=1 ./...
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...
