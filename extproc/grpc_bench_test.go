@@ -25,7 +25,7 @@ func BenchmarkGRPCStreams(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(ServerOptions()...)
 	extprocv3.RegisterExternalProcessorServer(srv, NewServer(e, nil))
 	go srv.Serve(ln)
 	defer srv.Stop()

@@ -148,7 +148,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 
 	healthSrv := health.NewServer()
-	grpcSrv := grpc.NewServer()
+	grpcSrv := grpc.NewServer(extproc.ServerOptions()...)
 	extprocv3.RegisterExternalProcessorServer(grpcSrv, extproc.NewServer(engine, log))
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
 
