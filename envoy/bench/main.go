@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -40,7 +41,7 @@ type sample struct {
 	rps        float64
 	cpuPerReq  time.Duration
 	p50, p99   time.Duration // open loop at -rate, from when each request was due
-	p999       time.Duration
+	p90, p999  time.Duration
 	extprocPer float64 // ext_proc streams per request during the load
 }
 
@@ -54,6 +55,8 @@ type settings struct {
 	wrk      string // wrk's path for the throughput runs; "" uses affinity-load
 	load     string // affinity-load's path
 	quick    bool
+	// grpcClients compares Envoy's envoy_grpc and google_grpc clients.
+	grpcClients bool
 }
 
 func main() {
@@ -63,6 +66,7 @@ func main() {
 	flag.IntVar(&st.sessions, "sessions", 1000, "established sessions the load spreads over")
 	flag.Float64Var(&st.rate, "rate", 1000, "open-loop rate (requests per second) of the latency runs")
 	flag.StringVar(&st.out, "out", "", "also put the table into this file, between its bench markers")
+	flag.BoolVar(&st.grpcClients, "grpc-clients", false, "compare Envoy's envoy_grpc (opaque.yaml) and google_grpc clients for the ext_proc call, beside the baseline")
 	flag.BoolVar(&st.quick, "quick", false, "a few seconds: one short round of four configurations, Go client only (make test runs it so the benchmark cannot rot)")
 	flag.Parse()
 	if st.quick {
@@ -108,6 +112,14 @@ func run(st settings) error {
 	}
 	if st.quick {
 		configs = []config{configs[0], configs[3], configs[4], configs[5]}
+	}
+	if st.grpcClients {
+		// Envoy's two gRPC clients for the ext_proc call, side by side.
+		variant, err := googleGRPCVariant(root, dir)
+		if err != nil {
+			return err
+		}
+		configs = []config{configs[0], configs[3], {name: "opaque, google_grpc client", mode: "opaque", yaml: variant}}
 	}
 	results := make([][]sample, len(configs))
 	for r := 1; r <= rounds; r++ {
@@ -217,9 +229,26 @@ func measure(set settings, root string, bins harness.Binaries, c config, dir str
 		return sample{}, fmt.Errorf("%d of %d open-loop requests failed", lat.Errors, lat.Requests)
 	}
 	s.p50 = time.Duration(lat.P50Micros) * time.Microsecond
+	s.p90 = time.Duration(lat.P90Micros) * time.Microsecond
 	s.p99 = time.Duration(lat.P99Micros) * time.Microsecond
 	s.p999 = time.Duration(lat.P999Micros) * time.Microsecond
 	return s, nil
+}
+
+// googleGRPCVariant writes opaque.yaml with Envoy's google_grpc client in
+// place of envoy_grpc, and returns its path.
+func googleGRPCVariant(root, dir string) (string, error) {
+	yaml, err := os.ReadFile(filepath.Join(root, "envoy", "opaque.yaml"))
+	if err != nil {
+		return "", err
+	}
+	const envoyGRPC = "envoy_grpc: {cluster_name: envoy_affinity}"
+	if !strings.Contains(string(yaml), envoyGRPC) {
+		return "", errors.New("opaque.yaml has no envoy_grpc client to swap")
+	}
+	variant := strings.Replace(string(yaml), envoyGRPC, `google_grpc: {target_uri: "127.0.0.1:9002", stat_prefix: envoy_affinity}`, 1)
+	path := filepath.Join(dir, "opaque-google-grpc.yaml")
+	return path, os.WriteFile(path, []byte(variant), 0o644)
 }
 
 // loadResult is affinity-load's output.
@@ -228,6 +257,7 @@ type loadResult struct {
 	Errors     int64   `json:"errors"`
 	RPS        float64 `json:"rps"`
 	P50Micros  int64   `json:"p50_us"`
+	P90Micros  int64   `json:"p90_us"`
 	P99Micros  int64   `json:"p99_us"`
 	P999Micros int64   `json:"p999_us"`
 }
@@ -310,8 +340,8 @@ func render(configs []config, results [][]sample, set settings, envoy string) st
 			cookieRPS = median(pick(results[i], func(s sample) float64 { return s.rps }))
 		}
 	}
-	fmt.Fprintf(&b, "| configuration | req/s at c=32 (min–max) | ÷ baseline | ÷ envoy-cookie | Envoy CPU µs/req | ext_proc streams/req | p50 at %.0f/s | added p50 | p99 | added p99 | p99.9 |\n", set.rate)
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| configuration | req/s at c=32 (min–max) | ÷ baseline | ÷ envoy-cookie | Envoy CPU µs/req | ext_proc streams/req | p50 at %.0f/s | added p50 | p90 | p99 | added p99 | p99.9 |\n", set.rate)
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i, c := range configs {
 		rs := results[i]
 		rps := pick(rs, func(s sample) float64 { return s.rps })
@@ -319,11 +349,12 @@ func render(configs []config, results [][]sample, set settings, envoy string) st
 		p50 := median(pick(rs, func(s sample) time.Duration { return s.p50 }))
 		p99 := median(pick(rs, func(s sample) time.Duration { return s.p99 }))
 		p999 := median(pick(rs, func(s sample) time.Duration { return s.p999 }))
-		fmt.Fprintf(&b, "| %s | %.0f (%.0f–%.0f) | %.2f× | %.2f× | %.1f | %.3f | %d µs | %+d µs | %d µs | %+d µs | %d µs |\n",
+		p90 := median(pick(rs, func(s sample) time.Duration { return s.p90 }))
+		fmt.Fprintf(&b, "| %s | %.0f (%.0f–%.0f) | %.2f× | %.2f× | %.1f | %.3f | %d µs | %+d µs | %d µs | %d µs | %+d µs | %d µs |\n",
 			c.name, median(rps), lo, hi, median(rps)/baseRPS, median(rps)/cookieRPS,
 			us(median(pick(rs, func(s sample) time.Duration { return s.cpuPerReq }))),
 			median(pick(rs, func(s sample) float64 { return s.extprocPer })),
-			p50.Microseconds(), (p50 - baseP50).Microseconds(), p99.Microseconds(), (p99 - baseP99).Microseconds(), p999.Microseconds())
+			p50.Microseconds(), (p50 - baseP50).Microseconds(), p90.Microseconds(), p99.Microseconds(), (p99 - baseP99).Microseconds(), p999.Microseconds())
 	}
 	client := "affinity-load (Go)"
 	if set.wrk != "" {

@@ -114,12 +114,23 @@ var (
 	portsTaken = map[int]bool{}
 )
 
-var portValueRE = regexp.MustCompile(`port_value: (\d+)`)
+var (
+	portValueRE = regexp.MustCompile(`port_value: (\d+)`)
+	loopbackRE  = regexp.MustCompile(`127\.0\.0\.1:(\d+)`)
+)
 
-// RenderEnvoy replaces each "port_value: N" of an Envoy YAML by the port
-// ports maps N to. A port the YAML has but the map lacks is an error, so a
-// test never talks to a fixed default port by accident.
+// RenderEnvoy replaces each "port_value: N" of an Envoy YAML, and each
+// "127.0.0.1:N" inside a string (a google_grpc target, a URI), by the port
+// ports maps N to. A port_value the YAML has but the map lacks is an error,
+// so a test never talks to a fixed default port by accident.
 func RenderEnvoy(yaml []byte, ports map[int]int) ([]byte, error) {
+	yaml = loopbackRE.ReplaceAllFunc(yaml, func(m []byte) []byte {
+		n, _ := strconv.Atoi(string(loopbackRE.FindSubmatch(m)[1]))
+		if p, ok := ports[n]; ok {
+			return []byte("127.0.0.1:" + strconv.Itoa(p))
+		}
+		return m
+	})
 	var missing []string
 	out := portValueRE.ReplaceAllFunc(yaml, func(m []byte) []byte {
 		n, _ := strconv.Atoi(string(portValueRE.FindSubmatch(m)[1]))
