@@ -15,6 +15,9 @@ import (
 // (GOAWAY "too_many_pings"); pings every 5 s, also between streams, are
 // allowed here so that a connection Envoy keeps warm on purpose stays open.
 //
+// Left at gRPC's default: the number of concurrent streams per connection
+// (unlimited); Envoy bounds its own calls (one per request in flight).
+//
 // Measured and left out: a fixed pool of stream workers
 // (grpc.NumStreamWorkers) and shared write buffers made no difference above
 // the noise in BenchmarkGRPCStreams (45,000-50,000 streams/s at 64 streams
