@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -35,9 +36,45 @@ Usage:
                                         print a new signing key line for the keys file
   envoy-affinity jwks -config FILE [-with-secrets] [-out FILE]
                                         write the JWKS Envoy's jwt_authn verifies tokens with
+  envoy-affinity version                print the version and the Envoy version the tests use
 
 Flags:
 `
+
+// testedEnvoy is the Envoy release the end-to-end tests run (Makefile's
+// ENVOY_VERSION; a test keeps them equal).
+const testedEnvoy = "1.40.0"
+
+// version is the module version the binary was built from, or the VCS
+// revision of a development build.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return "devel-" + rev
+}
 
 // options are the serve command's flags.
 type options struct {
@@ -60,6 +97,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return check(args[1:], stdout, stderr)
 		case "jwks":
 			return jwks(args[1:], stdout, stderr)
+		case "version":
+			_, err := fmt.Fprintf(stdout, "envoy-affinity %s (tested with Envoy %s)\n", version(), testedEnvoy)
+			return err
 		}
 	}
 	opts, err := parseFlags(args, stderr)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -270,6 +271,7 @@ func TestRunCommands(t *testing.T) {
 			[]string{"-config", "-grpc-addr", `(default "127.0.0.1:9002")`, "-admin-addr", "-reload-interval", "-shutdown-grace", "-log-level", "-log-format", "keygen", "check"}},
 		{"check", []string{"check", "-config", good}, []string{"pool default: mode verified, 2 hosts, cookie affinity", "good.yaml: ok"}},
 		{"keygen", []string{"keygen", "-id", "k7"}, []string{"k7:ed25519:"}},
+		{"version", []string{"version"}, []string{"envoy-affinity ", "(tested with Envoy " + testedEnvoy + ")"}},
 		{"keygen hs256", []string{"keygen", "-id", "k8", "-alg", "hs256"}, []string{"k8:hs256:"}},
 		{"jwks publishes public keys only", []string{"jwks", "-config", mixed}, []string{`"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"e1"`}},
 		{"jwks with secrets for a local file", []string{"jwks", "-config", mixed, "-with-secrets"}, []string{`"kty":"oct","alg":"HS256","kid":"k1"`}},
@@ -319,4 +321,19 @@ func httpGetJSON(url string) (poolsView, error) {
 	defer resp.Body.Close()
 	err = json.NewDecoder(resp.Body).Decode(&v)
 	return v, err
+}
+
+// TestTestedEnvoyMatchesMakefile keeps the version the binary reports equal to
+// the one the Makefile fetches and the harness expects.
+func TestTestedEnvoyMatchesMakefile(t *testing.T) {
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mk), "ENVOY_VERSION := "+testedEnvoy+"\n") {
+		t.Fatalf("the Makefile's ENVOY_VERSION is not %s", testedEnvoy)
+	}
+	if harness.EnvoyVersion != testedEnvoy {
+		t.Fatalf("the harness expects Envoy %s, the binary says %s", harness.EnvoyVersion, testedEnvoy)
+	}
 }
