@@ -291,10 +291,21 @@ func TestRunCommands(t *testing.T) {
 	}
 }
 
-// TestExampleConfigsAreValid keeps the shipped example configs loadable.
+// TestExampleConfigsAreValid keeps the shipped example configs loadable,
+// the README's annotated example included.
 func TestExampleConfigsAreValid(t *testing.T) {
 	t.Setenv("AFFINITY_KEYS", testKey)
-	for _, path := range []string{"../../examples/compose/config.yaml"} {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Configuration")
+	_, example, _ := strings.Cut(section, "```yaml\n")
+	example, _, _ = strings.Cut(example, "```")
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, filepath.Join(dir, "readme.yaml"), example)
+	for _, path := range []string{"../../examples/compose/config.yaml", filepath.Join(dir, "readme.yaml")} {
 		var out bytes.Buffer
 		if err := Run(context.Background(), []string{"check", "-config", path}, &out, &out); err != nil {
 			t.Errorf("%s: %v", path, err)
