@@ -288,6 +288,14 @@ type Engine struct {
 	unknownPool atomic.Uint64
 }
 
+// ActiveSessions returns the pool's active sessions per host ID, as the
+// store counts them.
+func (e *Engine) ActiveSessions(pool string, now time.Time) map[string]int {
+	load := map[string]int{}
+	e.store.Load(pool, now, load)
+	return load
+}
+
 // UnknownPoolRequests is how many requests no pool took.
 func (e *Engine) UnknownPoolRequests() uint64 { return e.unknownPool.Load() }
 

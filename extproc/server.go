@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -31,11 +32,29 @@ type Decider interface {
 	Count5xx(pool, cluster, served string) bool
 }
 
+// Observer is told what the server does, for metrics. Its methods are
+// called on the hot path and must be cheap.
+type Observer interface {
+	// StreamOpened and StreamClosed bracket every stream.
+	StreamOpened()
+	StreamClosed()
+	// Decided reports a decision and the time from the request-headers
+	// message's arrival to its answer being ready.
+	Decided(d affinity.Decision, took time.Duration)
+}
+
+type noObserver struct{}
+
+func (noObserver) StreamOpened()                            {}
+func (noObserver) StreamClosed()                            {}
+func (noObserver) Decided(affinity.Decision, time.Duration) {}
+
 // Server implements Envoy's ExternalProcessor service.
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 	decider Decider
 	log     *slog.Logger
+	obs     Observer
 	// answers holds the complete answer of an established session that
 	// needs nothing but its hosts, by override list: the messages are
 	// read-only once built, and gRPC may marshal one concurrently for many
@@ -52,14 +71,19 @@ func NewServer(decider Decider, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{decider: decider, log: log}
+	return &Server{decider: decider, log: log, obs: noObserver{}}
 }
+
+// Observe makes the server report to obs (before it serves).
+func (s *Server) Observe(obs Observer) { s.obs = obs }
 
 // Process serves one HTTP request's stream: Envoy sends the request headers,
 // then (unless the answer switched it off) the response headers; every
 // message gets exactly one answer.
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 	ctx := stream.Context()
+	s.obs.StreamOpened()
+	defer s.obs.StreamClosed()
 	var ex exchange
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get(PoolMetadataKey); len(v) > 0 {
@@ -126,6 +150,13 @@ func (ex *exchange) answer(s *Server, req *extprocv3.ProcessingRequest) *extproc
 var skipResponse = &filterv3.ProcessingMode{ResponseHeaderMode: filterv3.ProcessingMode_SKIP}
 
 func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	start := time.Now()
+	d, resp := ex.decide(s, req, h)
+	s.obs.Decided(d, time.Since(start))
+	return resp
+}
+
+func (ex *exchange) decide(s *Server, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (affinity.Decision, *extprocv3.ProcessingResponse) {
 	headers := h.GetHeaders().GetHeaders()
 	areq := affinity.Request{
 		Pool:          ex.pool,
@@ -149,10 +180,10 @@ func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, 
 	}
 
 	if d.Outcome == affinity.OutcomeRejected {
-		return rejection(d)
+		return d, rejection(d)
 	}
 	if d.Override != "" && len(remove) == 0 && len(d.SetHeaders) == 0 && len(d.RemoveHeaders) == 0 && d.SetCookie == "" && d.LearnCookie == "" {
-		return s.pinnedAnswer(d.Override)
+		return d, s.pinnedAnswer(d.Override)
 	}
 	common := &extprocv3.CommonResponse{}
 	remove = append(remove, d.RemoveHeaders...)
@@ -177,7 +208,7 @@ func (ex *exchange) requestHeaders(s *Server, req *extprocv3.ProcessingRequest, 
 	if d.SetCookie == "" && d.LearnCookie == "" {
 		resp.ModeOverride = skipResponse
 	}
-	return resp
+	return d, resp
 }
 
 // pinnedAnswer is the shared answer for an established session with nothing

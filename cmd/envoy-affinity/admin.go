@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 )
 
@@ -13,6 +15,7 @@ import (
 type serverState struct {
 	engine       *affinity.Engine
 	discoveries  *discoveries
+	metrics      *metrics
 	shuttingDown atomic.Bool
 }
 
@@ -43,6 +46,7 @@ type hostView struct {
 
 func adminHandler(s *serverState) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

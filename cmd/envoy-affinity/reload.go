@@ -21,6 +21,7 @@ type reloader struct {
 	last   [sha256.Size]byte
 	// onUpdate is told of every configuration put in force (may be nil).
 	onUpdate func(*affinity.Snapshot)
+	metrics  *metrics // counts reloads and refusals (may be nil)
 }
 
 // newReloader fingerprints the files as they are now. Create it before the
@@ -52,6 +53,9 @@ func (r *reloader) reload(force bool) {
 	if err != nil {
 		if fp != r.last {
 			r.log.Error("config reload failed, the previous config stays in force", "error", err)
+			if r.metrics != nil {
+				r.metrics.reloadFails.Inc()
+			}
 			r.last = fp
 		}
 		return
@@ -63,9 +67,15 @@ func (r *reloader) reload(force bool) {
 	snap, err := affinity.LoadFile(r.path, os.Getenv, r.engine.Snapshot(), r.engine.Now())
 	if err != nil {
 		r.log.Error("config reload failed, the previous config stays in force", "error", err)
+		if r.metrics != nil {
+			r.metrics.reloadFails.Inc()
+		}
 		return
 	}
 	r.engine.Update(snap)
+	if r.metrics != nil {
+		r.metrics.reloads.Inc()
+	}
 	if r.onUpdate != nil {
 		r.onUpdate(snap)
 	}

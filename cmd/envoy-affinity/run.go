@@ -187,14 +187,19 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		}
 	}
 
-	healthSrv := health.NewServer()
-	grpcSrv := grpc.NewServer(extproc.ServerOptions()...)
-	extprocv3.RegisterExternalProcessorServer(grpcSrv, extproc.NewServer(engine, log))
-	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	disc := newDiscoveries(ctx, engine, log)
+	met := newMetrics(engine, disc)
+	reload.metrics = met
+
+	healthSrv := health.NewServer()
+	grpcSrv := grpc.NewServer(extproc.ServerOptions()...)
+	xp := extproc.NewServer(engine, log)
+	xp.Observe(met)
+	extprocv3.RegisterExternalProcessorServer(grpcSrv, xp)
+	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
+
 	disc.reconcile(snap)
 	checks := newCheckers(ctx, engine, log)
 	checks.reconcile(snap)
@@ -202,7 +207,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		disc.reconcile(s)
 		checks.reconcile(s)
 	}
-	state := &serverState{engine: engine, discoveries: disc}
+	state := &serverState{engine: engine, discoveries: disc, metrics: met}
 	errc := make(chan error, 3)
 	go func() { errc <- grpcSrv.Serve(grpcLn) }()
 	var adminSrv *http.Server

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// TestMetricsGolden pins the metric names, types and label names: a change
+// to them is a change for every dashboard and alert, so it must be made on
+// purpose (go test -run TestMetricsGolden -update).
+func TestMetricsGolden(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, filepath.Join(dir, "c.yaml"), "keys: {file: keys.txt}\npools:\n  - mode: opaque\n    bounded_load: {}\n    hosts: [{name: web-1, address: '127.0.0.1:1'}, {name: web-2, address: '127.0.0.2:1', draining_until: 2099-01-01T00:00:00Z}]\n")
+	snap, err := affinity.LoadFile(filepath.Join(dir, "c.yaml"), os.Getenv, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := affinity.NewEngine(snap, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := newMetrics(engine, newDiscoveries(ctx, engine, nil))
+	m.StreamOpened()
+	m.Decided(engine.Decide(affinity.Request{}), 3*time.Microsecond)
+	m.reloads.Inc()
+	m.reloadFails.Inc()
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, f := range families {
+		var labels []string
+		for _, l := range f.GetMetric()[0].GetLabel() {
+			labels = append(labels, l.GetName())
+		}
+		lines = append(lines, f.GetName()+" "+strings.ToLower(f.GetType().String())+" {"+strings.Join(labels, ",")+"}")
+	}
+	slices.Sort(lines)
+	got := strings.Join(lines, "\n") + "\n"
+	golden := filepath.Join("testdata", "metrics.golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Fatalf("metrics changed:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, cfg, config("127.0.0.1:8081"))
+	_, adminAddr := startRun(t, io.Discard, "-config", cfg)
+	eventually(t, poolIs(adminAddr, "127.0.0.1:8081"))
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{"envoy_affinity_streams_open 0", `envoy_affinity_host_state{host=`, "envoy_affinity_decision_duration_seconds_bucket"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+// BenchmarkMetricsDecided is what metrics add to each decision.
+func BenchmarkMetricsDecided(b *testing.B) {
+	cfg, _ := affinity.ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n"))
+	ring, _ := affinity.ParseKeyring(testKey)
+	engine := affinity.NewEngine(cfg.Build(ring), nil)
+	m := newMetrics(engine, newDiscoveries(context.Background(), engine, nil))
+	d := affinity.Decision{Outcome: affinity.OutcomePinned, Pool: "default"}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Decided(d, time.Microsecond)
+	}
+}
