@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
@@ -142,17 +140,10 @@ func TestUnknownPool(t *testing.T) {
 // cluster, and still takes the requests.
 func TestPoolFromInitialMetadata(t *testing.T) {
 	t.Parallel()
-	yaml, err := os.ReadFile("opaque.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const grpcService = "                envoy_grpc: {cluster_name: envoy_affinity}\n"
-	if !strings.Contains(string(yaml), grpcService) {
-		t.Fatal("opaque.yaml has no envoy_grpc line to extend")
-	}
-	variant := strings.Replace(string(yaml), grpcService, grpcService+"                initial_metadata: [{key: x-affinity-pool, value: shop}]\n", 1)
 	path := filepath.Join(t.TempDir(), "opaque-shop.yaml")
-	if err := os.WriteFile(path, []byte(variant), 0o600); err != nil {
+	if err := harness.WriteVariant("opaque.yaml", path, grpcService,
+		grpcService+"                initial_metadata: [{key: x-affinity-pool, value: shop}]\n"); err != nil {
 		t.Fatal(err)
 	}
 	s := newStackWith(t, harness.Options{Mode: "opaque", PoolName: "shop", EnvoyYAML: path})

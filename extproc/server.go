@@ -253,6 +253,8 @@ func rejection(d affinity.Decision) *extprocv3.ProcessingResponse {
 func setCookie(v string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
 		Header: &corev3.HeaderValue{Key: SetCookieHeader, RawValue: []byte(v)},
+		// The deprecated append field on purpose: ext_proc ignores
+		// append_action and honours only this one.
 		Append: wrapperspb.Bool(true),
 	}
 }

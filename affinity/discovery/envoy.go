@@ -126,5 +126,5 @@ func (e *EnvoyAdmin) Hosts(ctx context.Context) ([]affinity.HostSpec, error) {
 		slices.SortFunc(hosts, func(a, b affinity.HostSpec) int { return strings.Compare(a.Address, b.Address) })
 		return hosts, nil
 	}
-	return nil, fmt.Errorf("Envoy at %s has no cluster %q", e.URL, e.Cluster)
+	return nil, fmt.Errorf("no cluster %q in the Envoy admin API at %s", e.Cluster, e.URL)
 }

@@ -11,7 +11,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -238,17 +237,9 @@ func measure(set settings, root string, bins harness.Binaries, c config, dir str
 // googleGRPCVariant writes opaque.yaml with Envoy's google_grpc client in
 // place of envoy_grpc, and returns its path.
 func googleGRPCVariant(root, dir string) (string, error) {
-	yaml, err := os.ReadFile(filepath.Join(root, "envoy", "opaque.yaml"))
-	if err != nil {
-		return "", err
-	}
-	const envoyGRPC = "envoy_grpc: {cluster_name: envoy_affinity}"
-	if !strings.Contains(string(yaml), envoyGRPC) {
-		return "", errors.New("opaque.yaml has no envoy_grpc client to swap")
-	}
-	variant := strings.Replace(string(yaml), envoyGRPC, `google_grpc: {target_uri: "127.0.0.1:9002", stat_prefix: envoy_affinity}`, 1)
 	path := filepath.Join(dir, "opaque-google-grpc.yaml")
-	return path, os.WriteFile(path, []byte(variant), 0o644)
+	return path, harness.WriteVariant(filepath.Join(root, "envoy", "opaque.yaml"), path,
+		"envoy_grpc: {cluster_name: envoy_affinity}", `google_grpc: {target_uri: "127.0.0.1:9002", stat_prefix: envoy_affinity}`)
 }
 
 // loadResult is affinity-load's output.

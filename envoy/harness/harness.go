@@ -266,3 +266,17 @@ func waitReady(ctx context.Context, p *Proc, url, want string) error {
 
 // Pid is the process id.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// WriteVariant writes the Envoy YAML at src to dst with the first old
+// replaced by new: a test's or benchmark's variant of a shipped file. It
+// fails when src has no old, so a variant never silently equals its source.
+func WriteVariant(src, dst, old, new string) error {
+	yaml, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(yaml), old) {
+		return fmt.Errorf("%s has no %q to replace", src, old)
+	}
+	return os.WriteFile(dst, []byte(strings.Replace(string(yaml), old, new, 1)), 0o600)
+}
