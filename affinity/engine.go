@@ -214,6 +214,19 @@ var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "hos
 
 func (r Reason) String() string { return reasonNames[r] }
 
+// reasonOverloaded labels a placement that skipped the session's first
+// choice because it was full.
+const reasonOverloaded = "overloaded"
+
+// ReasonLabel is the decision's reason as metrics and explanations name it:
+// "overloaded" when bounded loads skipped the first choice, else Reason.
+func (d *Decision) ReasonLabel() string {
+	if d.Overloaded {
+		return reasonOverloaded
+	}
+	return d.Reason.String()
+}
+
 // Request is what a decision needs to know of an HTTP request.
 type Request struct {
 	// Pool names the pool explicitly ("" to choose by Cluster).
@@ -284,6 +297,8 @@ type Engine struct {
 	discovered map[string][]HostSpec
 	// hostHealth is the service's own health view, by pool and host ID.
 	hostHealth map[string]map[string]*hostHealth
+	// overrides are the operator's runtime host states, by pool and host ID.
+	overrides map[string]map[string]HostOverride
 	// unknownPool counts requests no pool took (passed through untouched).
 	unknownPool atomic.Uint64
 }
@@ -352,7 +367,7 @@ func (e *Engine) Update(s *Snapshot) {
 		}
 	}
 	e.snap.Store(s)
-	if len(e.hostHealth) > 0 {
+	if e.needsRebuild() {
 		e.rebuildLocked(e.now())
 	}
 }
@@ -369,7 +384,7 @@ func (e *Engine) SetHosts(pool string, specs []HostSpec) {
 	for i, p := range s.Pools {
 		if p.Name == pool && p.Discovery != nil {
 			e.snap.Store(s.withPool(i, specs))
-			if len(e.hostHealth) > 0 {
+			if e.needsRebuild() {
 				e.rebuildLocked(e.now())
 			}
 			return
@@ -452,10 +467,10 @@ func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time)
 	return Decision{Pool: pool.Name, Reason: ReasonNoKey}, false
 }
 
-// fromToken decides for a request carrying our session cookie.
 // newSession starts a session at now with a random id.
 func newSession(now time.Time) Session { return Session{ID: NewSessionID(), Start: now} }
 
+// fromToken decides for a request carrying our session cookie.
 func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, now time.Time) Decision {
 	if c, ok := e.pinned.Get(token); ok && c.snap == snap && c.pool == pool && now.Before(c.expires) {
 		if c.tracking {
@@ -463,32 +478,18 @@ func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, now time.Ti
 		}
 		return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: c.hosts, Override: c.override, HostID: c.hostID}
 	}
-	sess, err := snap.Codec.Verify(token, now)
-	switch {
-	case err == nil:
-	case errors.Is(err, ErrTokenExpired) && !now.Before(sess.Start.Add(pool.AbsoluteTimeout)):
-		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonExpired, now)
-	case errors.Is(err, ErrTokenExpired) && now.Sub(sess.IssuedAt) > pool.IdleTimeout+pool.RefreshInterval:
-		// The token was issued when the service last saw the session; a
-		// request in the refresh interval after that would have refreshed
-		// it, so the session has been idle for longer than the timeout.
-		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonIdle, now)
-	case errors.Is(err, ErrTokenExpired):
-		// A good signature past its exp, within the timeouts: a refresh of
-		// the same session.
-	default:
-		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonInvalidCookie, now)
-	}
-	bound, found := pool.boundHost(sess)
-	host, gone := pool.liveHost(bound, found, now)
-	if gone != ReasonNone {
-		if pool.Strict {
-			return Decision{Outcome: OutcomeRejected, Reason: gone, Pool: pool.Name, Status: 503, Body: StrictBody, SetCookie: pool.Cookie.Expire()}
-		}
+	v := judge(snap, pool, token, now)
+	switch v.outcome {
+	case OutcomeNew:
+		return e.bind(snap, pool, newSession(now), OutcomeNew, v.reason, now)
+	case OutcomeRejected:
+		return Decision{Outcome: OutcomeRejected, Reason: v.reason, Pool: pool.Name, Status: 503, Body: StrictBody, SetCookie: pool.Cookie.Expire()}
+	case OutcomeRebound:
 		// The host left: the session keeps its id and start and goes to
 		// the first of its own choices that is still here.
-		return e.bind(snap, pool, sess, OutcomeRebound, gone, now)
+		return e.bind(snap, pool, v.sess, OutcomeRebound, v.reason, now)
 	}
+	sess, err, host := v.sess, v.err, v.host
 	d := Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), sess.ID, host, pool.OverrideHosts), HostID: host.ID}
 	if pool.LoadFactor > 0 {
 		e.store.Seen(pool.Name, sess.ID, host.ID, now)
@@ -512,6 +513,52 @@ func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, now time.Ti
 	}
 	e.issue(snap, pool, sess, &d, now)
 	return d
+}
+
+// verdict is what a session token means under a pool, before placement:
+// pinned to host, or a new, re-bound or rejected session and why.
+type verdict struct {
+	sess    Session
+	err     error // the verification error (an expired token may still be pinned)
+	outcome Outcome
+	reason  Reason
+	host    Host
+}
+
+// judge verifies a session token and checks the host it names. It changes
+// nothing, so that explaining a cookie is the very decision a request gets.
+func judge(snap *Snapshot, pool *Pool, token string, now time.Time) verdict {
+	sess, err := snap.Codec.Verify(token, now)
+	v := verdict{sess: sess, err: err, outcome: OutcomeNew}
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrTokenExpired) && !now.Before(sess.Start.Add(pool.AbsoluteTimeout)):
+		v.reason = ReasonExpired
+		return v
+	case errors.Is(err, ErrTokenExpired) && now.Sub(sess.IssuedAt) > pool.IdleTimeout+pool.RefreshInterval:
+		// The token was issued when the service last saw the session; a
+		// request in the refresh interval after that would have refreshed
+		// it, so the session has been idle for longer than the timeout.
+		v.reason = ReasonIdle
+		return v
+	case errors.Is(err, ErrTokenExpired):
+		// A good signature past its exp, within the timeouts: a refresh of
+		// the same session.
+	default:
+		v.reason = ReasonInvalidCookie
+		return v
+	}
+	bound, found := pool.boundHost(sess)
+	v.host, v.reason = pool.liveHost(bound, found, now)
+	switch {
+	case v.reason == ReasonNone:
+		v.outcome = OutcomePinned
+	case pool.Strict:
+		v.outcome = OutcomeRejected
+	default:
+		v.outcome = OutcomeRebound
+	}
+	return v
 }
 
 // liveHost checks a bound host: ReasonNone when it may still serve the

@@ -141,8 +141,9 @@ func (e *Engine) health(pool, cluster, addr string, change func(*Pool, *hostHeal
 	return is
 }
 
-// rebuildLocked rebuilds every pool's host sets from its source list minus
-// the hosts the service holds down; called with e.mu held.
+// rebuildLocked rebuilds every pool's host sets from its source list, with
+// the operator's overrides applied and minus the hosts the service holds
+// down; called with e.mu held.
 func (e *Engine) rebuildLocked(now time.Time) {
 	s := e.snap.Load()
 	c := *s
@@ -151,7 +152,7 @@ func (e *Engine) rebuildLocked(now time.Time) {
 	c.healthExpiry = time.Time{}
 	for i, p := range s.Pools {
 		q := *p
-		q.setHosts(e.healthy(p.Name, p.Specs, now, &c.healthExpiry))
+		q.setHosts(e.healthy(p.Name, e.overridden(p.Name, p.Specs), now, &c.healthExpiry))
 		c.Pools[i] = &q
 		c.byName[q.Name] = &q
 	}

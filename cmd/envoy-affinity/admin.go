@@ -2,7 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/pprof"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +21,7 @@ type serverState struct {
 	engine       *affinity.Engine
 	discoveries  *discoveries
 	metrics      *metrics
+	log          *slog.Logger
 	shuttingDown atomic.Bool
 }
 
@@ -37,16 +43,26 @@ type sourceView struct {
 }
 
 type hostView struct {
-	ID            string     `json:"id"`
-	Address       string     `json:"address"`
-	Weight        uint32     `json:"weight"`
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Weight  uint32 `json:"weight"`
+	// State is active, draining, or down (held down by the service's own
+	// health checks; the host source still lists it).
 	State         string     `json:"state"`
 	DrainingUntil *time.Time `json:"draining_until,omitempty"`
+	// Sessions are the host's active sessions as bounded loads count them.
+	Sessions int `json:"sessions"`
+	// Override is an operator's runtime setting: drain or undrain.
+	Override string `json:"override,omitempty"`
 }
 
-func adminHandler(s *serverState) http.Handler {
+// adminHandler serves the admin API. With a token, every endpoint but the
+// probes and the public keys requires it.
+func adminHandler(s *serverState, token *bearerToken, pprofOn bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	private := http.NewServeMux()
+	mux.Handle("/", token.require(private))
+	private.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -69,35 +85,170 @@ func adminHandler(s *serverState) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(s.engine.Snapshot().Codec.Keys().JWKS(false))
 	})
-	mux.HandleFunc("GET /debug/pools", func(w http.ResponseWriter, _ *http.Request) {
-		snap := s.engine.Snapshot()
-		out := struct {
-			Pools []poolView `json:"pools"`
-			Keys  []string   `json:"keys"`
-			// UnknownPoolRequests were passed through untouched: no pool
-			// was named for their cluster.
-			UnknownPoolRequests uint64 `json:"unknown_pool_requests"`
-		}{Keys: snap.Codec.Keys().IDs(), UnknownPoolRequests: s.engine.UnknownPoolRequests()}
-		for _, p := range snap.Pools {
-			pv := poolView{Name: p.Name, Mode: string(p.Mode), Cookie: p.Cookie.Name, Hosts: []hostView{}}
-			kind, refreshes, errs, last, _ := s.discoveries.status(p.Name)
-			pv.Source = sourceView{Kind: kind, Refreshes: refreshes, Errors: errs}
-			if !last.IsZero() {
-				pv.Source.LastRefresh = &last
-			}
-			for _, h := range p.Hosts.Hosts() {
-				hv := hostView{ID: h.ID, Address: h.Address, Weight: h.Weight, State: "active"}
-				if d, ok := p.Draining[h.ID]; ok {
-					hv.State, hv.DrainingUntil = "draining", &d
-				}
-				pv.Hosts = append(pv.Hosts, hv)
-			}
-			out.Pools = append(out.Pools, pv)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(out)
-	})
+	private.HandleFunc("GET /debug/pools", s.pools)
+	private.HandleFunc("GET /debug/explain", s.explain)
+	private.HandleFunc("POST /pools/{pool}/hosts/{host}/drain", s.drain)
+	private.HandleFunc("POST /pools/{pool}/hosts/{host}/undrain", s.drain)
+	if pprofOn {
+		private.HandleFunc("/debug/pprof/", pprof.Index)
+		private.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		private.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		private.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		private.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
+}
+
+func (s *serverState) pools(w http.ResponseWriter, _ *http.Request) {
+	snap := s.engine.Snapshot()
+	out := struct {
+		Pools []poolView `json:"pools"`
+		Keys  []string   `json:"keys"`
+		// UnknownPoolRequests were passed through untouched: no pool
+		// was named for their cluster.
+		UnknownPoolRequests uint64 `json:"unknown_pool_requests"`
+	}{Keys: snap.Codec.Keys().IDs(), UnknownPoolRequests: s.engine.UnknownPoolRequests()}
+	now := s.engine.Now()
+	for _, p := range snap.Pools {
+		out.Pools = append(out.Pools, s.poolView(p, now))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *serverState) poolView(p *affinity.Pool, now time.Time) poolView {
+	pv := poolView{Name: p.Name, Mode: string(p.Mode), Cookie: p.Cookie.Name, Hosts: []hostView{}}
+	kind, refreshes, errs, last, _ := s.discoveries.status(p.Name)
+	pv.Source = sourceView{Kind: kind, Refreshes: refreshes, Errors: errs}
+	if !last.IsZero() {
+		pv.Source.LastRefresh = &last
+	}
+	load := s.engine.ActiveSessions(p.Name, now)
+	overrides := s.engine.HostOverrides(p.Name)
+	for _, hs := range hostStates(p) {
+		h := hs.host
+		hv := hostView{ID: h.ID, Address: h.Address, Weight: h.Weight, State: hs.state, Sessions: load[h.ID]}
+		if hs.state == "draining" {
+			hv.DrainingUntil = &hs.until
+		}
+		if o, ok := overrides[h.ID]; ok {
+			hv.Override = map[bool]string{true: "drain", false: "undrain"}[o.Draining]
+		}
+		pv.Hosts = append(pv.Hosts, hv)
+	}
+	return pv
+}
+
+// hostState is a host of a pool's source list and its state.
+type hostState struct {
+	host  affinity.Host
+	state string // active, draining, down
+	until time.Time
+}
+
+// hostStates lists the pool's hosts as the source lists them, so that hosts
+// the service's health checks hold down show too.
+func hostStates(p *affinity.Pool) []hostState {
+	out := make([]hostState, 0, len(p.Specs))
+	for _, spec := range p.Specs {
+		hs := hostState{host: affinity.NewHost(spec.Name, spec.Address, spec.Weight), state: "active"}
+		if _, in := p.Hosts.Lookup(hs.host.ID); !in {
+			hs.state = "down"
+		} else if d, ok := p.Draining[hs.host.ID]; ok {
+			hs.state, hs.until = "draining", d
+		}
+		out = append(out, hs)
+	}
+	return out
+}
+
+// explain answers GET /debug/explain?pool=P&cookie=V or &key=K.
+func (s *serverState) explain(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	pool := q.Get("pool")
+	if pool == "" {
+		if pools := s.engine.Snapshot().Pools; len(pools) == 1 {
+			pool = pools[0].Name
+		}
+	}
+	x, err := s.engine.Explain(pool, q.Get("cookie"), q.Get("key"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, x)
+}
+
+// DefaultDrainTimeout is how long a host drained through the admin API
+// keeps its sessions when the request names no deadline.
+const DefaultDrainTimeout = 5 * time.Minute
+
+// drain answers POST /pools/P/hosts/H/drain?deadline=D (a duration from now
+// or an RFC 3339 time) and .../undrain.
+func (s *serverState) drain(w http.ResponseWriter, r *http.Request) {
+	pool, host := r.PathValue("pool"), r.PathValue("host")
+	var err error
+	if strings.HasSuffix(r.URL.Path, "/undrain") {
+		err = s.engine.UndrainHost(pool, host)
+		if err == nil {
+			s.log.Info("host undrained", "pool", pool, "host", host)
+		}
+	} else {
+		var deadline time.Time
+		if deadline, err = parseDeadline(r.URL.Query().Get("deadline"), s.engine.Now()); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		err = s.engine.DrainHost(pool, host, deadline)
+		if err == nil {
+			s.log.Info("host draining", "pool", pool, "host", host, "until", deadline.UTC().Format(time.RFC3339))
+		}
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	snap := s.engine.Snapshot()
+	p, _ := snap.Pool(pool, "")
+	for _, hv := range s.poolView(p, s.engine.Now()).Hosts {
+		if hv.ID == host {
+			writeJSON(w, http.StatusOK, hv)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"id": host})
+}
+
+// parseDeadline reads a drain deadline: a duration from now ("90s", "10m")
+// or an RFC 3339 time; empty is DefaultDrainTimeout from now.
+func parseDeadline(v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return now.Add(DefaultDrainTimeout), nil
+	}
+	if d, err := time.ParseDuration(v); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("deadline %q is negative", v)
+		}
+		return now.Add(d), nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("deadline %q: give a duration such as 10m or a time such as 2026-11-27T18:00:00Z", v)
+	}
+	return t, nil
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	code := http.StatusBadRequest
+	if errors.Is(err, affinity.ErrUnknownPool) || errors.Is(err, affinity.ErrUnknownHost) {
+		code = http.StatusNotFound
+	}
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
 }

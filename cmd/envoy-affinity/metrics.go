@@ -57,7 +57,7 @@ func (m *metrics) StreamClosed() { m.streams.Dec() }
 
 // Decided implements extproc.Observer.
 func (m *metrics) Decided(d affinity.Decision, took time.Duration) {
-	m.decisions.WithLabelValues(d.Pool, d.Outcome.String(), d.Reason.String()).Inc()
+	m.decisions.WithLabelValues(d.Pool, d.Outcome.String(), d.ReasonLabel()).Inc()
 	m.latency.Observe(took.Seconds())
 }
 
@@ -73,7 +73,7 @@ var (
 	hostActiveDesc = prometheus.NewDesc(namespace+"_host_active_sessions",
 		"Active sessions per host (bounded loads count them; 0 when bounded loads are off).", []string{"pool", "host"}, nil)
 	hostStateDesc = prometheus.NewDesc(namespace+"_host_state",
-		"1 for each host's state: active or draining.", []string{"pool", "host", "state"}, nil)
+		"1 for each host's state: active, draining, or down (held down by the service's health checks).", []string{"pool", "host", "state"}, nil)
 	sourceRefreshDesc = prometheus.NewDesc(namespace+"_discovery_refreshes_total",
 		"Good reads of a pool's host source.", []string{"pool", "source"}, nil)
 	sourceErrorDesc = prometheus.NewDesc(namespace+"_discovery_errors_total",
@@ -91,13 +91,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	for _, p := range c.engine.Snapshot().Pools {
 		load := c.engine.ActiveSessions(p.Name, now)
-		for _, h := range p.Hosts.Hosts() {
-			state := "active"
-			if _, ok := p.Draining[h.ID]; ok {
-				state = "draining"
-			}
-			ch <- prometheus.MustNewConstMetric(hostActiveDesc, prometheus.GaugeValue, float64(load[h.ID]), p.Name, h.ID)
-			ch <- prometheus.MustNewConstMetric(hostStateDesc, prometheus.GaugeValue, 1, p.Name, h.ID, state)
+		for _, hs := range hostStates(p) {
+			ch <- prometheus.MustNewConstMetric(hostActiveDesc, prometheus.GaugeValue, float64(load[hs.host.ID]), p.Name, hs.host.ID)
+			ch <- prometheus.MustNewConstMetric(hostStateDesc, prometheus.GaugeValue, 1, p.Name, hs.host.ID, hs.state)
 		}
 		if kind, refreshes, errs, _, ok := c.disc.status(p.Name); ok {
 			ch <- prometheus.MustNewConstMetric(sourceRefreshDesc, prometheus.CounterValue, float64(refreshes), p.Name, kind)

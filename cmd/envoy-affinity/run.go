@@ -85,6 +85,8 @@ type options struct {
 	shutdownGrace  time.Duration
 	logLevel       string
 	logFormat      string
+	adminTokenFile string
+	pprof          bool
 }
 
 // Run is the whole program: it parses args, then serves until ctx is done.
@@ -131,6 +133,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "how long open streams may take to finish on shutdown")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding a bearer token the admin API requires (all but /healthz, /readyz and the JWKS); re-read when it changes")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the admin listener")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -167,6 +171,10 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 
 func serve(ctx context.Context, o options, log *slog.Logger) error {
 	reload := newReloader(o.config, log)
+	token, err := newBearerToken(o.adminTokenFile, log)
+	if err != nil {
+		return err
+	}
 	snap, err := affinity.LoadFile(o.config, os.Getenv, nil, time.Now())
 	if err != nil {
 		return err
@@ -207,12 +215,15 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		disc.reconcile(s)
 		checks.reconcile(s)
 	}
-	state := &serverState{engine: engine, discoveries: disc, metrics: met}
+	state := &serverState{engine: engine, discoveries: disc, metrics: met, log: log}
 	errc := make(chan error, 3)
 	go func() { errc <- grpcSrv.Serve(grpcLn) }()
 	var adminSrv *http.Server
 	if adminLn != nil {
-		adminSrv = &http.Server{Handler: adminHandler(state), ReadHeaderTimeout: 5 * time.Second}
+		if token == nil && !isLoopback(adminLn.Addr()) {
+			log.Warn("the admin API (drain, explain, metrics) listens beyond loopback without -admin-token-file", "admin", adminLn.Addr().String())
+		}
+		adminSrv = &http.Server{Handler: adminHandler(state, token, o.pprof), ReadHeaderTimeout: 5 * time.Second}
 		go func() { errc <- adminSrv.Serve(adminLn) }()
 	}
 	// SIGHUP is caught before anything reports ready, so a reload request
@@ -266,6 +277,11 @@ func hangups(ctx context.Context) <-chan os.Signal {
 		signal.Stop(ch)
 	}()
 	return ch
+}
+
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 func addrOf(ln net.Listener) string {

@@ -124,6 +124,13 @@ func startRun(t *testing.T, out io.Writer, args ...string) (grpcAddr, adminAddr 
 			t.Errorf("Run: %v", err)
 		}
 	})
+	eventually(t, func() error {
+		resp, err := http.Get("http://" + adminAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	})
 	return grpcAddr, adminAddr
 }
 

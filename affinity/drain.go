@@ -1,0 +1,99 @@
+package affinity
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// HostOverride is an operator's runtime setting of one host's state, on top
+// of what the configuration or the host source says. It lasts until it is
+// replaced or the host's ID leaves the pool for good.
+type HostOverride struct {
+	// Draining: the host drains until Deadline. Otherwise the host is
+	// active even when its source says it drains (an undrain).
+	Draining bool
+	Deadline time.Time
+}
+
+// Errors of the runtime host overrides.
+var (
+	ErrUnknownPool = errors.New("no such pool")
+	ErrUnknownHost = errors.New("no such host in the pool")
+)
+
+// DrainHost drains the pool's host (by ID) until deadline: no new session is
+// placed on it, its sessions stay until the deadline and then move to their
+// successors, whatever the configuration says about it.
+func (e *Engine) DrainHost(pool, id string, deadline time.Time) error {
+	return e.override(pool, id, HostOverride{Draining: true, Deadline: deadline})
+}
+
+// UndrainHost makes the pool's host active again, over a runtime drain or
+// one its configuration or source sets.
+func (e *Engine) UndrainHost(pool, id string) error {
+	return e.override(pool, id, HostOverride{})
+}
+
+// HostOverrides returns the runtime overrides of the pool's hosts by ID.
+func (e *Engine) HostOverrides(pool string) map[string]HostOverride {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]HostOverride, len(e.overrides[pool]))
+	for id, o := range e.overrides[pool] {
+		out[id] = o
+	}
+	return out
+}
+
+func (e *Engine) override(pool, id string, o HostOverride) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.snap.Load().byName[pool]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownPool, pool)
+	}
+	found := false
+	for _, h := range p.Specs {
+		if NewHost(h.Name, h.Address, 1).ID == id {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return fmt.Errorf("%w: %q has no host %q", ErrUnknownHost, pool, id)
+	}
+	if e.overrides == nil {
+		e.overrides = map[string]map[string]HostOverride{}
+	}
+	if e.overrides[pool] == nil {
+		e.overrides[pool] = map[string]HostOverride{}
+	}
+	e.overrides[pool][id] = o
+	e.rebuildLocked(e.now())
+	return nil
+}
+
+// overridden applies the pool's runtime overrides to specs (a copy when any
+// applies).
+func (e *Engine) overridden(pool string, specs []HostSpec) []HostSpec {
+	ov := e.overrides[pool]
+	if len(ov) == 0 {
+		return specs
+	}
+	out := make([]HostSpec, len(specs))
+	for i, s := range specs {
+		if o, ok := ov[NewHost(s.Name, s.Address, 1).ID]; ok {
+			s.DrainingUntil = time.Time{}
+			if o.Draining {
+				s.DrainingUntil = o.Deadline
+			}
+		}
+		out[i] = s
+	}
+	return out
+}
+
+// needsRebuild reports whether host sets differ from their source lists:
+// the service holds a host down or an operator overrides one.
+func (e *Engine) needsRebuild() bool { return len(e.hostHealth) > 0 || len(e.overrides) > 0 }

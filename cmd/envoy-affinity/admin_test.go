@@ -1,0 +1,215 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// adminCall makes an admin request and decodes a JSON answer into out.
+func adminCall(t *testing.T, method, url, token string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, out); err != nil {
+			t.Fatalf("%s %s: %v\n%s", method, url, err, body)
+		}
+	}
+	return resp.StatusCode
+}
+
+type adminHost struct {
+	ID            string     `json:"id"`
+	State         string     `json:"state"`
+	DrainingUntil *time.Time `json:"draining_until"`
+	Sessions      int        `json:"sessions"`
+	Override      string     `json:"override"`
+}
+
+func hostsOf(t *testing.T, admin string) map[string]adminHost {
+	t.Helper()
+	var out struct {
+		Pools []struct {
+			Hosts []adminHost `json:"hosts"`
+		} `json:"pools"`
+	}
+	if code := adminCall(t, "GET", admin+"/debug/pools", "", &out); code != http.StatusOK {
+		t.Fatalf("/debug/pools: %d", code)
+	}
+	m := map[string]adminHost{}
+	for _, h := range out.Pools[0].Hosts {
+		m[h.ID] = h
+	}
+	return m
+}
+
+func TestAdminDrainUndrain(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, cfg, "keys: {file: keys.txt}\npools:\n  - name: web\n    hosts:\n      - {name: a, address: '127.0.0.1:8081'}\n      - {name: b, address: '127.0.0.1:8082'}\n")
+	var logs syncBuffer
+	_, adminAddr := startRun(t, &logs, "-config", cfg, "-reload-interval", "20ms")
+	admin := "http://" + adminAddr
+
+	var h adminHost
+	if code := adminCall(t, "POST", admin+"/pools/web/hosts/b/drain?deadline=10m", "", &h); code != http.StatusOK {
+		t.Fatalf("drain: %d", code)
+	}
+	if h.State != "draining" || h.Override != "drain" || h.DrainingUntil == nil || time.Until(*h.DrainingUntil) < 9*time.Minute {
+		t.Fatalf("drained host: %+v", h)
+	}
+	if got := hostsOf(t, admin)["b"]; got.State != "draining" || got.Override != "drain" {
+		t.Fatalf("/debug/pools after drain: %+v", got)
+	}
+	if !strings.Contains(logs.String(), "host draining") {
+		t.Fatalf("no log line for the drain:\n%s", logs.String())
+	}
+	// A reload keeps the runtime drain.
+	writeFile(t, cfg, "keys: {file: keys.txt}\npools:\n  - name: web\n    hosts:\n      - {name: a, address: '127.0.0.1:8081'}\n      - {name: b, address: '127.0.0.1:8082'}\n      - {name: c, address: '127.0.0.1:8083'}\n")
+	eventually(t, func() error {
+		hs := hostsOf(t, admin)
+		if _, ok := hs["c"]; !ok {
+			return fmt.Errorf("reload not in force: %+v", hs)
+		}
+		if hs["b"].State != "draining" {
+			return fmt.Errorf("the reload dropped the drain: %+v", hs["b"])
+		}
+		return nil
+	})
+	if code := adminCall(t, "POST", admin+"/pools/web/hosts/b/undrain", "", &h); code != http.StatusOK || h.State != "active" || h.Override != "undrain" {
+		t.Fatalf("undrain: %d %+v", code, h)
+	}
+
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"POST", "/pools/nope/hosts/a/drain", http.StatusNotFound},
+		{"POST", "/pools/web/hosts/zz/drain", http.StatusNotFound},
+		{"POST", "/pools/web/hosts/a/drain?deadline=soon", http.StatusBadRequest},
+		{"POST", "/pools/web/hosts/a/drain?deadline=-1m", http.StatusBadRequest},
+		{"GET", "/pools/web/hosts/a/drain", http.StatusMethodNotAllowed},
+		{"GET", "/debug/pprof/", http.StatusNotFound}, // off without -pprof
+	} {
+		if code := adminCall(t, tc.method, admin+tc.path, "", nil); code != tc.want {
+			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, code, tc.want)
+		}
+	}
+	if hostsOf(t, admin)["a"].State != "active" {
+		t.Fatal("a refused drain changed the host")
+	}
+}
+
+func TestAdminExplain(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, cfg, config("127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"))
+	_, adminAddr := startRun(t, io.Discard, "-config", cfg)
+	admin := "http://" + adminAddr
+
+	var x struct {
+		Outcome string   `json:"outcome"`
+		Reason  string   `json:"reason"`
+		Host    string   `json:"host"`
+		Order   []any    `json:"order"`
+		Why     []string `json:"why"`
+		Token   struct {
+			Valid bool   `json:"valid"`
+			Error string `json:"error"`
+		} `json:"token"`
+	}
+	if code := adminCall(t, "GET", admin+"/debug/explain?key=session-42", "", &x); code != http.StatusOK {
+		t.Fatalf("explain key: %d", code)
+	}
+	if x.Host == "" || len(x.Order) != 3 || len(x.Why) == 0 {
+		t.Fatalf("explain key: %+v", x)
+	}
+	x.Host = ""
+	if code := adminCall(t, "GET", admin+"/debug/explain?pool=default&cookie=garbage", "", &x); code != http.StatusOK {
+		t.Fatalf("explain cookie: %d", code)
+	}
+	if x.Outcome != "new" || x.Reason != "invalid-cookie" || x.Token.Valid || x.Token.Error == "" || x.Host != "" {
+		t.Fatalf("explain garbage cookie: %+v", x)
+	}
+	for _, q := range []string{"", "?pool=nope&key=k", "?key=k&cookie=c"} {
+		if code := adminCall(t, "GET", admin+"/debug/explain"+q, "", nil); code == http.StatusOK {
+			t.Errorf("explain%s accepted", q)
+		}
+	}
+}
+
+func TestAdminToken(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	tokenFile := filepath.Join(dir, "admin-token")
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, cfg, config("127.0.0.1:8081"))
+	writeFile(t, tokenFile, "s3cret\n")
+	var logs syncBuffer
+	_, adminAddr := startRun(t, &logs, "-config", cfg, "-admin-token-file", tokenFile, "-pprof")
+	admin := "http://" + adminAddr
+
+	tests := []struct {
+		method, path, token string
+		want                int
+	}{
+		{"GET", "/healthz", "", http.StatusOK},
+		{"GET", "/readyz", "", http.StatusOK},
+		{"GET", "/.well-known/jwks.json", "", http.StatusOK},
+		{"GET", "/metrics", "", http.StatusUnauthorized},
+		{"GET", "/metrics", "s3cret", http.StatusOK},
+		{"GET", "/debug/pools", "wrong", http.StatusUnauthorized},
+		{"GET", "/debug/pools", "s3cret", http.StatusOK},
+		{"POST", "/pools/default/hosts/127.0.0.1:8081/drain", "", http.StatusUnauthorized},
+		{"GET", "/debug/pprof/", "", http.StatusUnauthorized},
+		{"GET", "/debug/pprof/", "s3cret", http.StatusOK},
+	}
+	for _, tc := range tests {
+		if code := adminCall(t, tc.method, admin+tc.path, tc.token, nil); code != tc.want {
+			t.Errorf("%s %s with %q: %d, want %d", tc.method, tc.path, tc.token, code, tc.want)
+		}
+	}
+	// Rotated in place: the new token is in force, the old one is not.
+	writeFile(t, tokenFile, "n3w-token\n")
+	eventually(t, func() error {
+		if code := adminCall(t, "GET", admin+"/debug/pools", "n3w-token", nil); code != http.StatusOK {
+			return fmt.Errorf("new token: %d", code)
+		}
+		return nil
+	})
+	if code := adminCall(t, "GET", admin+"/debug/pools", "s3cret", nil); code != http.StatusUnauthorized {
+		t.Fatalf("old token still accepted: %d", code)
+	}
+	// An emptied file keeps the token in force and says so once.
+	writeFile(t, tokenFile, "")
+	for range 3 {
+		if code := adminCall(t, "GET", admin+"/debug/pools", "n3w-token", nil); code != http.StatusOK {
+			t.Fatalf("token lost to an empty file: %d", code)
+		}
+	}
+	if n := strings.Count(logs.String(), "admin token file unusable"); n != 1 {
+		t.Fatalf("%d log lines about the empty token file, want 1:\n%s", n, logs.String())
+	}
+	if strings.Contains(logs.String(), "n3w-token") || strings.Contains(logs.String(), "s3cret") {
+		t.Fatal("the token reached the log")
+	}
+}
