@@ -83,6 +83,7 @@ type options struct {
 	adminAddr      string
 	reloadInterval time.Duration
 	shutdownGrace  time.Duration
+	shutdownDelay  time.Duration
 	logLevel       string
 	logFormat      string
 	adminTokenFile string
@@ -131,6 +132,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:9003", "listen address of the admin HTTP server (health, debug); empty to disable")
 	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "how often the config and keys files are checked for changes (SIGHUP reloads at once)")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "how long open streams may take to finish on shutdown")
+	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 0, "on SIGTERM, keep serving this long while /readyz and gRPC health say NOT_SERVING, so Envoy's health check and Kubernetes take the replica out first")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding a bearer token the admin API requires (all but /healthz, /readyz and the JWKS); re-read when it changes")
@@ -150,6 +152,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.shutdownGrace < 0 {
 		errs = append(errs, errors.New("-shutdown-grace must not be negative"))
+	}
+	if o.shutdownDelay < 0 {
+		errs = append(errs, errors.New("-shutdown-delay must not be negative"))
 	}
 	return o, errors.Join(errs...)
 }
@@ -241,9 +246,14 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
-	// Shutdown: say we are going, stop taking streams, let open ones finish.
+	// Shutdown: say we are going, give health checkers time to notice, then
+	// stop taking streams and let open ones finish.
 	state.shuttingDown.Store(true)
 	healthSrv.Shutdown()
+	if o.shutdownDelay > 0 && serveErr == nil {
+		log.Info("shutting down: not ready, still serving", "for", o.shutdownDelay.String())
+		time.Sleep(o.shutdownDelay)
+	}
 	cancel()
 	stopped := make(chan struct{})
 	go func() { grpcSrv.GracefulStop(); close(stopped) }()

@@ -185,6 +185,9 @@ func Start(name, dir, logPath, bin string, args ...string) (*Proc, error) {
 // Done is closed when the process has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }
 
+// Err is how the process exited (nil: status 0); valid once Done is closed.
+func (p *Proc) Err() error { return p.err }
+
 // Stop sends SIGTERM and waits; after 5 s it kills.
 func (p *Proc) Stop() {
 	select {

@@ -1,0 +1,154 @@
+package envoy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+)
+
+// TestGracefulShutdown: sessions send requests through Envoy while the
+// service gets SIGTERM. With -shutdown-delay it first says NOT_SERVING on
+// gRPC health while still answering (Envoy's health check sees it), then
+// stops taking streams, lets open ones finish and exits 0. No request fails:
+// Envoy fails open in the gap, and once the service is back every session
+// is on the host its cookie names again.
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	s := newStackWith(t, harness.Options{Mode: "opaque", ServerArgs: []string{"-shutdown-delay", "3s", "-shutdown-grace", "5s"}})
+	sessions := startSessions(t, s, 20)
+
+	var (
+		mu               sync.Mutex
+		requests, failed int
+		newSessions      int
+		moved            = map[string]int{}
+		phase            = "before"
+		perPhase         = map[string]int{}
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var stopOnce sync.Once
+	stopLoad := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	// Before the stack closes, also when the test fails early.
+	t.Cleanup(stopLoad)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				for _, ss := range sessions[w*5 : w*5+5] {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					// A request belongs to the phase it started in.
+					mu.Lock()
+					at := phase
+					mu.Unlock()
+					r, _, err := ss.c.Get("/")
+					mu.Lock()
+					requests++
+					perPhase[at]++
+					switch {
+					case err != nil:
+						failed++
+						t.Errorf("request of a %s session during %s: %v", ss.host, at, err)
+					case r.Host != ss.host:
+						// While the service answers it pins every session;
+						// with it gone Envoy's fallback hashes the cookie.
+						moved[at]++
+					}
+					mu.Unlock()
+				}
+				// A new session now and then, through the same shutdown.
+				if _, _, err := harness.NewClient(s.URL("")).Get("/"); err != nil {
+					mu.Lock()
+					failed++
+					t.Errorf("new session during %s: %v", phase, err)
+					mu.Unlock()
+				} else {
+					mu.Lock()
+					newSessions++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	setPhase := func(p string) { mu.Lock(); phase = p; mu.Unlock() }
+	waitRequests := func(n int) {
+		t.Helper()
+		if err := harness.Eventually(context.Background(), 20*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if perPhase[phase] < n {
+				return fmt.Errorf("%d requests in phase %s", perPhase[phase], phase)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRequests(200)
+
+	hcBefore, _ := s.EnvoyStat("cluster.envoy_affinity.health_check.failure")
+	netBefore, _ := s.EnvoyStat("cluster.envoy_affinity.health_check.network_failure")
+	failOpenBefore, _ := s.EnvoyStat("http.ingress.ext_proc.failure_mode_allowed")
+	setPhase("not-ready")
+	if err := s.Server.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Envoy's gRPC health check sees NOT_SERVING (a failure that is not a
+	// network failure) while the process still serves.
+	var sawNotServing bool
+	if err := harness.Eventually(context.Background(), 10*time.Second, func() error {
+		hc, _ := s.EnvoyStat("cluster.envoy_affinity.health_check.failure")
+		nf, _ := s.EnvoyStat("cluster.envoy_affinity.health_check.network_failure")
+		select {
+		case <-s.Server.Done():
+			return errors.New("the service exited before Envoy's health check saw NOT_SERVING")
+		default:
+		}
+		if hc-hcBefore > nf-netBefore {
+			sawNotServing = true
+			return nil
+		}
+		return fmt.Errorf("health check failures %d (network %d)", hc-hcBefore, nf-netBefore)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	healthy, _ := s.EnvoyStat("cluster.envoy_affinity.membership_healthy")
+	failOpenNotReady, _ := s.EnvoyStat("http.ingress.ext_proc.failure_mode_allowed")
+	failOpenNotReady -= failOpenBefore
+	// From here on the service stops taking streams: Envoy fails open.
+	setPhase("stopping")
+	select {
+	case <-s.Server.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("the service did not exit within its delay and grace")
+	}
+	if err := s.Server.Err(); err != nil {
+		t.Fatalf("the service exited with %v, want status 0", err)
+	}
+	setPhase("gone")
+	waitRequests(100)
+
+	if err := s.StartServer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	setPhase("after")
+	waitRequests(200)
+	stopLoad()
+	t.Logf("shutdown under load: %d requests, %d new sessions, %d failed; by phase (requests/moved): before SIGTERM %d/%d, not ready but serving %d/%d (failed open %d), stopping %d/%d, service gone %d/%d, after its restart %d/%d; Envoy saw NOT_SERVING: %v (healthy ext_proc hosts then: %d)",
+		requests, newSessions, failed, perPhase["before"], moved["before"], perPhase["not-ready"], moved["not-ready"], failOpenNotReady,
+		perPhase["stopping"], moved["stopping"], perPhase["gone"], moved["gone"], perPhase["after"], moved["after"], sawNotServing, healthy)
+	if failed != 0 || moved["before"]+moved["not-ready"]+moved["after"] != 0 || perPhase["not-ready"] == 0 || failOpenNotReady != 0 || healthy != 0 {
+		t.Fatal("want 0 failed, 0 moved while the service answers, requests served while not ready without failing open, and the ext_proc host unhealthy in Envoy")
+	}
+}
