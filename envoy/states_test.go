@@ -2,6 +2,9 @@ package envoy_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +15,35 @@ import (
 // TestDrain (verified mode): a draining host keeps its sessions until its
 // deadline and takes no new ones; after the deadline its sessions move, each
 // within the bound the README states (refresh interval + Envoy's 5 s skew;
-// tokens refreshed while draining expire at the deadline itself).
+// tokens refreshed while draining expire at the deadline itself). The drain
+// comes from the config file, or from the admin API at run time.
 func TestDrain(t *testing.T) {
 	t.Parallel()
+	drains := map[string]func(s *harness.Stack, deadline time.Time) error{
+		"config": func(s *harness.Stack, deadline time.Time) error { return s.Drain(1, deadline) },
+		"admin-api": func(s *harness.Stack, deadline time.Time) error {
+			url := s.ServerURL("/pools/default/hosts/backend-2/drain?deadline=" + deadline.UTC().Format(time.RFC3339Nano))
+			resp, err := http.Post(url, "", nil)
+			if err != nil {
+				return err
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("drain: %s: %s", resp.Status, body)
+			}
+			return nil
+		},
+	}
+	for name, drain := range drains {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testDrain(t, drain)
+		})
+	}
+}
+
+func testDrain(t *testing.T, drain func(*harness.Stack, time.Time) error) {
 	s := newStackWith(t, harness.Options{Mode: "verified", RefreshInterval: 2 * time.Second})
 	sessions := startSessions(t, s, 45)
 	var onDrained []*session
@@ -27,7 +56,7 @@ func TestDrain(t *testing.T) {
 		t.Fatal("no session on backend-2")
 	}
 	deadline := time.Now().Add(4 * time.Second)
-	if err := s.Drain(1, deadline); err != nil {
+	if err := drain(s, deadline); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.WaitPoolHosts(context.Background(), "backend-1", "backend-2(draining)", "backend-3"); err != nil {
