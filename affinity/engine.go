@@ -299,6 +299,8 @@ type Engine struct {
 	hostHealth map[string]map[string]*hostHealth
 	// overrides are the operator's runtime host states, by pool and host ID.
 	overrides map[string]map[string]HostOverride
+	// onChange hears of every configuration put in force (nil: none).
+	onChange func(before, after *Snapshot)
 	// unknownPool counts requests no pool took (passed through untouched).
 	unknownPool atomic.Uint64
 }
@@ -366,10 +368,9 @@ func (e *Engine) Update(s *Snapshot) {
 			s = s.withPool(i, specs)
 		}
 	}
-	e.snap.Store(s)
-	if e.needsRebuild() {
-		e.rebuildLocked(e.now())
-	}
+	// One swap: a request never sees the new hosts without the service's
+	// health view and the operator's overrides applied.
+	e.swapLocked(e.rebuilt(s, e.now()))
 }
 
 // SetHosts puts a discovery source's view of a pool's hosts in force.
@@ -383,12 +384,24 @@ func (e *Engine) SetHosts(pool string, specs []HostSpec) {
 	s := e.snap.Load()
 	for i, p := range s.Pools {
 		if p.Name == pool && p.Discovery != nil {
-			e.snap.Store(s.withPool(i, specs))
-			if e.needsRebuild() {
-				e.rebuildLocked(e.now())
-			}
+			e.swapLocked(e.rebuilt(s.withPool(i, specs), e.now()))
 			return
 		}
+	}
+}
+
+// OnChange sets a function called with the configuration in force before
+// and after each change (a reload, a host source's update, a health or
+// operator change of a host), in order, with the engine's lock held: it
+// must be quick and must not call back into the engine's writers. Set it
+// before the engine is used.
+func (e *Engine) OnChange(f func(before, after *Snapshot)) { e.onChange = f }
+
+// swapLocked puts s in force; called with e.mu held.
+func (e *Engine) swapLocked(s *Snapshot) {
+	before := e.snap.Swap(s)
+	if e.onChange != nil && before != nil {
+		e.onChange(before, s)
 	}
 }
 

@@ -141,11 +141,17 @@ func (e *Engine) health(pool, cluster, addr string, change func(*Pool, *hostHeal
 	return is
 }
 
-// rebuildLocked rebuilds every pool's host sets from its source list, with
+// rebuildLocked rebuilds the host sets of the configuration in force;
+// called with e.mu held.
+func (e *Engine) rebuildLocked(now time.Time) { e.swapLocked(e.rebuilt(e.snap.Load(), now)) }
+
+// rebuilt is s with every pool's host sets built from its source list, with
 // the operator's overrides applied and minus the hosts the service holds
 // down; called with e.mu held.
-func (e *Engine) rebuildLocked(now time.Time) {
-	s := e.snap.Load()
+func (e *Engine) rebuilt(s *Snapshot, now time.Time) *Snapshot {
+	if !e.needsRebuild() {
+		return s
+	}
 	c := *s
 	c.Pools = make([]*Pool, len(s.Pools))
 	c.byName = make(map[string]*Pool, len(s.Pools))
@@ -156,7 +162,7 @@ func (e *Engine) rebuildLocked(now time.Time) {
 		c.Pools[i] = &q
 		c.byName[q.Name] = &q
 	}
-	e.snap.Store(&c)
+	return &c
 }
 
 // healthy filters the hosts the service holds down out of specs, noting in

@@ -79,7 +79,7 @@ func TestAdminDrainUndrain(t *testing.T) {
 	if got := hostsOf(t, admin)["b"]; got.State != "draining" || got.Override != "drain" {
 		t.Fatalf("/debug/pools after drain: %+v", got)
 	}
-	if !strings.Contains(logs.String(), "host draining") {
+	if !strings.Contains(logs.String(), "host draining") || !strings.Contains(logs.String(), "changed=b:active->draining") {
 		t.Fatalf("no log line for the drain:\n%s", logs.String())
 	}
 	// A reload keeps the runtime drain.
@@ -96,6 +96,12 @@ func TestAdminDrainUndrain(t *testing.T) {
 	})
 	if code := adminCall(t, "POST", admin+"/pools/web/hosts/b/undrain", "", &h); code != http.StatusOK || h.State != "active" || h.Override != "undrain" {
 		t.Fatalf("undrain: %d %+v", code, h)
+	}
+	// One line per host-set change: the reload's new host, the undrain.
+	for _, want := range []string{`added="c=127.0.0.1:8083"`, `changed=b:draining->active`} {
+		if n := strings.Count(logs.String(), want); n != 1 {
+			t.Errorf("%d log lines with %s, want 1:\n%s", n, want, logs.String())
+		}
 	}
 
 	for _, tc := range []struct {

@@ -185,6 +185,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	engine := affinity.NewEngine(snap, nil)
+	engine.OnChange(logHostChanges(log))
 	reload.engine = engine
 	logSnapshot(log, "config loaded", snap)
 
