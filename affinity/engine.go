@@ -208,9 +208,13 @@ const (
 	ReasonNewKey
 	// ReasonNoKey: no source had a key and the pool has no cookie source.
 	ReasonNoKey
+	// ReasonServedElsewhere: Envoy's retry served the request on another
+	// host than the one the decision named first (it could not be
+	// reached), and the session was re-bound to that host.
+	ReasonServedElsewhere
 )
 
-var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "host-left", "no-pool", "no-hosts", "unverified", "draining", "idle", "new-key", "no-key"}
+var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "host-left", "no-pool", "no-hosts", "unverified", "draining", "idle", "new-key", "no-key", "served-elsewhere"}
 
 func (r Reason) String() string { return reasonNames[r] }
 

@@ -41,6 +41,9 @@ type Observer interface {
 	// Decided reports a decision and the time from the request-headers
 	// message's arrival to its answer being ready.
 	Decided(d affinity.Decision, took time.Duration)
+	// Rebound reports a session re-bound in the response phase, to the
+	// host that really served it.
+	Rebound(pool string, reason affinity.Reason)
 }
 
 type noObserver struct{}
@@ -48,6 +51,7 @@ type noObserver struct{}
 func (noObserver) StreamOpened()                            {}
 func (noObserver) StreamClosed()                            {}
 func (noObserver) Decided(affinity.Decision, time.Duration) {}
+func (noObserver) Rebound(string, affinity.Reason)          {}
 
 // Server implements Envoy's ExternalProcessor service.
 type Server struct {
@@ -121,6 +125,7 @@ type exchange struct {
 	primary   string           // the host the decision named first
 	session   affinity.Session // the session the new cookie carries
 	pool      string           // named by Envoy's initial metadata, or ""
+	poolName  string           // the pool that decided
 	cluster   string
 	learn     string // the application cookie to learn from the response
 }
@@ -201,7 +206,7 @@ func (ex *exchange) decide(s *Server, req *extprocv3.ProcessingRequest, h *extpr
 	if len(d.Hosts) > 0 {
 		resp.DynamicMetadata = destinationMetadata(strings.Join(d.Hosts, ","))
 	}
-	ex.setCookie, ex.cluster, ex.learn, ex.session = d.SetCookie, areq.Cluster, d.LearnCookie, d.Session
+	ex.setCookie, ex.cluster, ex.learn, ex.session, ex.poolName = d.SetCookie, areq.Cluster, d.LearnCookie, d.Session, d.Pool
 	if len(d.Hosts) > 0 {
 		ex.primary = d.Hosts[0]
 	}
@@ -273,6 +278,7 @@ func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest,
 		if ex.setCookie != "" {
 			if c, ok := s.decider.Rebind(ex.pool, ex.cluster, ex.session, served); ok {
 				ex.setCookie = c
+				s.obs.Rebound(ex.poolName, affinity.ReasonServedElsewhere)
 			}
 		}
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -309,16 +311,22 @@ func TestProcessRebindsToTheServedHost(t *testing.T) {
 		}
 	}
 	tests := []struct {
-		name, served, cookie string
+		name, served, cookie, counted string
 	}{
-		{"served by the primary: the cookie as decided", "10.0.0.1:80", "affinity=new"},
-		{"served by the successor after a retry: re-bound to it", "10.0.0.2:80", "affinity=rebound"},
+		{"served by the primary: the cookie as decided", "10.0.0.1:80", "affinity=new", ""},
+		{"served by the successor after a retry: re-bound to it", "10.0.0.2:80", "affinity=rebound", "web served-elsewhere"},
 	}
 	for _, tt := range tests {
-		dec := &fakeDecider{d: affinity.Decision{Outcome: affinity.OutcomeNew, Hosts: []string{"10.0.0.1:80", "10.0.0.2:80"}, SetCookie: "affinity=new", Session: affinity.Session{ID: "s1"}}}
+		dec := &fakeDecider{d: affinity.Decision{Pool: "web", Outcome: affinity.OutcomeNew, Hosts: []string{"10.0.0.1:80", "10.0.0.2:80"}, SetCookie: "affinity=new", Session: affinity.Session{ID: "s1"}}}
 		fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{requestHeaders(""), served(tt.served)}}
-		if err := NewServer(dec, nil).Process(fs); err != nil {
+		srv := NewServer(dec, nil)
+		obs := &countingObserver{}
+		srv.Observe(obs)
+		if err := srv.Process(fs); err != nil {
 			t.Fatal(err)
+		}
+		if strings.Join(obs.rebound, ",") != tt.counted {
+			t.Errorf("%s: re-binds reported %v, want %q", tt.name, obs.rebound, tt.counted)
 		}
 		set := fs.sent[1].GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders()
 		if len(set) != 1 || string(set[0].GetHeader().GetRawValue()) != tt.cookie {
@@ -345,4 +353,14 @@ func TestProcessCounts5xx(t *testing.T) {
 	if len(dec.fivexx) != 1 || dec.fivexx[0] != "10.0.0.1:80" || len(dec.down) != 0 {
 		t.Fatalf("5xx counted %v, marked down %v", dec.fivexx, dec.down)
 	}
+}
+
+// countingObserver records the re-binds the server reports.
+type countingObserver struct{ rebound []string }
+
+func (*countingObserver) StreamOpened()                            {}
+func (*countingObserver) StreamClosed()                            {}
+func (*countingObserver) Decided(affinity.Decision, time.Duration) {}
+func (o *countingObserver) Rebound(pool string, r affinity.Reason) {
+	o.rebound = append(o.rebound, pool+" "+r.String())
 }

@@ -61,6 +61,11 @@ func (m *metrics) Decided(d affinity.Decision, took time.Duration) {
 	m.latency.Observe(took.Seconds())
 }
 
+// Rebound implements extproc.Observer.
+func (m *metrics) Rebound(pool string, reason affinity.Reason) {
+	m.decisions.WithLabelValues(pool, affinity.OutcomeRebound.String(), reason.String()).Inc()
+}
+
 // stateCollector reads hosts, their state and active sessions, and the host
 // sources' counters when Prometheus scrapes, so none of it costs anything on
 // the request path.
