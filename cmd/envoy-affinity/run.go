@@ -85,6 +85,9 @@ type options struct {
 	shutdownGrace  time.Duration
 	logLevel       string
 	logFormat      string
+	tlsCert        string
+	tlsKey         string
+	clientCA       string
 }
 
 // Run is the whole program: it parses args, then serves until ctx is done.
@@ -131,6 +134,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "how long open streams may take to finish on shutdown")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.tlsCert, "grpc-tls-cert", "", "PEM certificate (chain) of the gRPC listener; with -grpc-tls-key it speaks TLS 1.2 or later. Re-read when it changes")
+	fs.StringVar(&o.tlsKey, "grpc-tls-key", "", "PEM private key of -grpc-tls-cert")
+	fs.StringVar(&o.clientCA, "grpc-client-ca", "", "PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS); needs -grpc-tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -146,6 +152,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.shutdownGrace < 0 {
 		errs = append(errs, errors.New("-shutdown-grace must not be negative"))
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		errs = append(errs, errors.New("-grpc-tls-cert and -grpc-tls-key go together"))
+	}
+	if o.clientCA != "" && o.tlsCert == "" {
+		errs = append(errs, errors.New("-grpc-client-ca needs -grpc-tls-cert and -grpc-tls-key"))
 	}
 	return o, errors.Join(errs...)
 }
@@ -174,6 +186,11 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	engine := affinity.NewEngine(snap, nil)
 	reload.engine = engine
 	logSnapshot(log, "config loaded", snap)
+	certs, err := newServerTLS(o, log)
+	if err != nil {
+		return err
+	}
+	reload.certs = certs
 
 	grpcLn, err := net.Listen("tcp", o.grpcAddr)
 	if err != nil {
@@ -194,7 +211,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	reload.metrics = met
 
 	healthSrv := health.NewServer()
-	grpcSrv := grpc.NewServer(extproc.ServerOptions()...)
+	grpcSrv := grpc.NewServer(append(extproc.ServerOptions(), certs.serverOptions()...)...)
 	xp := extproc.NewServer(engine, log)
 	xp.Observe(met)
 	extprocv3.RegisterExternalProcessorServer(grpcSrv, xp)
@@ -223,7 +240,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		defer close(reloadDone)
 		reload.run(ctx, o.reloadInterval, hup)
 	}()
-	log.Info("serving", "grpc", grpcLn.Addr().String(), "admin", addrOf(adminLn))
+	log.Info("serving", "grpc", grpcLn.Addr().String(), "grpc_security", certs.mode(), "admin", addrOf(adminLn))
 
 	var serveErr error
 	select {
