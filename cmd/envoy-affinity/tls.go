@@ -149,6 +149,12 @@ func (s *serverTLS) parse(f tlsFiles, now time.Time) (*tls.Config, error) {
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{pair},
 		NextProtos:   []string{"h2"}, // gRPC clients insist on ALPN h2
+		// A resumed session skips the certificates: Envoy would go on
+		// with the one from before a rotation, and a client checked
+		// against a CA bundle since replaced would not be checked again.
+		// Envoy keeps its connections for long, so a full handshake each
+		// time costs next to nothing.
+		SessionTicketsDisabled: true,
 	}
 	if s.caFile != "" {
 		cas, err := parseCertificates(f.ca)

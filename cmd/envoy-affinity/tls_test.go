@@ -127,14 +127,33 @@ func serialIs(addr string, cfg *tls.Config, want *big.Int) func() error {
 	}
 }
 
-func startTLSRun(t *testing.T, out io.Writer, flags ...string) string {
+// tlsRun is the server of a TLS test.
+type tlsRun struct {
+	grpcAddr, adminAddr, config string
+	port                        int // of the pool's one host, changed by passChecks
+}
+
+func startTLSRun(t *testing.T, out io.Writer, flags ...string) *tlsRun {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yaml")
+	r := &tlsRun{config: filepath.Join(dir, "config.yaml"), port: 8081}
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
-	writeFile(t, cfg, config("127.0.0.1:8081"))
-	grpcAddr, _ := startRun(t, out, append([]string{"-config", cfg, "-reload-interval", "20ms"}, flags...)...)
-	return grpcAddr
+	writeFile(t, r.config, config("127.0.0.1:8081"))
+	r.grpcAddr, r.adminAddr = startRun(t, out, append([]string{"-config", r.config, "-reload-interval", "20ms"}, flags...)...)
+	return r
+}
+
+// passChecks returns once the reload loop has checked the files again after
+// anything logged so far: the config file is changed three times, each
+// change awaited, and the loop checks the TLS files at each of its turns.
+func (r *tlsRun) passChecks(t *testing.T) {
+	t.Helper()
+	for range 3 {
+		r.port++
+		host := fmt.Sprintf("127.0.0.1:%d", r.port)
+		writeFile(t, r.config, config(host))
+		eventually(t, poolIs(r.adminAddr, host))
+	}
 }
 
 // TestRunTLSClients: who gets an answer from the gRPC listener, with TLS
@@ -173,7 +192,7 @@ func TestRunTLSClients(t *testing.T) {
 	for _, setup := range setups {
 		t.Run(setup.name, func(t *testing.T) {
 			var logs syncBuffer
-			addr := startTLSRun(t, &logs, setup.flags...)
+			addr := startTLSRun(t, &logs, setup.flags...).grpcAddr
 			// Up once the right client gets an answer.
 			eventually(t, func() error { return healthOver(addr, credentials.NewTLS(clientTLS(t, f.ca, &f.client))) })
 			eventually(t, func() error {
@@ -252,8 +271,12 @@ func TestRunTLSRotation(t *testing.T) {
 	links.put(f.server.CertPEM, f.server.KeyPEM, f.ca.PEM)
 	cert, key, ca := links.path("tls.crt"), links.path("tls.key"), links.path("ca.crt")
 	var logs syncBuffer
-	addr := startTLSRun(t, &logs, "-grpc-tls-cert", cert, "-grpc-tls-key", key, "-grpc-client-ca", ca)
+	run := startTLSRun(t, &logs, "-grpc-tls-cert", cert, "-grpc-tls-key", key, "-grpc-client-ca", ca)
+	addr := run.grpcAddr
 	client := clientTLS(t, f.ca, &f.client)
+	// A client that would resume its session, as Envoy does: a resumed
+	// connection would show the certificate from before the rotation.
+	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 	eventually(t, serialIs(addr, client, f.server.Serial))
 
 	// Rotation: the next connection gets the new certificate.
@@ -301,10 +324,16 @@ func TestRunTLSRotation(t *testing.T) {
 			t.Fatalf("after %s: %d refusals logged, want %d (one per change)", b.name, n, i+1)
 		}
 	}
+	// Checked again, unchanged: not logged again.
+	run.passChecks(t)
+	if n := strings.Count(logs.String(), "gRPC TLS files refused"); n != len(bad) {
+		t.Fatalf("%d refusals logged, want %d (one per change)", n, len(bad))
+	}
 
-	// Put right: the next good set is taken.
+	// Put right: the next good set is taken, once.
 	links.put(third.CertPEM, third.KeyPEM, f.ca.PEM)
 	eventually(t, serialIs(addr, client, third.Serial))
+	run.passChecks(t)
 	if n := strings.Count(logs.String(), "gRPC TLS files refused"); n != len(bad) {
 		t.Fatalf("%d refusals logged, want %d (one per change)", n, len(bad))
 	}
