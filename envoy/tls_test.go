@@ -222,3 +222,34 @@ func TestMTLSClientOfAnotherCA(t *testing.T) {
 		t.Fatalf("%d requests failed open, want %d", n, requests)
 	}
 }
+
+// TestMTLSYAMLFollowsOpaque keeps opaque-mtls.yaml a copy of opaque.yaml
+// plus the transport_socket of cluster envoy_affinity at its end, so the two
+// cannot drift apart.
+func TestMTLSYAMLFollowsOpaque(t *testing.T) {
+	t.Parallel()
+	body := func(name string) string {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, b, ok := strings.Cut(string(data), "\nnode:")
+		if !ok {
+			t.Fatalf("%s has no node: line", name)
+		}
+		return b
+	}
+	opaque, mtls := body("opaque.yaml"), body("opaque-mtls.yaml")
+	extra, ok := strings.CutPrefix(mtls, opaque)
+	if !ok {
+		t.Fatal("opaque-mtls.yaml differs from opaque.yaml before its transport_socket: copy opaque.yaml's changes over")
+	}
+	for _, line := range strings.Split(strings.TrimSuffix(extra, "\n"), "\n") {
+		if !strings.HasPrefix(line, "    ") {
+			t.Fatalf("opaque-mtls.yaml adds %q after the envoy_affinity cluster, outside it", line)
+		}
+	}
+	if !strings.Contains(extra, "    transport_socket:\n") {
+		t.Fatal("opaque-mtls.yaml adds no transport_socket")
+	}
+}

@@ -130,13 +130,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.config, "config", "", "configuration file (YAML); required")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:9002", "listen address of the ext_proc gRPC server")
 	fs.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:9003", "listen address of the admin HTTP server (health, debug); empty to disable")
-	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "how often the config and keys files are checked for changes (SIGHUP reloads at once)")
+	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "how often the config, keys and TLS files are checked for changes (SIGHUP reloads at once)")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "how long open streams may take to finish on shutdown")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&o.tlsCert, "grpc-tls-cert", "", "PEM certificate (chain) of the gRPC listener; with -grpc-tls-key it speaks TLS 1.2 or later. Re-read when it changes")
-	fs.StringVar(&o.tlsKey, "grpc-tls-key", "", "PEM private key of -grpc-tls-cert")
-	fs.StringVar(&o.clientCA, "grpc-client-ca", "", "PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS); needs -grpc-tls-cert")
+	fs.StringVar(&o.tlsCert, "grpc-tls-cert", "", "PEM certificate (chain) `file` of the gRPC listener; with -grpc-tls-key it speaks TLS 1.2 or later. Re-read when it changes")
+	fs.StringVar(&o.tlsKey, "grpc-tls-key", "", "PEM private key `file` of -grpc-tls-cert")
+	fs.StringVar(&o.clientCA, "grpc-client-ca", "", "PEM CA bundle `file`: gRPC clients must present a certificate it signed (mutual TLS); needs -grpc-tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
