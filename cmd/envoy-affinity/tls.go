@@ -145,15 +145,15 @@ func (s *serverTLS) parse(f tlsFiles, now time.Time) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-grpc-tls-key %s: %w (certificate %s)", s.keyFile, err, s.certFile)
 	}
+	pair.Leaf = chain[0] // the log reads it; GODEBUG x509keypairleaf=0 would leave it nil
 	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{pair},
 		NextProtos:   []string{"h2"}, // gRPC clients insist on ALPN h2
-		// A resumed session skips the certificates: Envoy would go on
-		// with the one from before a rotation, and a client checked
-		// against a CA bundle since replaced would not be checked again.
-		// Envoy keeps its connections for long, so a full handshake each
-		// time costs next to nothing.
+		// A resumed session shows no certificate: Envoy resumes, so it
+		// would keep the one from before a rotation on every new
+		// connection. Envoy keeps its connections for long, so a full
+		// handshake each time costs next to nothing.
 		SessionTicketsDisabled: true,
 	}
 	if s.caFile != "" {
