@@ -22,6 +22,9 @@ type reloader struct {
 	// onUpdate is told of every configuration put in force (may be nil).
 	onUpdate func(*affinity.Snapshot)
 	metrics  *metrics // counts reloads and refusals (may be nil)
+	// certs are the gRPC listener's TLS files, checked at the same pace
+	// (nil when TLS is off).
+	certs *serverTLS
 }
 
 // newReloader fingerprints the files as they are now. Create it before the
@@ -41,8 +44,10 @@ func (r *reloader) run(ctx context.Context, every time.Duration, hup <-chan os.S
 			return
 		case <-t.C:
 			r.reload(false)
+			r.certs.check()
 		case <-hup:
 			r.reload(true)
+			r.certs.check()
 		}
 	}
 }

@@ -88,6 +88,9 @@ type options struct {
 	logFormat      string
 	adminTokenFile string
 	pprof          bool
+	tlsCert        string
+	tlsKey         string
+	clientCA       string
 }
 
 // Run is the whole program: it parses args, then serves until ctx is done.
@@ -130,13 +133,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.config, "config", "", "configuration file (YAML); required")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:9002", "listen address of the ext_proc gRPC server")
 	fs.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:9003", "listen address of the admin HTTP server (health, debug); empty to disable")
-	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "how often the config and keys files are checked for changes (SIGHUP reloads at once)")
+	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "how often the config, keys and TLS files are checked for changes (SIGHUP reloads at once)")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "how long open streams may take to finish on shutdown")
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 0, "on SIGTERM, keep serving this long while /readyz and gRPC health say NOT_SERVING, so Envoy's health check and Kubernetes take the replica out first")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding a bearer token the admin API requires (all but /healthz, /readyz and the JWKS); re-read when it changes")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the admin listener")
+	fs.StringVar(&o.tlsCert, "grpc-tls-cert", "", "PEM certificate (chain) `file` of the gRPC listener; with -grpc-tls-key it speaks TLS 1.2 or later. Re-read when it changes")
+	fs.StringVar(&o.tlsKey, "grpc-tls-key", "", "PEM private key `file` of -grpc-tls-cert")
+	fs.StringVar(&o.clientCA, "grpc-client-ca", "", "PEM CA bundle `file`: gRPC clients must present a certificate it signed (mutual TLS); needs -grpc-tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -155,6 +161,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.shutdownDelay < 0 {
 		errs = append(errs, errors.New("-shutdown-delay must not be negative"))
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		errs = append(errs, errors.New("-grpc-tls-cert and -grpc-tls-key go together"))
+	}
+	if o.clientCA != "" && o.tlsCert == "" {
+		errs = append(errs, errors.New("-grpc-client-ca needs -grpc-tls-cert and -grpc-tls-key"))
 	}
 	return o, errors.Join(errs...)
 }
@@ -188,6 +200,11 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	engine.OnChange(logHostChanges(log))
 	reload.engine = engine
 	logSnapshot(log, "config loaded", snap)
+	certs, err := newServerTLS(o, log)
+	if err != nil {
+		return err
+	}
+	reload.certs = certs
 
 	grpcLn, err := net.Listen("tcp", o.grpcAddr)
 	if err != nil {
@@ -208,7 +225,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	reload.metrics = met
 
 	healthSrv := health.NewServer()
-	grpcSrv := grpc.NewServer(extproc.ServerOptions()...)
+	grpcSrv := grpc.NewServer(append(extproc.ServerOptions(), certs.serverOptions()...)...)
 	xp := extproc.NewServer(engine, log)
 	xp.Observe(met)
 	extprocv3.RegisterExternalProcessorServer(grpcSrv, xp)
@@ -240,7 +257,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		defer close(reloadDone)
 		reload.run(ctx, o.reloadInterval, hup)
 	}()
-	log.Info("serving", "grpc", grpcLn.Addr().String(), "admin", addrOf(adminLn))
+	log.Info("serving", "grpc", grpcLn.Addr().String(), "grpc_security", certs.mode(), "admin", addrOf(adminLn))
 
 	var serveErr error
 	select {

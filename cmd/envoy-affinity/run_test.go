@@ -275,7 +275,7 @@ func TestRunCommands(t *testing.T) {
 		want []string
 	}{
 		{"help lists every flag with its default", []string{"-h"},
-			[]string{"-config", "-grpc-addr", `(default "127.0.0.1:9002")`, "-admin-addr", "-reload-interval", "-shutdown-grace", "-log-level", "-log-format", "keygen", "check"}},
+			[]string{"-config", "-grpc-addr", `(default "127.0.0.1:9002")`, "-grpc-tls-cert", "-grpc-tls-key", "-grpc-client-ca", "-admin-addr", "-reload-interval", "-shutdown-grace", "-log-level", "-log-format", "keygen", "check"}},
 		{"check", []string{"check", "-config", good}, []string{"pool default: mode verified, 2 hosts, cookie affinity", "good.yaml: ok"}},
 		{"keygen", []string{"keygen", "-id", "k7"}, []string{"k7:ed25519:"}},
 		{"version", []string{"version"}, []string{"envoy-affinity ", "(tested with Envoy " + testedEnvoy + ")"}},
