@@ -96,8 +96,9 @@ func (p outputPlatform) getChecked(s *harness.Stack, c *harness.Client, headers 
 }
 
 // TestOutputHeaderSessions runs each platform's Envoy YAML as it is: cookie
-// sessions stick, spread, cannot be steered by a client's own header, and
-// only the sessions of a host that leaves move, without a failed request.
+// sessions stick, spread, cannot be steered by a client's own header, only
+// the sessions of a host that leaves move, without a failed request, and
+// with the service down the client's header still reaches no one.
 // Bounded loads (1.25) make the spread certain: 30 sessions put at most
 // ⌈1.25 × 10⌉ = 13 on a host, so each of the 3 gets at least 4.
 func TestOutputHeaderSessions(t *testing.T) {
