@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -90,6 +91,21 @@ type UpstreamHeadersConfig struct {
 	Successor string `yaml:"successor"`
 }
 
+// OutputConfig names request headers the decision is written to besides the
+// envoy.lb dynamic metadata, for platforms whose Envoy routes by a header:
+// Envoy Gateway's endpointOverride (override_host reading a header) and
+// Istio's persistent-session-header (stateful_session reading a header).
+// The service writes them on every request of the pool, over any copy the
+// client sent, and removes the client's copy from a request it leaves to
+// Envoy's load balancer: a client never chooses its host.
+type OutputConfig struct {
+	// Header is set to the override list "ip:port,ip:port", primary first.
+	Header string `yaml:"header"`
+	// StatefulSessionHeader is set to base64 of the primary's "ip:port",
+	// as Envoy's envoy.http.stateful_session.header session state reads it.
+	StatefulSessionHeader string `yaml:"stateful_session_header"`
+}
+
 // BoundedLoadConfig caps each host's active sessions for new placements.
 type BoundedLoadConfig struct {
 	// Factor c: no new session goes to a host whose active sessions would
@@ -128,6 +144,9 @@ type PoolConfig struct {
 	// UpstreamHeaders name optional request headers that tell the
 	// application about re-binds and successors (off when empty).
 	UpstreamHeaders UpstreamHeadersConfig `yaml:"upstream_headers"`
+	// Output names request headers that carry the decision to Envoy
+	// besides the metadata (opaque mode only; off when empty).
+	Output OutputConfig `yaml:"output"`
 	// Discovery, when set, takes the hosts from a source instead of Hosts.
 	Discovery *DiscoveryConfig `yaml:"discovery"`
 	// Health turns on the service's own health checking (passive, active).
@@ -189,6 +208,8 @@ const (
 
 var (
 	cookieNameRE = regexp.MustCompile("^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$")
+	// headerNameRE is an HTTP token in lower case, as Envoy keys headers.
+	headerNameRE = regexp.MustCompile("^[!#$%&'*+\\-.^_`|~0-9a-z]+$")
 	hostNameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 )
 
@@ -455,6 +476,7 @@ func (p *PoolConfig) validate(v *validator, at string) {
 		}
 	}
 	p.validateKeySources(v, at)
+	p.validateOutput(v, at)
 	if h := p.Health; h != nil {
 		if ph := h.Passive; ph != nil && (ph.Backoff <= 0 || ph.MaxBackoff < ph.Backoff || ph.Status5xx < 0 || ph.Window <= 0) {
 			v.errorf(at+".health.passive", "backoff > 0, max_backoff ≥ backoff, status_5xx ≥ 0 and window > 0 are needed")
@@ -562,6 +584,53 @@ func (p *PoolConfig) validateKeySources(v *validator, at string) {
 	}
 	if Mode(p.Mode) == ModeNative && (len(p.KeySources) != 1 || p.KeySources[0].Type != string(SourceCookie)) {
 		v.errorf(at+".key_sources", "native mode pins sessions with Envoy's cookie only")
+	}
+}
+
+// outputReserved are request headers Envoy or the service reads for
+// something else: a decision written there would break the request.
+var outputReserved = map[string]bool{
+	"host": true, "cookie": true, "content-length": true, "content-type": true, "transfer-encoding": true,
+	"connection": true, "keep-alive": true, "proxy-connection": true, "te": true, "upgrade": true,
+	"x-forwarded-for": true, "x-request-id": true,
+}
+
+func (p *PoolConfig) validateOutput(v *validator, at string) {
+	outputs := [2][2]string{{"header", p.Output.Header}, {"stateful_session_header", p.Output.StatefulSessionHeader}}
+	others := map[string]string{}
+	if n := p.UpstreamHeaders.Rebound; n != "" {
+		others[n] = "upstream_headers.rebound"
+	}
+	if n := p.UpstreamHeaders.Successor; n != "" {
+		others[n] = "upstream_headers.successor"
+	}
+	for j, ks := range p.KeySources {
+		if ks.Type == string(SourceHeader) {
+			others[ks.Name] = fmt.Sprintf("key_sources[%d] (the client sends it)", j)
+		}
+	}
+	for _, o := range outputs {
+		field, name := o[0], o[1]
+		if name == "" {
+			continue
+		}
+		path := at + ".output." + field
+		switch {
+		case strings.HasPrefix(name, ":"):
+			v.errorf(path, "%q is a pseudo-header; name a request header", name)
+		case !headerNameRE.MatchString(name):
+			v.errorf(path, "%q is not a header name in lower case (Envoy keys headers in lower case; letters, digits and !#$%%&'*+-.^_`|~)", name)
+		case outputReserved[name]:
+			v.errorf(path, "%q is read by Envoy or the service for something else", name)
+		case strings.HasPrefix(name, "x-envoy-"):
+			v.errorf(path, "%q: Envoy does not let an ext_proc set x-envoy-* headers", name)
+		case others[name] != "":
+			v.errorf(path, "%q is also %s", name, others[name])
+		}
+		others[name] = "output." + field
+		if Mode(p.Mode) != ModeOpaque {
+			v.errorf(path, "needs mode opaque (the pool's mode is %s): in verified and native modes Envoy routes established sessions without asking the service, so the header Envoy reads would be the one the client sent", p.Mode)
+		}
 	}
 }
 
@@ -673,6 +742,12 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 			p.KeySources = append(p.KeySources, KeySourceSpec{Type: KeySource(ks.Type), Name: ks.Name, TrustedHops: ks.TrustedHops})
 		}
 		p.ReboundHeader, p.SuccessorHeader = pc.UpstreamHeaders.Rebound, pc.UpstreamHeaders.Successor
+		p.Output = OutputHeaders{Header: pc.Output.Header, StatefulSession: pc.Output.StatefulSessionHeader}
+		for _, name := range [2]string{p.Output.Header, p.Output.StatefulSession} {
+			if name != "" && !slices.Contains(s.outputHeaders, name) {
+				s.outputHeaders = append(s.outputHeaders, name)
+			}
+		}
 		p.OverrideHosts, p.MatchAll = pc.OverrideHosts, pc.matchAll
 		s.Pools = append(s.Pools, p)
 		s.byName[p.Name] = p

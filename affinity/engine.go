@@ -51,6 +51,8 @@ type Pool struct {
 	// ReboundHeader and SuccessorHeader name the request headers that tell
 	// the application about re-binds and successors ("" = off).
 	ReboundHeader, SuccessorHeader string
+	// Output names the request headers decisions are also written to.
+	Output OutputHeaders
 	// OverrideHosts is the length of the override list (primary first).
 	OverrideHosts int
 	// MatchAll: the pool's name was left out, so it takes requests of every
@@ -71,6 +73,17 @@ type Pool struct {
 	Active *HostSet
 	// Draining maps the ID of each draining host to its deadline.
 	Draining map[string]time.Time
+}
+
+// OutputHeaders names the request headers a pool's decisions are written to
+// besides the envoy.lb metadata ("" = not written).
+type OutputHeaders struct {
+	// Header carries the override list "ip:port,ip:port", primary first
+	// (Envoy's override_host policy with a header source).
+	Header string
+	// StatefulSession carries base64 of the primary's "ip:port" (Envoy's
+	// stateful_session filter with header session state).
+	StatefulSession string
 }
 
 // setHosts builds the pool's host sets from specs.
@@ -119,6 +132,9 @@ type Snapshot struct {
 	// MaxSessions sizes the in-memory store (read when the engine starts).
 	MaxSessions int
 	byName      map[string]*Pool
+	// outputHeaders are the output headers of every pool: a request no
+	// pool takes has the client's copies removed.
+	outputHeaders []string
 	// healthExpiry is when the first passive health hold ends (zero: none).
 	healthExpiry time.Time
 }
@@ -279,8 +295,12 @@ type Decision struct {
 	LearnCookie string
 	// SetHeaders are added to the request for the application (name,
 	// value); RemoveHeaders are removed from it first (client copies).
+	// Read only: decisions may share them.
 	SetHeaders    [][2]string
 	RemoveHeaders []string
+	// Output names the request headers the decision is written to besides
+	// the metadata: set from Hosts when there are hosts, else removed.
+	Output OutputHeaders
 }
 
 // StrictBody is the answer to a session whose host is gone in a strict pool.
@@ -436,21 +456,24 @@ func (e *Engine) Decide(req Request) Decision {
 	pool, ok := snap.Pool(req.Pool, req.Cluster)
 	if !ok {
 		e.unknownPool.Add(1)
-		return Decision{Reason: ReasonNoPool}
+		// Whatever the request's cluster reads, a client's copy of any
+		// pool's output header is removed (the slice is shared).
+		return Decision{Reason: ReasonNoPool, RemoveHeaders: snap.outputHeaders}
 	}
 	if pool.Hosts.Len() == 0 {
-		return Decision{Pool: pool.Name, Reason: ReasonNoHosts}
+		return Decision{Pool: pool.Name, Reason: ReasonNoHosts, Output: pool.Output}
 	}
 	now := e.now()
 	if !snap.healthExpiry.IsZero() && !now.Before(snap.healthExpiry) {
 		e.expireHealth(now)
 		snap = e.snap.Load()
 		if pool, ok = snap.Pool(req.Pool, req.Cluster); !ok {
-			return Decision{Reason: ReasonNoPool}
+			return Decision{Reason: ReasonNoPool, RemoveHeaders: snap.outputHeaders}
 		}
 	}
 	d, fromAppCookie := e.decide(snap, pool, &req, now)
 	e.annotate(pool, &d, fromAppCookie)
+	d.Output = pool.Output
 	return d
 }
 

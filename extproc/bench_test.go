@@ -18,7 +18,14 @@ import (
 // session's cookie.
 func benchEngine(b *testing.B) (*affinity.Engine, string) {
 	b.Helper()
-	cfg, err := affinity.ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - mode: opaque\n    hosts: [{address: '127.0.0.1:1'}, {address: '127.0.0.2:1'}, {address: '127.0.0.3:1'}]\n"))
+	return benchEngineWith(b, "")
+}
+
+// benchEngineWith is benchEngine whose pool has more fields (poolYAML,
+// indented by four spaces).
+func benchEngineWith(b *testing.B, poolYAML string) (*affinity.Engine, string) {
+	b.Helper()
+	cfg, err := affinity.ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - mode: opaque\n"+poolYAML+"    hosts: [{address: '127.0.0.1:1'}, {address: '127.0.0.2:1'}, {address: '127.0.0.3:1'}]\n"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -52,6 +59,17 @@ func (r *replayStream) Send(*extprocv3.ProcessingResponse) error { return nil }
 // session in opaque mode: the request-headers message and its answer.
 func BenchmarkStreamEstablished(b *testing.B) {
 	e, cookie := benchEngine(b)
+	benchStreamEstablished(b, e, cookie)
+}
+
+// BenchmarkStreamEstablishedOutputHeaders is the same with both output
+// headers: the shared answer carries them, built once.
+func BenchmarkStreamEstablishedOutputHeaders(b *testing.B) {
+	e, cookie := benchEngineWith(b, "    output: {header: x-affinity-destination, stateful_session_header: x-session-host}\n")
+	benchStreamEstablished(b, e, cookie)
+}
+
+func benchStreamEstablished(b *testing.B, e *affinity.Engine, cookie string) {
 	srv := NewServer(e, nil)
 	req := requestHeaders("app", ":method", "GET", ":path", "/cart", ":authority", "shop.example", "user-agent", "bench", "cookie", "lang=en; "+cookie)
 	s := &replayStream{fakeStream: fakeStream{ctx: context.Background()}, req: req}

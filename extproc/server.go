@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log/slog"
@@ -65,7 +66,14 @@ type Server struct {
 	// streams. Bounded by the pools' host pairs; emptied if it grows past
 	// maxAnswers.
 	answersMu sync.RWMutex
-	answers   map[string]*extprocv3.ProcessingResponse
+	answers   map[answerKey]*extprocv3.ProcessingResponse
+}
+
+// answerKey identifies a shared answer: the override list and the headers
+// it is written to (pools with the same hosts may name different ones).
+type answerKey struct {
+	override string
+	output   affinity.OutputHeaders
 }
 
 const maxAnswers = 65536
@@ -188,23 +196,36 @@ func (ex *exchange) decide(s *Server, req *extprocv3.ProcessingRequest, h *extpr
 		return d, rejection(d)
 	}
 	if d.Override != "" && len(remove) == 0 && len(d.SetHeaders) == 0 && len(d.RemoveHeaders) == 0 && d.SetCookie == "" && d.LearnCookie == "" {
-		return d, s.pinnedAnswer(d.Override)
+		return d, s.pinnedAnswer(d.Override, d.Output)
+	}
+	override := d.Override
+	if override == "" && len(d.Hosts) > 0 {
+		override = strings.Join(d.Hosts, ",")
+	}
+	remove = append(remove, d.RemoveHeaders...)
+	var set []*corev3.HeaderValueOption
+	for _, kv := range d.SetHeaders {
+		set = append(set, setHeader(kv[0], kv[1]))
+	}
+	if override != "" {
+		set = outputHeaders(set, d.Output, override)
+	} else {
+		// Envoy's load balancer picks: a client's copy must not pick for it.
+		for _, name := range [2]string{d.Output.Header, d.Output.StatefulSession} {
+			if name != "" {
+				remove = append(remove, name)
+			}
+		}
 	}
 	common := &extprocv3.CommonResponse{}
-	remove = append(remove, d.RemoveHeaders...)
-	if len(remove) > 0 || len(d.SetHeaders) > 0 {
-		common.HeaderMutation = &extprocv3.HeaderMutation{RemoveHeaders: remove}
-		for _, kv := range d.SetHeaders {
-			common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, &corev3.HeaderValueOption{
-				Header: &corev3.HeaderValue{Key: kv[0], RawValue: []byte(kv[1])},
-			})
-		}
+	if len(remove) > 0 || len(set) > 0 {
+		common.HeaderMutation = &extprocv3.HeaderMutation{RemoveHeaders: remove, SetHeaders: set}
 	}
 	resp := &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: common}},
 	}
-	if len(d.Hosts) > 0 {
-		resp.DynamicMetadata = destinationMetadata(strings.Join(d.Hosts, ","))
+	if override != "" {
+		resp.DynamicMetadata = destinationMetadata(override)
 	}
 	ex.setCookie, ex.cluster, ex.learn, ex.session, ex.poolName = d.SetCookie, areq.Cluster, d.LearnCookie, d.Session, d.Pool
 	if len(d.Hosts) > 0 {
@@ -217,26 +238,52 @@ func (ex *exchange) decide(s *Server, req *extprocv3.ProcessingRequest, h *extpr
 }
 
 // pinnedAnswer is the shared answer for an established session with nothing
-// to change but where it goes.
-func (s *Server) pinnedAnswer(override string) *extprocv3.ProcessingResponse {
+// to change but where it goes: the metadata, and the output headers
+// written over any client copy.
+func (s *Server) pinnedAnswer(override string, output affinity.OutputHeaders) *extprocv3.ProcessingResponse {
+	key := answerKey{override, output}
 	s.answersMu.RLock()
-	resp, ok := s.answers[override]
+	resp, ok := s.answers[key]
 	s.answersMu.RUnlock()
 	if ok {
 		return resp
 	}
+	common := &extprocv3.CommonResponse{}
+	if set := outputHeaders(nil, output, override); len(set) > 0 {
+		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: set}
+	}
 	resp = &extprocv3.ProcessingResponse{
-		Response:        &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}},
+		Response:        &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: common}},
 		DynamicMetadata: destinationMetadata(override),
 		ModeOverride:    skipResponse,
 	}
 	s.answersMu.Lock()
 	if s.answers == nil || len(s.answers) >= maxAnswers {
-		s.answers = map[string]*extprocv3.ProcessingResponse{}
+		s.answers = map[answerKey]*extprocv3.ProcessingResponse{}
 	}
-	s.answers[override] = resp
+	s.answers[key] = resp
 	s.answersMu.Unlock()
 	return resp
+}
+
+// outputHeaders appends the output headers of a decision whose override
+// list is override: the list itself, and base64 of its primary as Envoy's
+// header session state decodes it (standard alphabet, padded).
+func outputHeaders(set []*corev3.HeaderValueOption, out affinity.OutputHeaders, override string) []*corev3.HeaderValueOption {
+	if out.Header != "" {
+		set = append(set, setHeader(out.Header, override))
+	}
+	if out.StatefulSession != "" {
+		primary, _, _ := strings.Cut(override, ",")
+		set = append(set, setHeader(out.StatefulSession, base64.StdEncoding.EncodeToString([]byte(primary))))
+	}
+	return set
+}
+
+// setHeader sets a request header, replacing every copy the request has:
+// append left unset is false, which Envoy applies as replace-all.
+func setHeader(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: name, RawValue: []byte(value)}}
 }
 
 // rejection answers the request in Envoy's place (a strict pool whose

@@ -14,10 +14,12 @@ import (
 
 // Reply is the demo backend's answer.
 type Reply struct {
-	Host    string            `json:"host"`
-	Session string            `json:"session"`
-	Count   int               `json:"count"`
-	Told    map[string]string `json:"told"`
+	Host    string `json:"host"`
+	Session string `json:"session"`
+	Count   int    `json:"count"`
+	// Told are the x-session-* and x-affinity-* request headers as the
+	// backend received them (several copies joined by commas).
+	Told map[string]string `json:"told"`
 }
 
 // Client is one browser-like user: its own cookie jar and connection.

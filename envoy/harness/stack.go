@@ -36,6 +36,9 @@ type Options struct {
 	Dir string
 	// Backends is how many demo backends run (3 when 0).
 	Backends int
+	// BackendIP is the loopback address the backends listen on (127.0.0.1
+	// when empty): another one gives addresses of another length.
+	BackendIP string
 	// Mode is the pool's mode (verified when empty); Envoy runs
 	// envoy/<mode>.yaml unless EnvoyYAML names another file.
 	Mode      string
@@ -67,12 +70,13 @@ type Options struct {
 // Backend is one demo backend process.
 type Backend struct {
 	Name string
+	IP   string
 	Port int
 	Proc *Proc
 }
 
 // Address is the backend's ip:port.
-func (b *Backend) Address() string { return "127.0.0.1:" + strconv.Itoa(b.Port) }
+func (b *Backend) Address() string { return b.IP + ":" + strconv.Itoa(b.Port) }
 
 // Stack is Envoy, envoy-affinity and demo backends running together.
 type Stack struct {
@@ -107,6 +111,9 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 	if opts.KeyAlg == "" {
 		opts.KeyAlg = "ed25519"
 	}
+	if opts.BackendIP == "" {
+		opts.BackendIP = "127.0.0.1"
+	}
 	root, err := ModuleRoot()
 	if err != nil {
 		return nil, err
@@ -128,7 +135,7 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 	}
 	s.ListenPort, s.AdminPort, s.GRPCPort, s.ServerPort = ports[0], ports[1], ports[2], ports[3]
 	for i := 0; i < opts.Backends; i++ {
-		b := &Backend{Name: "backend-" + strconv.Itoa(i+1), Port: ports[4+i]}
+		b := &Backend{Name: "backend-" + strconv.Itoa(i+1), IP: opts.BackendIP, Port: ports[4+i]}
 		s.Backends = append(s.Backends, b)
 		if err := s.StartBackend(ctx, i); err != nil {
 			return nil, err
@@ -285,6 +292,7 @@ func (s *Stack) WriteEndpoints(backends ...int) error {
 			if n, _ := strconv.Atoi(m[1]); !keep[n] {
 				continue
 			}
+			line = strings.Replace(line, "address: 127.0.0.1,", "address: "+s.opts.BackendIP+",", 1)
 		}
 		out = append(out, line)
 	}

@@ -31,8 +31,9 @@ type reply struct {
 	Host    string `json:"host"`
 	Session string `json:"session"`
 	Count   int    `json:"count"`
-	// Told are the request's x-session-* headers: what the affinity service
-	// told the application (re-binds, successors).
+	// Told are the request's x-session-* and x-affinity-* headers: what the
+	// affinity service told the application (re-binds, successors) or
+	// Envoy (output headers), as the request reached the application.
 	Told map[string]string `json:"told,omitempty"`
 }
 
@@ -77,7 +78,7 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Unlock()
 	var told map[string]string
 	for k, v := range r.Header {
-		if k := strings.ToLower(k); strings.HasPrefix(k, "x-session-") {
+		if k := strings.ToLower(k); strings.HasPrefix(k, "x-session-") || strings.HasPrefix(k, "x-affinity-") {
 			if told == nil {
 				told = map[string]string{}
 			}
