@@ -217,17 +217,21 @@ type referenceGrant struct {
 	typeMeta `yaml:",inline"`
 	Metadata meta `yaml:"metadata"`
 	Spec     struct {
-		From []struct {
-			Group     string `yaml:"group"`
-			Kind      string `yaml:"kind"`
-			Namespace string `yaml:"namespace"`
-		} `yaml:"from"`
-		To []struct {
-			Group string `yaml:"group"`
-			Kind  string `yaml:"kind"`
-			Name  string `yaml:"name"`
-		} `yaml:"to"`
+		From []grantFrom `yaml:"from"`
+		To   []grantTo   `yaml:"to"`
 	} `yaml:"spec"`
+}
+
+type grantFrom struct {
+	Group     string `yaml:"group"`
+	Kind      string `yaml:"kind"`
+	Namespace string `yaml:"namespace"`
+}
+
+type grantTo struct {
+	Group string `yaml:"group"`
+	Kind  string `yaml:"kind"`
+	Name  string `yaml:"name"`
 }
 
 // processingModeOptions is Envoy Gateway's ProcessingModeOptions.
