@@ -375,15 +375,18 @@ func TestDeploymentRunsTheBinary(t *testing.T) {
 		t.Fatalf("the Deployment's args do not parse: %v\n%s", err, out)
 	}
 
-	// The environment the Deployment gives: the Secret's key line, and the
-	// memory limit in bytes as the kubelet resolves limits.memory.
-	env := []string{"GOMEMLIMIT=268435456"}
+	// The environment the Deployment gives: a key line where the Secret
+	// puts one, resource fields in bytes as the kubelet resolves them.
+	var env []string
 	for _, e := range c.Env {
 		switch {
-		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
-			env = append(env, e.Name+"="+harness.NewKeyLine("k1", "ed25519"))
 		case e.ValueFrom == nil:
 			env = append(env, e.Name+"="+e.Value)
+		case e.ValueFrom.SecretKeyRef != nil:
+			env = append(env, e.Name+"="+harness.NewKeyLine("k1", "ed25519"))
+		case e.ValueFrom.ResourceFieldRef != nil:
+			res, _ := strings.CutPrefix(e.ValueFrom.ResourceFieldRef.Resource, "limits.")
+			env = append(env, e.Name+"="+strconv.FormatInt(quantityBytes(t, c.Resources.Limits[res]), 10))
 		}
 	}
 	cmd := exec.Command(bins.Server, args...)
@@ -471,6 +474,23 @@ func TestDeploymentRunsTheBinary(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("still running a minute after SIGTERM")
 	}
+}
+
+// quantityBytes reads a Kubernetes memory quantity with a binary suffix
+// (the recipe's form, e.g. 256Mi).
+func quantityBytes(t *testing.T, q string) int64 {
+	t.Helper()
+	for i, suffix := range []string{"Ki", "Mi", "Gi"} {
+		if n, ok := strings.CutSuffix(q, suffix); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			if err != nil {
+				t.Fatalf("quantity %q: %v", q, err)
+			}
+			return v << (10 * (i + 1))
+		}
+	}
+	t.Fatalf("quantity %q: want a Ki, Mi or Gi suffix", q)
+	return 0
 }
 
 // dnsServer answers every A query with 127.0.0.1 and every other query

@@ -149,14 +149,9 @@ func mustDecode[T any](t *testing.T, d doc) T {
 	return v
 }
 
-// toJSON turns decoded YAML into JSON, the form protojson reads (Envoy's
-// YAML is proto3 JSON written as YAML).
-func toJSON(v any) ([]byte, error) {
-	return json.Marshal(v)
-}
-
 // yamlToProto decodes YAML (or a value decoded from YAML) into m with
-// protojson: unknown fields, unknown "@type"s and wrong types are errors.
+// protojson, through JSON (Envoy's YAML is proto3 JSON written as YAML):
+// unknown fields, unknown "@type"s and wrong types are errors.
 func yamlToProto(v any, m proto.Message) error {
 	if data, ok := v.([]byte); ok {
 		var tree any
@@ -165,7 +160,7 @@ func yamlToProto(v any, m proto.Message) error {
 		}
 		v = tree
 	}
-	j, err := toJSON(v)
+	j, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
