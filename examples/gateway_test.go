@@ -163,7 +163,7 @@ func TestEnvoyGatewayReadmeConfig(t *testing.T) {
 			}
 		}
 	}
-	if h := cfg.output["header"]; h == "" || !slices.Equal(headers, []string{h}) {
+	if h := p.Output.Header; h == "" || !slices.Equal(headers, []string{h}) {
 		t.Errorf("endpointOverride reads headers %q; it should read only the one the service writes, output.header %q", headers, h)
 	}
 	if ch := lb.ConsistentHash; lb.Type != "ConsistentHash" || ch == nil || ch.Type != "Cookie" || ch.Cookie == nil || ch.Cookie.Name != p.Cookie.Name {

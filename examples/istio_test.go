@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envoy-affinity/envoy-affinity/affinity"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -336,19 +337,19 @@ func TestIstioReadmeConfigs(t *testing.T) {
 			continue
 		}
 		checkWebPods(t, k, p.Discovery.DNS.Name, p.Discovery.DNS.Port)
-		switch h, ok := cfg.output["stateful_session_header"]; {
-		case ok:
+		switch h := p.Output.StatefulSessionHeader; {
+		case h != "":
 			header++
 			if h != label {
 				t.Errorf("config %d: output.stateful_session_header %q, the Service label names %q", i, h, label)
 			}
-		case len(cfg.output) == 0:
+		case p.Output == (affinity.OutputConfig{}):
 			plain++
 			if want := fallbackCookie(t); p.Cookie.Name != want {
 				t.Errorf("config %d: cookie %q, the fallback policy hashes %q", i, p.Cookie.Name, want)
 			}
 		default:
-			t.Errorf("config %d: output %v", i, cfg.output)
+			t.Errorf("config %d: output %+v", i, p.Output)
 		}
 	}
 	if header != 1 || plain != 1 {

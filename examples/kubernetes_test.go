@@ -215,17 +215,18 @@ func TestKubernetesWiring(t *testing.T) {
 		t.Error("GOMEMLIMIT should follow the container's memory limit")
 	}
 
-	// Shutdown: the preStop pause and -shutdown-grace fit in the grace period.
+	// Shutdown: -shutdown-delay (serving, not ready, while the pod leaves
+	// the Endpoints) and -shutdown-grace fit in the grace period.
 	grace, err := time.ParseDuration(k.flags["shutdown-grace"])
 	if err != nil {
 		t.Fatalf("-shutdown-grace: %v", err)
 	}
-	var pause time.Duration
-	if ps := c.Lifecycle.PreStop; ps != nil && ps.Sleep != nil {
-		pause = time.Duration(ps.Sleep.Seconds) * time.Second
+	pause, err := time.ParseDuration(k.flags["shutdown-delay"])
+	if err != nil || pause <= 0 {
+		t.Fatalf("-shutdown-delay %q: %v; the pod should keep serving while its removal spreads", k.flags["shutdown-delay"], err)
 	}
 	if tg := pod.TerminationGracePeriodSeconds; tg == nil || time.Duration(*tg)*time.Second <= pause+grace {
-		t.Errorf("terminationGracePeriodSeconds must exceed the preStop pause %v plus -shutdown-grace %v", pause, grace)
+		t.Errorf("terminationGracePeriodSeconds must exceed -shutdown-delay %v plus -shutdown-grace %v", pause, grace)
 	}
 
 	// Security and resources.
@@ -461,8 +462,28 @@ func TestDeploymentRunsTheBinary(t *testing.T) {
 		t.Fatalf("gRPC health on the grpc port: %v %v", hr, err)
 	}
 
-	// SIGTERM, as the kubelet sends after the preStop pause: a clean exit.
+	// SIGTERM, as the kubelet sends: not ready at once while still running
+	// (the -shutdown-delay), then a clean exit.
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = harness.Eventually(context.Background(), 10*time.Second, func() error {
+		select {
+		case err := <-exited:
+			stopped = true
+			return fmt.Errorf("exited before the readiness probe failed: %v", err)
+		default:
+		}
+		code, _, err := get(admin + c.ReadinessProbe.HTTPGet.Path)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusServiceUnavailable {
+			return fmt.Errorf("readiness %d after SIGTERM, want 503", code)
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -224,26 +223,17 @@ func serviceConfigs(t *testing.T, readme string) []string {
 	return out
 }
 
-// serviceConfig is a recipe's service configuration as the service reads
-// it, with its pool's output settings beside it.
-type serviceConfig struct {
-	*affinity.Config
-	// output holds the pool's output settings, key → value (none: empty).
-	output map[string]string
-}
-
 // parseServiceConfig loads a recipe's service configuration with the real
 // loader: affinity.ParseConfig, then LoadFile with a fresh key in the
 // environment variable it names (where the Secret puts the keys).
-func parseServiceConfig(t *testing.T, name, text string) serviceConfig {
+func parseServiceConfig(t *testing.T, name, text string) *affinity.Config {
 	t.Helper()
-	rest, output := splitOutput(t, name, text)
-	cfg, err := affinity.ParseConfig(name, []byte(rest))
+	cfg, err := affinity.ParseConfig(name, []byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(rest), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	key := harness.NewKeyLine("k1", "ed25519")
@@ -256,44 +246,5 @@ func parseServiceConfig(t *testing.T, name, text string) serviceConfig {
 	if _, err := affinity.LoadFile(path, getenv, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	return serviceConfig{Config: cfg, output: output}
+	return cfg
 }
-
-// splitOutput takes the pools[].output block (at most one) out of a
-// service configuration and returns the rest and the block's "key: value"
-// lines.
-func splitOutput(t *testing.T, name, text string) (string, map[string]string) {
-	t.Helper()
-	// the output block is checked by affinity.ParseConfig once it knows the keys
-	var rest []string
-	output := map[string]string{}
-	blocks, in := 0, -1 // in: the output key's indent while inside its block
-	for _, line := range strings.Split(text, "\n") {
-		indent := len(line) - len(strings.TrimLeft(line, " -"))
-		trimmed := strings.TrimSpace(line)
-		if in >= 0 && (trimmed == "" || indent > in) {
-			if trimmed == "" || strings.HasPrefix(trimmed, "#") {
-				continue
-			}
-			m := outputLineRE.FindStringSubmatch(trimmed)
-			if m == nil {
-				t.Fatalf("%s: output block line %q is not key: value", name, line)
-			}
-			output[m[1]] = m[2]
-			continue
-		}
-		in = -1
-		if trimmed == "output:" {
-			in, blocks = indent, blocks+1
-			continue
-		}
-		rest = append(rest, line)
-	}
-	if blocks > 1 {
-		t.Fatalf("%s: %d output blocks; the recipes have one pool", name, blocks)
-	}
-	return strings.Join(rest, "\n"), output
-}
-
-// outputLineRE is one "key: value  # comment" line of an output block.
-var outputLineRE = regexp.MustCompile(`^([a-z_]+):\s*(\S+)\s*(#.*)?$`)
