@@ -16,14 +16,14 @@ import (
 
 // benchEngine is an opaque-mode engine with three hosts and one established
 // session's cookie.
-func benchEngine(b *testing.B) (*affinity.Engine, string) {
+func benchEngine(b testing.TB) (*affinity.Engine, string) {
 	b.Helper()
 	return benchEngineWith(b, "")
 }
 
 // benchEngineWith is benchEngine whose pool has more fields (poolYAML,
 // indented by four spaces).
-func benchEngineWith(b *testing.B, poolYAML string) (*affinity.Engine, string) {
+func benchEngineWith(b testing.TB, poolYAML string) (*affinity.Engine, string) {
 	b.Helper()
 	cfg, err := affinity.ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - mode: opaque\n"+poolYAML+"    hosts: [{address: '127.0.0.1:1'}, {address: '127.0.0.2:1'}, {address: '127.0.0.3:1'}]\n"))
 	if err != nil {
