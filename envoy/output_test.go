@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
 )
@@ -28,6 +29,10 @@ type outputPlatform struct {
 	// check says whether the header's value as the backend received it is
 	// the one the service writes for a request served by addr.
 	check func(s *harness.Stack, value, addr string) error
+	// retriesReset: the platform's default retry policy retries a request
+	// whose connection was reset (Istio's does not: a request in flight on
+	// a host that dies fails unless a VirtualService adds "reset").
+	retriesReset bool
 }
 
 var outputPlatforms = []outputPlatform{
@@ -37,6 +42,8 @@ var outputPlatforms = []outputPlatform{
 		header: "x-affinity-destination",
 		pool:   "    output:\n      header: x-affinity-destination\n",
 		forge:  func(addr string) string { return addr },
+		// Envoy Gateway's retry: connect-failure,refused-stream,reset.
+		retriesReset: true,
 		check: func(s *harness.Stack, value, addr string) error {
 			// "primary,successor": the host that served, then another of the
 			// pool's (a copy the client sent would add a third entry).
@@ -346,5 +353,129 @@ func TestStatefulSessionHeaderEncoding(t *testing.T) {
 		if got, want := resp.Header.Get("x-session-host"), base64.StdEncoding.EncodeToString([]byte(backendAddress(s, r.Host))); got != want {
 			t.Fatalf("x-session-host %s (unpadded): served by %s, answered x-session-host %q, want %q", unpadded, r.Host, got, want)
 		}
+	}
+}
+
+// TestOutputHeaderCrash: with each platform's YAML, backend-2 is killed
+// while 30 sessions send requests. No request sent after the kill fails (the
+// platform's retry policy takes a request its primary cannot take
+// elsewhere), nor, where the platform retries resets, one in flight at the
+// kill; the service's
+// own active health check takes backend-2 out of the pool, after which each
+// of its sessions is re-bound to one host and stays there; no other session
+// moves.
+func TestOutputHeaderCrash(t *testing.T) {
+	t.Parallel()
+	for _, p := range outputPlatforms {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStackWith(t, harness.Options{Mode: "opaque", EnvoyYAML: p.yaml, BackendIP: p.backendIP,
+				PoolYAML: p.pool + "    health:\n      active: {interval: 200ms, timeout: 150ms}\n"})
+			sessions := startSessions(t, s, 30)
+			var (
+				mu               sync.Mutex
+				requests, failed int
+				othersMoved      int
+				inFlight         int // failed, sent before the kill
+				killed           bool
+			)
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var once sync.Once
+			stopLoad := func() { once.Do(func() { close(stop) }); wg.Wait() }
+			t.Cleanup(stopLoad)
+			for w := range 3 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						for _, ss := range sessions[w*10 : w*10+10] {
+							select {
+							case <-stop:
+								return
+							default:
+							}
+							mu.Lock()
+							sentAfterKill := killed
+							mu.Unlock()
+							r, _, err := ss.c.Get("/")
+							mu.Lock()
+							requests++
+							switch {
+							case err != nil && !sentAfterKill && !p.retriesReset:
+								inFlight++
+							case err != nil:
+								failed++
+								t.Errorf("request of a %s session: %v", ss.host, err)
+							case ss.host != "backend-2" && r.Host != ss.host:
+								othersMoved++
+							}
+							mu.Unlock()
+						}
+					}
+				}()
+			}
+			waitFor := func(n int) {
+				t.Helper()
+				if err := harness.Eventually(context.Background(), 20*time.Second, func() error {
+					mu.Lock()
+					defer mu.Unlock()
+					if requests < n {
+						return fmt.Errorf("%d requests", requests)
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(150)
+			s.Backends[1].Proc.Kill() // returns once the process is gone
+			mu.Lock()
+			killed = true
+			atKill := requests
+			mu.Unlock()
+			// The service's check takes backend-2 out; every one of its
+			// sessions then carries a cookie naming another host.
+			if err := harness.Eventually(context.Background(), 20*time.Second, func() error {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, ss := range sessions {
+					if ss.host == "backend-2" && s.CookieHost(ss.c.Cookie("affinity")) == "backend-2" {
+						return fmt.Errorf("a session of backend-2 still has its cookie")
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			atRebound := requests
+			mu.Unlock()
+			waitFor(atRebound + 150)
+			stopLoad()
+			// Re-bound sessions stay on their new host.
+			moved := 0
+			for _, ss := range sessions {
+				if ss.host != "backend-2" {
+					continue
+				}
+				moved++
+				want := s.CookieHost(ss.c.Cookie("affinity"))
+				for range 3 {
+					r, _, err := ss.c.Get("/")
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.Host != want {
+						t.Fatalf("a re-bound session of backend-2 reached %s, its cookie names %s", r.Host, want)
+					}
+				}
+			}
+			t.Logf("%s, crash: %d requests (%d after the kill), %d failed, %d in flight at the kill failed (not retried on reset by this platform's default); backend-2's %d sessions re-bound after %d requests; %d requests of other sessions moved",
+				p.name, requests, requests-atKill, failed, inFlight, moved, atRebound-atKill, othersMoved)
+			if failed != 0 || othersMoved != 0 || moved == 0 || inFlight > 3 {
+				t.Fatalf("failed %d, other sessions moved %d, sessions on backend-2 %d", failed, othersMoved, moved)
+			}
+		})
 	}
 }
