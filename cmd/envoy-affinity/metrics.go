@@ -23,7 +23,7 @@ type metrics struct {
 
 const namespace = "envoy_affinity"
 
-func newMetrics(engine *affinity.Engine, disc *discoveries) *metrics {
+func newMetrics(engine *affinity.Engine, disc *discoveries, certs *serverTLS) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -46,6 +46,9 @@ func newMetrics(engine *affinity.Engine, disc *discoveries) *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.decisions, m.latency, m.streams, m.reloads, m.reloadFails, &stateCollector{engine: engine, disc: disc})
+	if certs != nil {
+		m.reg.MustRegister(&tlsCollector{certs: certs})
+	}
 	return m
 }
 
@@ -64,6 +67,31 @@ func (m *metrics) Decided(d affinity.Decision, took time.Duration) {
 // Rebound implements extproc.Observer.
 func (m *metrics) Rebound(pool string, reason affinity.Reason) {
 	m.decisions.WithLabelValues(pool, affinity.OutcomeRebound.String(), reason.String()).Inc()
+}
+
+// tlsCollector reports the gRPC listener's certificate: when it expires, and
+// how its reloads went (registered only when TLS is on).
+type tlsCollector struct{ certs *serverTLS }
+
+var (
+	tlsExpiryDesc = prometheus.NewDesc(namespace+"_tls_certificate_expiry_timestamp_seconds",
+		"When the gRPC listener's certificate in force expires (Unix time).", nil, nil)
+	tlsReloadsDesc = prometheus.NewDesc(namespace+"_tls_reloads_total",
+		"Changed TLS files of the gRPC listener put in force.", nil, nil)
+	tlsRefusedDesc = prometheus.NewDesc(namespace+"_tls_reload_errors_total",
+		"Changed TLS files refused (the previous certificate stayed).", nil, nil)
+)
+
+func (c *tlsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- tlsExpiryDesc
+	ch <- tlsReloadsDesc
+	ch <- tlsRefusedDesc
+}
+
+func (c *tlsCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(tlsExpiryDesc, prometheus.GaugeValue, float64(c.certs.notAfter().Unix()))
+	ch <- prometheus.MustNewConstMetric(tlsReloadsDesc, prometheus.CounterValue, float64(c.certs.reloads.Load()))
+	ch <- prometheus.MustNewConstMetric(tlsRefusedDesc, prometheus.CounterValue, float64(c.certs.refused.Load()))
 }
 
 // stateCollector reads hosts, their state and active sessions, and the host

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -31,7 +33,22 @@ func TestMetricsGolden(t *testing.T) {
 	engine := affinity.NewEngine(snap, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	m := newMetrics(engine, newDiscoveries(ctx, engine, nil))
+	// With TLS on, so that its metrics are pinned too.
+	ca, err := harness.NewCA("metrics test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Server("envoy-affinity.internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "tls.crt"), string(cert.CertPEM))
+	writeFile(t, filepath.Join(dir, "tls.key"), string(cert.KeyPEM))
+	certs, err := newServerTLS(options{tlsCert: filepath.Join(dir, "tls.crt"), tlsKey: filepath.Join(dir, "tls.key")}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics(engine, newDiscoveries(ctx, engine, nil), certs)
 	m.StreamOpened()
 	m.Decided(engine.Decide(affinity.Request{}), 3*time.Microsecond)
 	m.reloads.Inc()
@@ -90,7 +107,7 @@ func BenchmarkMetricsDecided(b *testing.B) {
 	cfg, _ := affinity.ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n"))
 	ring, _ := affinity.ParseKeyring(testKey)
 	engine := affinity.NewEngine(cfg.Build(ring), nil)
-	m := newMetrics(engine, newDiscoveries(context.Background(), engine, nil))
+	m := newMetrics(engine, newDiscoveries(context.Background(), engine, nil), nil)
 	d := affinity.Decision{Outcome: affinity.OutcomePinned, Pool: "default"}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -221,7 +221,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	disc := newDiscoveries(ctx, engine, log)
-	met := newMetrics(engine, disc)
+	met := newMetrics(engine, disc, certs)
 	reload.metrics = met
 
 	healthSrv := health.NewServer()

@@ -26,7 +26,9 @@ type serverTLS struct {
 	certFile, keyFile, caFile string
 	log                       *slog.Logger
 	current                   atomic.Pointer[tls.Config]
-	last                      [sha256.Size]byte // only the reload goroutine reads or writes it after start
+	// reloads and refused count changed file sets put in force and refused.
+	reloads, refused atomic.Uint64
+	last             [sha256.Size]byte // only the reload goroutine reads or writes it after start
 }
 
 // newServerTLS loads the files the flags name: nil when TLS is off, an error
@@ -64,6 +66,9 @@ func (s *serverTLS) serverOptions() []grpc.ServerOption {
 	}))}
 }
 
+// notAfter is when the certificate in force expires.
+func (s *serverTLS) notAfter() time.Time { return s.current.Load().Certificates[0].Leaf.NotAfter }
+
 // mode names the listener's security for the start-up log line.
 func (s *serverTLS) mode() string {
 	switch {
@@ -91,9 +96,11 @@ func (s *serverTLS) check() {
 		cfg, err = s.parse(files, time.Now())
 	}
 	if err != nil {
+		s.refused.Add(1)
 		s.log.Error("gRPC TLS files refused, the previous certificate stays in force", "error", err)
 		return
 	}
+	s.reloads.Add(1)
 	s.current.Store(cfg)
 	s.logInForce("gRPC TLS files reloaded", cfg)
 }

@@ -5,12 +5,15 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -340,6 +343,41 @@ func TestRunTLSRotation(t *testing.T) {
 	if n := strings.Count(logs.String(), "gRPC TLS files reloaded"); n != 2 {
 		t.Fatalf("%d reloads logged, want 2:\n%s", n, logs.String())
 	}
+	// The same counts in the metrics, and the expiry of the one in force.
+	resp, err := http.Get("http://" + run.adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	block, _ := pem.Decode(third.CertPEM)
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]float64{
+		"envoy_affinity_tls_reloads_total":                        2,
+		"envoy_affinity_tls_reload_errors_total":                  float64(len(bad)),
+		"envoy_affinity_tls_certificate_expiry_timestamp_seconds": float64(leaf.NotAfter.Unix()),
+	} {
+		if got := metricValue(string(body), name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// metricValue reads an unlabelled metric's value from Prometheus text (-1
+// when absent).
+func metricValue(text, name string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 // TestRunTLSOnSIGHUP: with an hour between checks, the signal brings a new
