@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -150,5 +152,114 @@ func TestGracefulShutdown(t *testing.T) {
 		perPhase["stopping"], moved["stopping"], perPhase["gone"], moved["gone"], perPhase["after"], moved["after"], sawNotServing, healthy)
 	if failed != 0 || moved["before"]+moved["not-ready"]+moved["after"] != 0 || perPhase["not-ready"] == 0 || failOpenNotReady != 0 || healthy != 0 {
 		t.Fatal("want 0 failed, 0 moved while the service answers, requests served while not ready without failing open, and the ext_proc host unhealthy in Envoy")
+	}
+}
+
+// TestRollingRestart: two replicas of the service behind Envoy's ext_proc
+// cluster, restarted one after the other while sessions send requests, as a
+// Deployment rolls. Each replica says NOT_SERVING on SIGTERM
+// (-shutdown-delay), Envoy's gRPC health check takes it out, the other
+// replica answers (same config and keys: the same decisions), and it comes
+// back before the next one goes. Not one request fails, fails open or moves.
+func TestRollingRestart(t *testing.T) {
+	t.Parallel()
+	yaml := filepath.Join(t.TempDir(), "opaque-2.yaml")
+	const one = "        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9002}}}\n"
+	if err := harness.WriteVariant("opaque.yaml", yaml, one, one+strings.ReplaceAll(one, "9002", "9012")); err != nil {
+		t.Fatal(err)
+	}
+	s := newStackWith(t, harness.Options{Mode: "opaque", EnvoyYAML: yaml, Replicas: 2,
+		ServerArgs: []string{"-shutdown-delay", "3s", "-shutdown-grace", "5s"}})
+	sessions := startSessions(t, s, 20)
+
+	var (
+		mu                        sync.Mutex
+		requests, failed, moved   int
+		newSessions, newMisplaced int
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var once sync.Once
+	stopLoad := func() { once.Do(func() { close(stop) }); wg.Wait() }
+	t.Cleanup(stopLoad)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				for _, ss := range sessions[w*5 : w*5+5] {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					r, _, err := ss.c.Get("/")
+					mu.Lock()
+					requests++
+					switch {
+					case err != nil:
+						failed++
+						t.Errorf("request of a %s session: %v", ss.host, err)
+					case r.Host != ss.host:
+						moved++
+					}
+					mu.Unlock()
+				}
+				c := harness.NewClient(s.URL(""))
+				r, _, err := c.Get("/")
+				mu.Lock()
+				switch {
+				case err != nil:
+					failed++
+					t.Errorf("new session: %v", err)
+				case s.CookieHost(c.Cookie("affinity")) != r.Host:
+					newMisplaced++ // no cookie (failed open) or served elsewhere
+				}
+				newSessions++
+				mu.Unlock()
+			}
+		}()
+	}
+	healthy := func(n int) func() error {
+		return func() error {
+			if h, _ := s.EnvoyStat("cluster.envoy_affinity.membership_healthy"); h != n {
+				return fmt.Errorf("%d healthy ext_proc hosts in Envoy, want %d", h, n)
+			}
+			return nil
+		}
+	}
+	if err := harness.Eventually(context.Background(), 10*time.Second, healthy(2)); err != nil {
+		t.Fatal(err)
+	}
+	failOpenBefore, _ := s.EnvoyStat("http.ingress.ext_proc.failure_mode_allowed")
+	for i, r := range s.Replicas {
+		if err := r.Proc.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.Eventually(context.Background(), 10*time.Second, healthy(1)); err != nil {
+			t.Fatalf("replica %d going: %v", i, err)
+		}
+		select {
+		case <-r.Proc.Done():
+		case <-time.After(15 * time.Second):
+			t.Fatalf("replica %d did not exit", i)
+		}
+		if err := r.Proc.Err(); err != nil {
+			t.Fatalf("replica %d exited with %v", i, err)
+		}
+		if err := s.StartReplica(context.Background(), i); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.Eventually(context.Background(), 10*time.Second, healthy(2)); err != nil {
+			t.Fatalf("replica %d back: %v", i, err)
+		}
+	}
+	stopLoad()
+	failOpen, _ := s.EnvoyStat("http.ingress.ext_proc.failure_mode_allowed")
+	failOpen -= failOpenBefore
+	t.Logf("rolling restart of 2 replicas: %d requests of 20 sessions and %d new sessions, %d failed, %d failed open, %d moved, %d new sessions not on their cookie's host",
+		requests, newSessions, failed, failOpen, moved, newMisplaced)
+	if failed != 0 || failOpen != 0 || moved != 0 || newMisplaced != 0 || requests == 0 {
+		t.Fatal("want every request served by the session's host with a replica deciding")
 	}
 }

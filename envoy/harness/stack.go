@@ -63,6 +63,10 @@ type Options struct {
 	PoolYAML string
 	// ServerArgs are extra flags for envoy-affinity.
 	ServerArgs []string
+	// Replicas is how many envoy-affinity processes run with the same
+	// config and keys (1 when 0). Replica i listens on the ports an Envoy
+	// YAML writes as 9002+10i (gRPC) and 9003+10i (admin).
+	Replicas int
 	// BeforeEnvoy runs once the server is up, before Envoy starts (in Dir).
 	BeforeEnvoy func(*Stack) error
 }
@@ -78,6 +82,13 @@ type Backend struct {
 // Address is the backend's ip:port.
 func (b *Backend) Address() string { return b.IP + ":" + strconv.Itoa(b.Port) }
 
+// Replica is one envoy-affinity process of a stack and its ports.
+type Replica struct {
+	Proc      *Proc
+	GRPCPort  int
+	AdminPort int
+}
+
 // Stack is Envoy, envoy-affinity and demo backends running together.
 type Stack struct {
 	opts       Options
@@ -89,6 +100,8 @@ type Stack struct {
 	AdminPort  int
 	GRPCPort   int
 	ServerPort int // the server's admin port
+	// Replicas are the envoy-affinity processes, Replicas[0] is Server.
+	Replicas []*Replica
 	ConfigPath string
 	KeysPath   string
 	started    int
@@ -114,6 +127,9 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 	if opts.BackendIP == "" {
 		opts.BackendIP = "127.0.0.1"
 	}
+	if opts.Replicas == 0 {
+		opts.Replicas = 1
+	}
 	root, err := ModuleRoot()
 	if err != nil {
 		return nil, err
@@ -134,6 +150,17 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 		}
 	}
 	s.ListenPort, s.AdminPort, s.GRPCPort, s.ServerPort = ports[0], ports[1], ports[2], ports[3]
+	s.Replicas = []*Replica{{GRPCPort: s.GRPCPort, AdminPort: s.ServerPort}}
+	for range opts.Replicas - 1 {
+		r := &Replica{}
+		if r.GRPCPort, err = FreePort(); err != nil {
+			return nil, err
+		}
+		if r.AdminPort, err = FreePort(); err != nil {
+			return nil, err
+		}
+		s.Replicas = append(s.Replicas, r)
+	}
 	for i := 0; i < opts.Backends; i++ {
 		b := &Backend{Name: "backend-" + strconv.Itoa(i+1), IP: opts.BackendIP, Port: ports[4+i]}
 		s.Backends = append(s.Backends, b)
@@ -154,8 +181,10 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 	if err := s.WriteConfig(all...); err != nil {
 		return nil, err
 	}
-	if err := s.StartServer(ctx); err != nil {
-		return nil, err
+	for i := range s.Replicas {
+		if err := s.StartReplica(ctx, i); err != nil {
+			return nil, err
+		}
 	}
 
 	yaml, err := os.ReadFile(s.opts.EnvoyYAML)
@@ -165,6 +194,10 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 	s.portMap = map[int]int{yamlAdminPort: s.AdminPort, yamlListenerPort: s.ListenPort, yamlServerPort: s.GRPCPort, yamlServerAdminPort: s.ServerPort}
 	for i, b := range s.Backends {
 		s.portMap[yamlFirstBackend+i] = b.Port
+	}
+	for i, r := range s.Replicas[1:] {
+		s.portMap[yamlServerPort+10*(i+1)] = r.GRPCPort
+		s.portMap[yamlServerAdminPort+10*(i+1)] = r.AdminPort
 	}
 	rendered, err := RenderEnvoy(yaml, s.portMap)
 	if err != nil {
@@ -303,9 +336,15 @@ func (s *Stack) WriteEndpoints(backends ...int) error {
 	return writeAtomic(filepath.Join(s.opts.Dir, endpointsFile), rendered)
 }
 
-// StartServer (re)starts envoy-affinity and waits until it is ready.
-func (s *Stack) StartServer(ctx context.Context) error {
+// StartServer (re)starts envoy-affinity (the first replica) and waits until
+// it is ready.
+func (s *Stack) StartServer(ctx context.Context) error { return s.StartReplica(ctx, 0) }
+
+// StartReplica (re)starts replica i of envoy-affinity and waits until it is
+// ready.
+func (s *Stack) StartReplica(ctx context.Context, i int) error {
 	s.started++
+	r := s.Replicas[i]
 	ready, want := "/readyz", "ready"
 	if s.opts.EnvoySource {
 		// The hosts come from Envoy, which may not run yet.
@@ -313,16 +352,19 @@ func (s *Stack) StartServer(ctx context.Context) error {
 	}
 	args := append([]string{
 		"-config", s.ConfigPath,
-		"-grpc-addr", "127.0.0.1:" + strconv.Itoa(s.GRPCPort),
-		"-admin-addr", "127.0.0.1:" + strconv.Itoa(s.ServerPort),
+		"-grpc-addr", "127.0.0.1:" + strconv.Itoa(r.GRPCPort),
+		"-admin-addr", "127.0.0.1:" + strconv.Itoa(r.AdminPort),
 		"-reload-interval", "100ms",
 	}, s.opts.ServerArgs...)
 	p, err := Start("envoy-affinity", "", filepath.Join(s.opts.Dir, fmt.Sprintf("envoy-affinity.%d.log", s.started)), s.bins.Server, args...)
 	if err != nil {
 		return err
 	}
-	s.Server = p
-	return waitReady(ctx, p, s.ServerURL(ready), want)
+	r.Proc = p
+	if i == 0 {
+		s.Server = p
+	}
+	return waitReady(ctx, p, "http://127.0.0.1:"+strconv.Itoa(r.AdminPort)+ready, want)
 }
 
 // URL is the address clients send requests to (Envoy's listener) plus path.
@@ -448,8 +490,10 @@ func (s *Stack) Close() {
 	if s.Envoy != nil {
 		s.Envoy.Stop()
 	}
-	if s.Server != nil {
-		s.Server.Stop()
+	for _, r := range s.Replicas {
+		if r.Proc != nil {
+			r.Proc.Stop()
+		}
 	}
 	for _, b := range s.Backends {
 		if b.Proc != nil {
