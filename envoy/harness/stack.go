@@ -101,7 +101,7 @@ type Stack struct {
 	GRPCPort   int
 	ServerPort int // the server's admin port
 	// Replicas are the envoy-affinity processes, Replicas[0] is Server.
-	Replicas []*Replica
+	Replicas   []*Replica
 	ConfigPath string
 	KeysPath   string
 	started    int
