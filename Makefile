@@ -33,7 +33,7 @@ $(ENVOY):
 	rm -rf "$$tmp"
 	@"$@" --version
 
-test: envoy ## run every test: unit, fuzz seeds, end to end with a real Envoy, each Go benchmark once, the load benchmark for a few seconds
+test: envoy lint ## run every test (after go vet and gofmt): unit, fuzz seeds, end to end with a real Envoy, each Go benchmark once, the load benchmark for a few seconds
 	$(GO) run ./envoy/bench -quick
 	$(GO) test -run '^$$' -bench 'Decide|Token|Stream|Lookup|Build|Rank' -benchtime 1x ./affinity ./extproc
 	$(GO) test -race -count=1 ./...
