@@ -14,12 +14,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -331,14 +329,19 @@ func TestDockerfile(t *testing.T) {
 func TestDeploymentRunsTheBinary(t *testing.T) {
 	k := loadK8s(t)
 	c := k.container
-	dns := startDNS(t)
+	dns, err := harness.NewDNSServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dns.Close)
+	dns.SetA("127.0.0.1")
 
 	var cfg map[string]any
 	if err := yaml.Unmarshal([]byte(k.config.Data["config.yaml"]), &cfg); err != nil {
 		t.Fatal(err)
 	}
 	dnsCfg := cfg["pools"].([]any)[0].(map[string]any)["discovery"].(map[string]any)["dns"].(map[string]any)
-	dnsCfg["server"] = dns.addr
+	dnsCfg["server"] = dns.Addr()
 	rendered, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -442,8 +445,8 @@ func TestDeploymentRunsTheBinary(t *testing.T) {
 		t.Fatalf("liveness probe %s: %d %q %v", c.LivenessProbe.HTTPGet.Path, code, body, err)
 	}
 	name := cfg["pools"].([]any)[0].(map[string]any)["discovery"].(map[string]any)["dns"].(map[string]any)["name"].(string)
-	if !slices.Contains(dns.names(), name+".") {
-		t.Errorf("DNS was asked %v, not %s", dns.names(), name)
+	if !slices.Contains(dns.Asked(), name+".") {
+		t.Errorf("DNS was asked %v, not %s", dns.Asked(), name)
 	}
 	if _, body, err := get(admin + "/debug/pools"); err != nil || !strings.Contains(body, `"address": "127.0.0.1:8080"`) {
 		t.Errorf("/debug/pools does not show the host DNS gave: %v\n%s", err, body)
@@ -512,72 +515,6 @@ func quantityBytes(t *testing.T, q string) int64 {
 	}
 	t.Fatalf("quantity %q: want a Ki, Mi or Gi suffix", q)
 	return 0
-}
-
-// dnsServer answers every A query with 127.0.0.1 and every other query
-// with no record, on a loopback UDP port.
-type dnsServer struct {
-	addr string
-	conn net.PacketConn
-	done chan struct{}
-	mu   sync.Mutex
-	seen []string // names asked
-}
-
-func startDNS(t *testing.T) *dnsServer {
-	t.Helper()
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &dnsServer{addr: conn.LocalAddr().String(), conn: conn, done: make(chan struct{})}
-	go s.serve()
-	t.Cleanup(func() {
-		conn.Close()
-		<-s.done
-	})
-	return s
-}
-
-func (s *dnsServer) serve() {
-	defer close(s.done)
-	buf := make([]byte, 1500)
-	for {
-		n, from, err := s.conn.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		var p dnsmessage.Parser
-		h, err := p.Start(buf[:n])
-		if err != nil {
-			continue
-		}
-		q, err := p.Question()
-		if err != nil {
-			continue
-		}
-		s.mu.Lock()
-		s.seen = append(s.seen, q.Name.String())
-		s.mu.Unlock()
-		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true})
-		_ = b.StartQuestions()
-		_ = b.Question(q)
-		_ = b.StartAnswers()
-		if q.Type == dnsmessage.TypeA {
-			_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}, dnsmessage.AResource{A: [4]byte{127, 0, 0, 1}})
-		}
-		msg, err := b.Finish()
-		if err != nil {
-			continue
-		}
-		_, _ = s.conn.WriteTo(msg, from)
-	}
-}
-
-func (s *dnsServer) names() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.seen)
 }
 
 // get answers a GET's status and body.
