@@ -19,7 +19,9 @@ type Explanation struct {
 	Input string `json:"input"`
 	// Token describes the session cookie's token (cookie input only).
 	Token *TokenExplanation `json:"token,omitempty"`
-	// Outcome and Reason are the decision's, as the metrics name them.
+	// Outcome and Reason are the decision's, as the metrics name them;
+	// for a session id, Outcome is "placed": where a session with this id
+	// goes.
 	Outcome string `json:"outcome"`
 	Reason  string `json:"reason"`
 	// Host is the host the request would reach ("" when a new session's
@@ -89,7 +91,7 @@ func (e *Engine) Explain(pool, cookie, key string) (Explanation, error) {
 		return x, nil
 	}
 	x.Input = "session"
-	x.Outcome = OutcomePinned.String()
+	x.Outcome = "placed"
 	x.Why = append(x.Why, "a session with this id is placed on its first choice with room; the order below is where it moves when hosts leave")
 	e.explainPlacement(p, key, now, &x)
 	return x, nil
