@@ -2,9 +2,11 @@ package envoy_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -169,5 +171,61 @@ func TestBoundedLoads(t *testing.T) {
 	t.Logf("bounded loads, c = 1.0: 30 new sessions landed %v", count)
 	if count["backend-1"] != 10 || count["backend-2"] != 10 || count["backend-3"] != 10 {
 		t.Fatalf("30 new sessions: %v, want 10/10/10", count)
+	}
+}
+
+// TestExplainMatchesTraffic: for sessions established through Envoy, the
+// admin API's explain names the host that served them, and after that host
+// leaves the pool it names the host that then serves them.
+func TestExplainMatchesTraffic(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"opaque", "verified"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, mode)
+			sessions := startSessions(t, s, 15)
+			explain := func(ss *session) (host, outcome string) {
+				t.Helper()
+				resp, err := http.Get(s.ServerURL("/debug/explain?cookie=" + url.QueryEscape(ss.c.Cookie("affinity"))))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				var x struct{ Host, Outcome string }
+				if err := json.NewDecoder(resp.Body).Decode(&x); err != nil || resp.StatusCode != http.StatusOK {
+					t.Fatalf("explain: %s %v", resp.Status, err)
+				}
+				return x.Host, x.Outcome
+			}
+			for _, ss := range sessions {
+				if host, outcome := explain(ss); host != ss.host || outcome != "pinned" {
+					t.Fatalf("explain says %s %s, the session is served by %s", outcome, host, ss.host)
+				}
+			}
+			if err := s.SetHosts(context.Background(), 0, 2); err != nil {
+				t.Fatal(err)
+			}
+			rebound := 0
+			for _, ss := range sessions {
+				host, outcome := explain(ss)
+				if ss.host == "backend-2" {
+					if outcome != "rebound" {
+						t.Fatalf("explain of a backend-2 session after it left: %s %s", outcome, host)
+					}
+					rebound++
+				}
+				r, _, err := ss.c.Get("/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Host != host {
+					t.Fatalf("explain named %s, the next request reached %s", host, r.Host)
+				}
+			}
+			t.Logf("%s: explain named the serving host of 15 sessions before and after backend-2 left (%d re-bound)", mode, rebound)
+			if rebound == 0 {
+				t.Fatal("no session was on backend-2")
+			}
+		})
 	}
 }
