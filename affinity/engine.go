@@ -777,11 +777,7 @@ func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) (
 	if pool.LoadFactor > 0 {
 		load := map[string]int{}
 		e.store.Load(pool.Name, now, load)
-		total := 0
-		for _, h := range hosts.hosts {
-			total += load[h.ID]
-		}
-		limit := int(math.Ceil(pool.LoadFactor * float64(total+1) / float64(hosts.Len())))
+		limit := loadCap(pool.LoadFactor, hosts, load)
 		pick = -1
 		for i := 0; i < n; i++ {
 			if load[hosts.At(rank[i]).ID]+1 <= limit {
@@ -811,6 +807,16 @@ func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) (
 		out = append(out, hosts.At(rank[(pick+i)%n]))
 	}
 	return out, pick > 0
+}
+
+// loadCap is the most active sessions a host may have after taking one more
+// session: ⌈c × mean⌉ over hosts, the new session counted.
+func loadCap(c float64, hosts *HostSet, load map[string]int) int {
+	total := 0
+	for _, h := range hosts.hosts {
+		total += load[h.ID]
+	}
+	return int(math.Ceil(c * float64(total+1) / float64(hosts.Len())))
 }
 
 // issue signs a token binding the session to d's hosts, valid for one

@@ -3,7 +3,6 @@ package affinity
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
 	"time"
 )
@@ -212,11 +211,7 @@ func (e *Engine) ranked(p *Pool, key string, now time.Time) []RankedHost {
 	e.store.Load(p.Name, now, load)
 	limit := 0
 	if p.LoadFactor > 0 {
-		total := 0
-		for _, h := range hosts.hosts {
-			total += load[h.ID]
-		}
-		limit = int(math.Ceil(p.LoadFactor * float64(total+1) / float64(hosts.Len())))
+		limit = loadCap(p.LoadFactor, hosts, load)
 	}
 	out := make([]RankedHost, n)
 	for i := range n {
