@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
@@ -77,6 +78,40 @@ func startSessions(t *testing.T, s *harness.Stack, n int) []*session {
 		out[i] = &session{c: c, host: r.Host}
 	}
 	return out
+}
+
+// sessionLoad runs workers goroutines, each sending the requests of its
+// share of sessions through send, one session after the other, and calling
+// round (when not nil) after each pass, until stop is called. stop waits for
+// them; it also runs when the test ends, before the stack closes.
+func sessionLoad(t *testing.T, sessions []*session, workers int, send func(*session), round func()) (stop func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done) }); wg.Wait() }
+	t.Cleanup(stop)
+	share := len(sessions) / workers
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				for _, ss := range sessions[w*share : (w+1)*share] {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					send(ss)
+				}
+				if round != nil {
+					round()
+				}
+			}
+		}()
+	}
+	return stop
 }
 
 // expectNewSession sends a request carrying cookie as the session cookie and

@@ -379,42 +379,24 @@ func TestOutputHeaderCrash(t *testing.T) {
 				inFlight         int // failed, sent before the kill
 				killed           bool
 			)
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			var once sync.Once
-			stopLoad := func() { once.Do(func() { close(stop) }); wg.Wait() }
-			t.Cleanup(stopLoad)
-			for w := range 3 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						for _, ss := range sessions[w*10 : w*10+10] {
-							select {
-							case <-stop:
-								return
-							default:
-							}
-							mu.Lock()
-							sentAfterKill := killed
-							mu.Unlock()
-							r, _, err := ss.c.Get("/")
-							mu.Lock()
-							requests++
-							switch {
-							case err != nil && !sentAfterKill && !p.retriesReset:
-								inFlight++
-							case err != nil:
-								failed++
-								t.Errorf("request of a %s session: %v", ss.host, err)
-							case ss.host != "backend-2" && r.Host != ss.host:
-								othersMoved++
-							}
-							mu.Unlock()
-						}
-					}
-				}()
-			}
+			stopLoad := sessionLoad(t, sessions, 3, func(ss *session) {
+				mu.Lock()
+				sentAfterKill := killed
+				mu.Unlock()
+				r, _, err := ss.c.Get("/")
+				mu.Lock()
+				defer mu.Unlock()
+				requests++
+				switch {
+				case err != nil && !sentAfterKill && !p.retriesReset:
+					inFlight++
+				case err != nil:
+					failed++
+					t.Errorf("request of a %s session: %v", ss.host, err)
+				case ss.host != "backend-2" && r.Host != ss.host:
+					othersMoved++
+				}
+			}, nil)
 			waitFor := func(n int) {
 				t.Helper()
 				if err := harness.Eventually(context.Background(), 20*time.Second, func() error {

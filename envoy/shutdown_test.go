@@ -33,56 +33,37 @@ func TestGracefulShutdown(t *testing.T) {
 		phase            = "before"
 		perPhase         = map[string]int{}
 	)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var stopOnce sync.Once
-	stopLoad := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
-	// Before the stack closes, also when the test fails early.
-	t.Cleanup(stopLoad)
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				for _, ss := range sessions[w*5 : w*5+5] {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					// A request belongs to the phase it started in.
-					mu.Lock()
-					at := phase
-					mu.Unlock()
-					r, _, err := ss.c.Get("/")
-					mu.Lock()
-					requests++
-					perPhase[at]++
-					switch {
-					case err != nil:
-						failed++
-						t.Errorf("request of a %s session during %s: %v", ss.host, at, err)
-					case r.Host != ss.host:
-						// While the service answers it pins every session;
-						// with it gone Envoy's fallback hashes the cookie.
-						moved[at]++
-					}
-					mu.Unlock()
-				}
-				// A new session now and then, through the same shutdown.
-				if _, _, err := harness.NewClient(s.URL("")).Get("/"); err != nil {
-					mu.Lock()
-					failed++
-					t.Errorf("new session during %s: %v", phase, err)
-					mu.Unlock()
-				} else {
-					mu.Lock()
-					newSessions++
-					mu.Unlock()
-				}
-			}
-		}()
-	}
+	stopLoad := sessionLoad(t, sessions, 4, func(ss *session) {
+		// A request belongs to the phase it started in.
+		mu.Lock()
+		at := phase
+		mu.Unlock()
+		r, _, err := ss.c.Get("/")
+		mu.Lock()
+		defer mu.Unlock()
+		requests++
+		perPhase[at]++
+		switch {
+		case err != nil:
+			failed++
+			t.Errorf("request of a %s session during %s: %v", ss.host, at, err)
+		case r.Host != ss.host:
+			// While the service answers it pins every session; with it
+			// gone Envoy's fallback hashes the cookie.
+			moved[at]++
+		}
+	}, func() {
+		// A new session now and then, through the same shutdown.
+		_, _, err := harness.NewClient(s.URL("")).Get("/")
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed++
+			t.Errorf("new session during %s: %v", phase, err)
+			return
+		}
+		newSessions++
+	})
 	setPhase := func(p string) { mu.Lock(); phase = p; mu.Unlock() }
 	waitRequests := func(n int) {
 		t.Helper()
@@ -177,49 +158,32 @@ func TestRollingRestart(t *testing.T) {
 		requests, failed, moved   int
 		newSessions, newMisplaced int
 	)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var once sync.Once
-	stopLoad := func() { once.Do(func() { close(stop) }); wg.Wait() }
-	t.Cleanup(stopLoad)
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				for _, ss := range sessions[w*5 : w*5+5] {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					r, _, err := ss.c.Get("/")
-					mu.Lock()
-					requests++
-					switch {
-					case err != nil:
-						failed++
-						t.Errorf("request of a %s session: %v", ss.host, err)
-					case r.Host != ss.host:
-						moved++
-					}
-					mu.Unlock()
-				}
-				c := harness.NewClient(s.URL(""))
-				r, _, err := c.Get("/")
-				mu.Lock()
-				switch {
-				case err != nil:
-					failed++
-					t.Errorf("new session: %v", err)
-				case s.CookieHost(c.Cookie("affinity")) != r.Host:
-					newMisplaced++ // no cookie (failed open) or served elsewhere
-				}
-				newSessions++
-				mu.Unlock()
-			}
-		}()
-	}
+	stopLoad := sessionLoad(t, sessions, 4, func(ss *session) {
+		r, _, err := ss.c.Get("/")
+		mu.Lock()
+		defer mu.Unlock()
+		requests++
+		switch {
+		case err != nil:
+			failed++
+			t.Errorf("request of a %s session: %v", ss.host, err)
+		case r.Host != ss.host:
+			moved++
+		}
+	}, func() {
+		c := harness.NewClient(s.URL(""))
+		r, _, err := c.Get("/")
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+			failed++
+			t.Errorf("new session: %v", err)
+		case s.CookieHost(c.Cookie("affinity")) != r.Host:
+			newMisplaced++ // no cookie (failed open) or served elsewhere
+		}
+		newSessions++
+	})
 	healthy := func(n int) func() error {
 		return func() error {
 			if h, _ := s.EnvoyStat("cluster.envoy_affinity.membership_healthy"); h != n {
