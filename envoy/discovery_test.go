@@ -34,7 +34,7 @@ func TestEnvoyAdminSource(t *testing.T) {
 	if err := s.WaitPoolHosts(ctx, "backend-1", "backend-2", "backend-3"); err != nil {
 		t.Fatal(err)
 	}
-	sessions := startSessions(t, s, 45)
+	sessions := spreadSessions(t, s, 45)
 	setHealth(t, s, 1, false)
 	if err := s.WaitPoolHosts(ctx, "backend-1", "backend-3"); err != nil {
 		t.Fatal(err)

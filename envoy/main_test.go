@@ -65,17 +65,63 @@ type session struct {
 // backend that answered is the one the session cookie names.
 func startSessions(t *testing.T, s *harness.Stack, n int) []*session {
 	t.Helper()
-	out := make([]*session, n)
-	for i := range out {
+	return startSessionsOn(t, s, n, 0)
+}
+
+// spreadSessions opens n sessions of which at least two are on each of the
+// stack's backends: the precondition of a test that moves one host's
+// sessions and watches the others stay.
+func spreadSessions(t *testing.T, s *harness.Stack, n int) []*session {
+	t.Helper()
+	hosts := make([]string, len(s.Backends))
+	for i, b := range s.Backends {
+		hosts[i] = b.Name
+	}
+	return startSessionsOn(t, s, n, 2, hosts...)
+}
+
+// maxExtraSessions bounds the sessions startSessionsOn opens beyond n before
+// it gives up: with three equal hosts, 300 sessions miss one of them in
+// fewer than one run in 10^52.
+const maxExtraSessions = 300
+
+// startSessionsOn opens sessions like startSessions until it holds n of
+// them with at least least on each of hosts. Placement is random, so a
+// session that would take a slot the hosts still short of min need is
+// opened and left unused. After n+maxExtraSessions the test fails, naming
+// the hosts that got too few.
+func startSessionsOn(t *testing.T, s *harness.Stack, n, least int, hosts ...string) []*session {
+	t.Helper()
+	if least*len(hosts) > n {
+		t.Fatalf("%d sessions cannot hold %d on each of %d hosts", n, least, len(hosts))
+	}
+	short := map[string]int{} // how many more each host needs
+	for _, h := range hosts {
+		short[h] = least
+	}
+	missing := least * len(hosts)
+	out := make([]*session, 0, n)
+	for opened := 0; len(out) < n; opened++ {
+		if opened == n+maxExtraSessions {
+			t.Fatalf("after %d sessions, these hosts still lack some of the %d each needs: %v", opened, least, short)
+		}
 		c := harness.NewClient(s.URL(""))
 		r, _, err := c.Get("/")
 		if err != nil {
-			t.Fatalf("session %d: %v", i, err)
+			t.Fatalf("session %d: %v", opened, err)
 		}
 		if h := s.CookieHost(c.Cookie("affinity")); h != r.Host {
-			t.Fatalf("session %d: served by %s, cookie names %q", i, r.Host, h)
+			t.Fatalf("session %d: served by %s, cookie names %q", opened, r.Host, h)
 		}
-		out[i] = &session{c: c, host: r.Host}
+		if short[r.Host] > 0 {
+			if short[r.Host]--; short[r.Host] == 0 {
+				delete(short, r.Host)
+			}
+			missing--
+		} else if n-len(out) <= missing {
+			continue // the remaining slots belong to hosts still short
+		}
+		out = append(out, &session{c: c, host: r.Host})
 	}
 	return out
 }

@@ -93,7 +93,7 @@ func TestNewSessionsSpread(t *testing.T) {
 func TestHostRemovedFromConfig(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, "opaque")
-	sessions := startSessions(t, s, 90)
+	sessions := spreadSessions(t, s, 90)
 	removed := "backend-2"
 	// The agreed successor is a function of the session id and the host set
 	// alone: any replica computes the same.

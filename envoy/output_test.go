@@ -371,7 +371,7 @@ func TestOutputHeaderCrash(t *testing.T) {
 			t.Parallel()
 			s := newStackWith(t, harness.Options{Mode: "opaque", EnvoyYAML: p.yaml, BackendIP: p.backendIP,
 				PoolYAML: p.pool + "    health:\n      active: {interval: 200ms, timeout: 150ms}\n"})
-			sessions := startSessions(t, s, 30)
+			sessions := spreadSessions(t, s, 30)
 			var (
 				mu               sync.Mutex
 				requests, failed int

@@ -47,7 +47,7 @@ func TestDrain(t *testing.T) {
 
 func testDrain(t *testing.T, drain func(*harness.Stack, time.Time) error) {
 	s := newStackWith(t, harness.Options{Mode: "verified", RefreshInterval: 2 * time.Second})
-	sessions := startSessions(t, s, 45)
+	sessions := spreadSessions(t, s, 45)
 	var onDrained []*session
 	for _, ss := range sessions {
 		if ss.host == "backend-2" {
@@ -74,9 +74,13 @@ func testDrain(t *testing.T, drain func(*harness.Stack, time.Time) error) {
 			t.Fatalf("new session %d placed on the draining host", i)
 		}
 	}
-	// Until the deadline every session stays where it is.
-	for time.Until(deadline) > 300*time.Millisecond {
+	// Until the deadline every session stays where it is. Each request is
+	// sent at least 300 ms before it, however long a pass takes.
+	for before := true; before; {
 		for _, ss := range sessions {
+			if before = time.Until(deadline) > 300*time.Millisecond; !before {
+				break
+			}
 			r, _, err := ss.c.Get("/")
 			if err != nil {
 				t.Fatal(err)
@@ -121,7 +125,7 @@ func testDrain(t *testing.T, drain func(*harness.Stack, time.Time) error) {
 func TestStrict(t *testing.T) {
 	t.Parallel()
 	s := newStackWith(t, harness.Options{Mode: "opaque", Strict: true})
-	sessions := startSessions(t, s, 30)
+	sessions := spreadSessions(t, s, 30)
 	if err := s.WriteConfig(0, 2); err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +187,7 @@ func TestExplainMatchesTraffic(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			s := newStack(t, mode)
-			sessions := startSessions(t, s, 15)
+			sessions := spreadSessions(t, s, 15)
 			explain := func(ss *session) (host, outcome string) {
 				t.Helper()
 				resp, err := http.Get(s.ServerURL("/debug/explain?cookie=" + url.QueryEscape(ss.c.Cookie("affinity"))))

@@ -174,7 +174,7 @@ func TestHostRemovedFromEnvoysCluster(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			s := newStack(t, mode)
-			sessions := startSessions(t, s, 60)
+			sessions := spreadSessions(t, s, 60)
 			// Verified tokens name the successor second, and the service
 			// lists it second in opaque mode: Envoy skips a host it does
 			// not have and takes the next. Envoy's own cookie names one
