@@ -73,27 +73,3 @@ func (e *Engine) override(pool, id string, o HostOverride) error {
 	e.rebuildLocked(e.now())
 	return nil
 }
-
-// overridden applies the pool's runtime overrides to specs (a copy when any
-// applies).
-func (e *Engine) overridden(pool string, specs []HostSpec) []HostSpec {
-	ov := e.overrides[pool]
-	if len(ov) == 0 {
-		return specs
-	}
-	out := make([]HostSpec, len(specs))
-	for i, s := range specs {
-		if o, ok := ov[NewHost(s.Name, s.Address, 1).ID]; ok {
-			s.DrainingUntil = time.Time{}
-			if o.Draining {
-				s.DrainingUntil = o.Deadline
-			}
-		}
-		out[i] = s
-	}
-	return out
-}
-
-// needsRebuild reports whether host sets differ from their source lists:
-// the service holds a host down or an operator overrides one.
-func (e *Engine) needsRebuild() bool { return len(e.hostHealth) > 0 || len(e.overrides) > 0 }

@@ -4,38 +4,6 @@ import (
 	"time"
 )
 
-// HealthConfig turns on the service's own view of host health, on top of
-// what the host source says.
-type HealthConfig struct {
-	// Passive marks a host down when Envoy had to serve its session
-	// elsewhere (the primary could not be reached), or after Status5xx
-	// answers with a 5xx status within Window.
-	Passive *PassiveHealthConfig `yaml:"passive"`
-	// Active checks each host over HTTP.
-	Active *ActiveHealthConfig `yaml:"active"`
-}
-
-// PassiveHealthConfig: how long a failed host stays down. The backoff
-// doubles each time the host goes down again, up to MaxBackoff, and starts
-// over once the host has stayed up for MaxBackoff.
-type PassiveHealthConfig struct {
-	Backoff    time.Duration `yaml:"backoff"`
-	MaxBackoff time.Duration `yaml:"max_backoff"`
-	// Status5xx is how many 5xx answers within Window mark the host down
-	// (0: 5xx answers do not count).
-	Status5xx int           `yaml:"status_5xx"`
-	Window    time.Duration `yaml:"window"`
-}
-
-// ActiveHealthConfig checks hosts with GET Path.
-type ActiveHealthConfig struct {
-	Path               string        `yaml:"path"`
-	Interval           time.Duration `yaml:"interval"`
-	Timeout            time.Duration `yaml:"timeout"`
-	UnhealthyThreshold int           `yaml:"unhealthy_threshold"`
-	HealthyThreshold   int           `yaml:"healthy_threshold"`
-}
-
 // hostHealth is one host's state in the service's own health view.
 type hostHealth struct {
 	activeDown bool      // the active check failed
@@ -139,66 +107,4 @@ func (e *Engine) health(pool, cluster, addr string, change func(*Pool, *hostHeal
 		e.rebuildLocked(now)
 	}
 	return is
-}
-
-// rebuildLocked rebuilds the host sets of the configuration in force;
-// called with e.mu held.
-func (e *Engine) rebuildLocked(now time.Time) { e.swapLocked(e.rebuilt(e.snap.Load(), now)) }
-
-// rebuilt is s with every pool's host sets built from its source list, with
-// the operator's overrides applied and minus the hosts the service holds
-// down; called with e.mu held.
-func (e *Engine) rebuilt(s *Snapshot, now time.Time) *Snapshot {
-	if !e.needsRebuild() {
-		return s
-	}
-	c := *s
-	c.Pools = make([]*Pool, len(s.Pools))
-	c.byName = make(map[string]*Pool, len(s.Pools))
-	c.healthExpiry = time.Time{}
-	for i, p := range s.Pools {
-		q := *p
-		q.setHosts(e.healthy(p.Name, e.overridden(p.Name, p.Specs), now, &c.healthExpiry))
-		c.Pools[i] = &q
-		c.byName[q.Name] = &q
-	}
-	return &c
-}
-
-// healthy filters the hosts the service holds down out of specs, noting in
-// expiry the earliest time a passive hold ends.
-func (e *Engine) healthy(pool string, specs []HostSpec, now time.Time, expiry *time.Time) []HostSpec {
-	hosts := e.hostHealth[pool]
-	if len(hosts) == 0 {
-		return specs
-	}
-	out := make([]HostSpec, 0, len(specs))
-	for _, spec := range specs {
-		h := hosts[NewHost(spec.Name, spec.Address, 1).ID]
-		if h != nil && h.down(now) {
-			if !h.activeDown && (expiry.IsZero() || h.until.Before(*expiry)) {
-				*expiry = h.until
-			}
-			continue
-		}
-		out = append(out, spec)
-	}
-	return out
-}
-
-// expireHealth brings back hosts whose passive hold has ended.
-func (e *Engine) expireHealth(now time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if s := e.snap.Load(); !s.healthExpiry.IsZero() && !now.Before(s.healthExpiry) {
-		for _, hosts := range e.hostHealth {
-			for _, h := range hosts {
-				if !h.activeDown && !h.until.IsZero() && !now.Before(h.until) {
-					h.until = time.Time{}
-					h.upSince = now
-				}
-			}
-		}
-		e.rebuildLocked(now)
-	}
 }

@@ -1,0 +1,70 @@
+package affinity
+
+import (
+	"slices"
+	"strings"
+)
+
+// Build turns a validated configuration and its keys into a snapshot.
+func (c *Config) Build(keys *Keyring) *Snapshot {
+	s := &Snapshot{Codec: NewTokenCodec(keys), byName: map[string]*Pool{}, MaxSessions: c.Store.MaxSessions}
+	for _, pc := range c.Pools {
+		specs := make([]HostSpec, len(pc.Hosts))
+		for i, h := range pc.Hosts {
+			specs[i] = HostSpec{Name: h.Name, Address: h.Address, Weight: 1}
+			if h.Weight != nil {
+				specs[i].Weight = uint32(*h.Weight)
+			}
+			if h.DrainingUntil != nil {
+				specs[i].DrainingUntil = *h.DrainingUntil
+			}
+		}
+		p := &Pool{
+			Name: pc.Name,
+			Mode: Mode(pc.Mode),
+			Cookie: CookieSpec{
+				Name:     pc.Cookie.Name,
+				Path:     pc.Cookie.Path,
+				Domain:   pc.Cookie.Domain,
+				Secure:   *pc.Cookie.Secure,
+				HTTPOnly: *pc.Cookie.HTTPOnly,
+				SameSite: sameSite(pc.Cookie.SameSite),
+				Lifetime: Lifetime(pc.Cookie.Lifetime),
+			},
+			Strict:          pc.Strict,
+			IdleTimeout:     pc.Session.IdleTimeout,
+			Discovery:       pc.Discovery,
+			Health:          pc.Health,
+			AbsoluteTimeout: pc.Session.AbsoluteTimeout,
+			RefreshInterval: pc.Session.RefreshInterval,
+		}
+		p.setHosts(specs)
+		if pc.BoundedLoad != nil {
+			p.LoadFactor = *pc.BoundedLoad.Factor
+		}
+		for _, ks := range pc.KeySources {
+			p.KeySources = append(p.KeySources, KeySourceSpec{Type: KeySource(ks.Type), Name: ks.Name, TrustedHops: ks.TrustedHops})
+		}
+		p.ReboundHeader, p.SuccessorHeader = pc.UpstreamHeaders.Rebound, pc.UpstreamHeaders.Successor
+		p.Output = OutputHeaders{Header: pc.Output.Header, StatefulSession: pc.Output.StatefulSessionHeader}
+		for _, name := range [2]string{p.Output.Header, p.Output.StatefulSession} {
+			if name != "" && !slices.Contains(s.outputHeaders, name) {
+				s.outputHeaders = append(s.outputHeaders, name)
+			}
+		}
+		p.OverrideHosts, p.MatchAll = pc.OverrideHosts, pc.matchAll
+		s.Pools = append(s.Pools, p)
+		s.byName[p.Name] = p
+	}
+	return s
+}
+
+func sameSite(s string) SameSite {
+	switch strings.ToLower(s) {
+	case "strict":
+		return SameSiteStrict
+	case "none":
+		return SameSiteNone
+	}
+	return SameSiteLax
+}

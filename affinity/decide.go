@@ -1,0 +1,234 @@
+package affinity
+
+import (
+	"errors"
+	"strings"
+	"time"
+)
+
+// Decide places the request's session.
+func (e *Engine) Decide(req Request) Decision {
+	snap := e.snap.Load()
+	pool, ok := snap.Pool(req.Pool, req.Cluster)
+	if !ok {
+		e.unknownPool.Add(1)
+		// Whatever the request's cluster reads, a client's copy of any
+		// pool's output header is removed (the slice is shared).
+		return Decision{Reason: ReasonNoPool, RemoveHeaders: snap.outputHeaders}
+	}
+	if pool.Hosts.Len() == 0 {
+		return Decision{Pool: pool.Name, Reason: ReasonNoHosts, Output: pool.Output}
+	}
+	now := e.now()
+	if !snap.healthExpiry.IsZero() && !now.Before(snap.healthExpiry) {
+		e.expireHealth(now)
+		snap = e.snap.Load()
+		if pool, ok = snap.Pool(req.Pool, req.Cluster); !ok {
+			return Decision{Reason: ReasonNoPool, RemoveHeaders: snap.outputHeaders}
+		}
+	}
+	d, fromAppCookie := e.decide(snap, pool, &req, now)
+	e.annotate(pool, &d, fromAppCookie)
+	d.Output = pool.Output
+	return d
+}
+
+// decide runs the pool's key sources in order; it also reports whether the
+// decision came from a learned application cookie.
+func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time) (Decision, bool) {
+	if pool.Mode == ModeNative {
+		// Envoy's own cookie pins established sessions; the service is
+		// asked only to place a new one.
+		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), false
+	}
+	for i := range pool.KeySources {
+		ks := &pool.KeySources[i]
+		if ks.Type == SourceCookie {
+			for _, h := range req.CookieHeaders {
+				if token, found := CookieValue(h, pool.Cookie.Name); found {
+					return e.fromToken(snap, pool, token, now), false
+				}
+			}
+			continue
+		}
+		if key := ks.key(req); key != "" {
+			if d, ok := e.keyed(pool, ks, key, now); ok {
+				return d, ks.Type == SourceAppCookie
+			}
+		}
+	}
+	if _, ok := pool.source(SourceCookie); ok {
+		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), false
+	}
+	return Decision{Pool: pool.Name, Reason: ReasonNoKey}, false
+}
+
+// newSession starts a session at now with a random id.
+func newSession(now time.Time) Session { return Session{ID: NewSessionID(), Start: now} }
+
+// fromToken decides for a request carrying our session cookie.
+func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, now time.Time) Decision {
+	if c, ok := e.pinned.Get(token); ok && c.snap == snap && c.pool == pool && now.Before(c.expires) {
+		if c.tracking {
+			e.store.Seen(pool.Name, c.session, c.hostID, now)
+		}
+		return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: c.hosts, Override: c.override, HostID: c.hostID}
+	}
+	v := judge(snap, pool, token, now)
+	switch v.outcome {
+	case OutcomeNew:
+		return e.bind(snap, pool, newSession(now), OutcomeNew, v.reason, now)
+	case OutcomeRejected:
+		return Decision{Outcome: OutcomeRejected, Reason: v.reason, Pool: pool.Name, Status: 503, Body: StrictBody, SetCookie: pool.Cookie.Expire()}
+	case OutcomeRebound:
+		// The host left: the session keeps its id and start and goes to
+		// the first of its own choices that is still here.
+		return e.bind(snap, pool, v.sess, OutcomeRebound, v.reason, now)
+	}
+	sess, err, host := v.sess, v.err, v.host
+	d := Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), sess.ID, host, pool.OverrideHosts), HostID: host.ID}
+	if pool.LoadFactor > 0 {
+		e.store.Seen(pool.Name, sess.ID, host.ID, now)
+	}
+	switch {
+	case err != nil:
+		d.Reason = ReasonExpired
+	case pool.Mode == ModeVerified:
+		d.Reason = ReasonUnverified
+	default:
+		// Valid until the token expires or its host's drain deadline passes,
+		// whichever comes first; a new configuration is a new snapshot.
+		until := sess.ExpiresAt
+		if deadline, ok := pool.Draining[host.ID]; ok && deadline.Before(until) {
+			until = deadline
+		}
+		d.Override = strings.Join(d.Hosts, ",")
+		e.pinned.Add(strings.Clone(token), pinnedEntry{snap: snap, pool: pool, expires: until, hosts: d.Hosts, override: d.Override,
+			hostID: host.ID, session: sess.ID, tracking: pool.LoadFactor > 0})
+		return d
+	}
+	e.issue(snap, pool, sess, &d, now)
+	return d
+}
+
+// verdict is what a session token means under a pool, before placement:
+// pinned to host, or a new, re-bound or rejected session and why.
+type verdict struct {
+	sess    Session
+	err     error // the verification error (an expired token may still be pinned)
+	outcome Outcome
+	reason  Reason
+	host    Host
+}
+
+// judge verifies a session token and checks the host it names. It changes
+// nothing, so that explaining a cookie is the very decision a request gets.
+func judge(snap *Snapshot, pool *Pool, token string, now time.Time) verdict {
+	sess, err := snap.Codec.Verify(token, now)
+	v := verdict{sess: sess, err: err, outcome: OutcomeNew}
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrTokenExpired) && !now.Before(sess.Start.Add(pool.AbsoluteTimeout)):
+		v.reason = ReasonExpired
+		return v
+	case errors.Is(err, ErrTokenExpired) && now.Sub(sess.IssuedAt) > pool.IdleTimeout+pool.RefreshInterval:
+		// The token was issued when the service last saw the session; a
+		// request in the refresh interval after that would have refreshed
+		// it, so the session has been idle for longer than the timeout.
+		v.reason = ReasonIdle
+		return v
+	case errors.Is(err, ErrTokenExpired):
+		// A good signature past its exp, within the timeouts: a refresh of
+		// the same session.
+	default:
+		v.reason = ReasonInvalidCookie
+		return v
+	}
+	bound, found := pool.boundHost(sess)
+	v.host, v.reason = pool.liveHost(bound, found, now)
+	switch {
+	case v.reason == ReasonNone:
+		v.outcome = OutcomePinned
+	case pool.Strict:
+		v.outcome = OutcomeRejected
+	default:
+		v.outcome = OutcomeRebound
+	}
+	return v
+}
+
+// keyed decides for a key from a header, query parameter, client address or
+// application cookie: the host the store remembers for it, or a placement
+// by the key's hash, remembered so that later host additions do not move it.
+// An application cookie the store does not know is no decision (false): the
+// next source is tried.
+func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time) (Decision, bool) {
+	bound, known := e.store.Binding(pool.Name, key, now)
+	if !known && ks.Type == SourceAppCookie {
+		return Decision{}, false
+	}
+	outcome, reason := OutcomeNew, ReasonNewKey
+	if known {
+		host, found := pool.Hosts.Lookup(bound)
+		host, gone := pool.liveHost(host, found, now)
+		if gone == ReasonNone {
+			e.store.Seen(pool.Name, key, host.ID, now)
+			return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), key, host, pool.OverrideHosts), HostID: host.ID}, true
+		}
+		if pool.Strict {
+			return Decision{Outcome: OutcomeRejected, Reason: gone, Pool: pool.Name, Status: 503, Body: StrictBody}, true
+		}
+		outcome, reason = OutcomeRebound, gone
+	}
+	order, overloaded := e.choose(pool, pool.placement(), key, now)
+	d := Decision{Outcome: outcome, Reason: reason, Pool: pool.Name, Hosts: make([]string, len(order)), HostID: order[0].ID, Overloaded: overloaded}
+	for i, h := range order {
+		d.Hosts[i] = h.Address
+	}
+	e.store.Seen(pool.Name, key, d.HostID, now)
+	return d, true
+}
+
+// reboundValues is what the rebound header says for each reason.
+var reboundValues = map[Reason]string{
+	ReasonHostLeft: "host-left",
+	ReasonDraining: "draining-deadline",
+	ReasonExpired:  "expired",
+	ReasonIdle:     "idle",
+}
+
+// annotate adds what the response phase and the application need: the
+// application cookie to learn, and the upstream headers.
+func (e *Engine) annotate(pool *Pool, d *Decision, fromAppCookie bool) {
+	if d.Outcome == OutcomePassThrough || d.Outcome == OutcomeRejected {
+		return
+	}
+	if ks, ok := pool.source(SourceAppCookie); ok && !fromAppCookie {
+		d.LearnCookie = ks.Name
+	}
+	for _, name := range [2]string{pool.ReboundHeader, pool.SuccessorHeader} {
+		if name != "" {
+			d.RemoveHeaders = append(d.RemoveHeaders, name)
+		}
+	}
+	if name := pool.ReboundHeader; name != "" {
+		why := ""
+		switch {
+		case d.Outcome == OutcomeRebound:
+			why = reboundValues[d.Reason]
+		case d.Outcome == OutcomeNew && (d.Reason == ReasonExpired || d.Reason == ReasonIdle):
+			why = reboundValues[d.Reason]
+		}
+		if d.Overloaded {
+			why = strings.TrimPrefix(why+",overloaded", ",")
+		}
+		if why != "" {
+			d.SetHeaders = append(d.SetHeaders, [2]string{name, why})
+		}
+	}
+	if name := pool.SuccessorHeader; name != "" && len(d.Hosts) > 1 {
+		if h, ok := pool.Hosts.LookupAddress(d.Hosts[1]); ok {
+			d.SetHeaders = append(d.SetHeaders, [2]string{name, h.ID})
+		}
+	}
+}

@@ -1,0 +1,163 @@
+package affinity
+
+import (
+	"strings"
+	"time"
+)
+
+// OverrideHosts is how many hosts a decision lists by default: the primary
+// and the successor an Envoy retry goes to when the primary cannot be
+// reached. A pool may list up to MaxRank.
+const OverrideHosts = 2
+
+// Mode is how a pool's sessions are enforced.
+type Mode string
+
+// Modes.
+const (
+	// ModeVerified: the token names "primary,successor" as ip:port; Envoy's
+	// jwt_authn verifies it and routes by it without asking the service.
+	// The service sees new, expired, invalid and re-bound sessions only.
+	ModeVerified Mode = "verified"
+	// ModeOpaque: the token names the host by an opaque id; the service is
+	// asked on every request.
+	ModeOpaque Mode = "opaque"
+	// ModeNative: Envoy's own stateful_session cookie pins sessions; the
+	// service only places new ones and writes no cookie.
+	ModeNative Mode = "native"
+)
+
+// Pool is a configured pool in force: its cookie, lifetimes and hosts.
+type Pool struct {
+	Name            string
+	Mode            Mode
+	Strict          bool
+	Cookie          CookieSpec
+	AbsoluteTimeout time.Duration
+	RefreshInterval time.Duration
+	IdleTimeout     time.Duration
+	// LoadFactor c caps new placements at ⌈c × mean⌉ active sessions per
+	// host; 0 is no cap.
+	LoadFactor float64
+	// KeySources are tried in order; the first with a key wins.
+	KeySources []KeySourceSpec
+	// ReboundHeader and SuccessorHeader name the request headers that tell
+	// the application about re-binds and successors ("" = off).
+	ReboundHeader, SuccessorHeader string
+	// Output names the request headers decisions are also written to.
+	Output OutputHeaders
+	// OverrideHosts is the length of the override list (primary first).
+	OverrideHosts int
+	// MatchAll: the pool's name was left out, so it takes requests of every
+	// cluster (a configuration with a single pool).
+	MatchAll bool
+	// Discovery is the pool's host source (nil: the hosts of the file).
+	Discovery *DiscoveryConfig
+	// Health is the service's own health checking (nil: off).
+	Health *HealthConfig
+	// Specs are the hosts as the source lists them, before the service's
+	// health view takes any out.
+	Specs []HostSpec
+	// Hosts are all the pool's hosts, draining ones included: a session
+	// bound to any of them is recognised.
+	Hosts *HostSet
+	// Active are the hosts new sessions are placed on, and the successor
+	// order draws from.
+	Active *HostSet
+	// Draining maps the ID of each draining host to its deadline.
+	Draining map[string]time.Time
+}
+
+// OutputHeaders names the request headers a pool's decisions are written to
+// besides the envoy.lb metadata ("" = not written).
+type OutputHeaders struct {
+	// Header carries the override list "ip:port,ip:port", primary first
+	// (Envoy's override_host policy with a header source).
+	Header string
+	// StatefulSession carries base64 of the primary's "ip:port" (Envoy's
+	// stateful_session filter with header session state).
+	StatefulSession string
+}
+
+// source returns the pool's source of the given type.
+func (p *Pool) source(t KeySource) (*KeySourceSpec, bool) {
+	for i := range p.KeySources {
+		if p.KeySources[i].Type == t {
+			return &p.KeySources[i], true
+		}
+	}
+	return nil, false
+}
+
+// placement is the host set new and re-bound sessions are placed on: the
+// active hosts, or all of them when every host is draining (a session on a
+// draining host beats no session).
+func (p *Pool) placement() *HostSet {
+	if p.Active.Len() > 0 {
+		return p.Active
+	}
+	return p.Hosts
+}
+
+// Snapshot is one configuration in force: immutable, swapped whole.
+type Snapshot struct {
+	Pools []*Pool
+	Codec *TokenCodec
+	// MaxSessions sizes the in-memory store (read when the engine starts).
+	MaxSessions int
+	byName      map[string]*Pool
+	// outputHeaders are the output headers of every pool: a request no
+	// pool takes has the client's copies removed.
+	outputHeaders []string
+	// healthExpiry is when the first passive health hold ends (zero: none).
+	healthExpiry time.Time
+}
+
+// idleTimeout is the longest idle timeout of the pools: how long the store
+// keeps a session counted.
+func (s *Snapshot) idleTimeout() time.Duration {
+	var d time.Duration
+	for _, p := range s.Pools {
+		d = max(d, p.IdleTimeout)
+	}
+	return max(d, time.Second)
+}
+
+// Pool returns the pool for a request: the pool named by name (Envoy's
+// grpc_service initial_metadata) if given, else the pool named like the
+// request's Envoy cluster, else a pool configured without a name (which
+// takes every cluster).
+func (s *Snapshot) Pool(name, cluster string) (*Pool, bool) {
+	if name != "" {
+		p, ok := s.byName[name]
+		return p, ok
+	}
+	if p, ok := s.byName[cluster]; ok {
+		return p, true
+	}
+	if len(s.Pools) == 1 && s.Pools[0].MatchAll {
+		return s.Pools[0], true
+	}
+	return nil, false
+}
+
+// liveHost checks a bound host: ReasonNone when it may still serve the
+// session, else why not (it left the pool, or its drain deadline passed).
+func (p *Pool) liveHost(h Host, found bool, now time.Time) (Host, Reason) {
+	if !found {
+		return h, ReasonHostLeft
+	}
+	if deadline, draining := p.Draining[h.ID]; draining && !now.Before(deadline) {
+		return h, ReasonDraining
+	}
+	return h, ReasonNone
+}
+
+// boundHost is the pool's host the token names, if it is still in the pool.
+func (p *Pool) boundHost(s Session) (Host, bool) {
+	if p.Mode == ModeVerified {
+		primary, _, _ := strings.Cut(s.Host, ",")
+		return p.Hosts.LookupAddress(primary)
+	}
+	return p.Hosts.Lookup(s.Host)
+}
