@@ -33,8 +33,8 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 			},
 			Strict:          pc.Strict,
 			IdleTimeout:     pc.Session.IdleTimeout,
-			Discovery:       pc.Discovery,
-			Health:          pc.Health,
+			Source:          pc.Discovery.source(),
+			Health:          pc.Health.policy(),
 			AbsoluteTimeout: pc.Session.AbsoluteTimeout,
 			RefreshInterval: pc.Session.RefreshInterval,
 		}
@@ -67,4 +67,35 @@ func sameSite(s string) SameSite {
 		return SameSiteNone
 	}
 	return SameSiteLax
+}
+
+// source is the runtime form of a discovery block (nil: none).
+func (d *DiscoveryConfig) source() *HostSource {
+	if d == nil {
+		return nil
+	}
+	s := &HostSource{Interval: d.Interval, DrainTimeout: d.DrainTimeout}
+	if e := d.Envoy; e != nil {
+		s.Kind, s.Envoy = SourceEnvoy, EnvoySource{Admin: e.Admin, Cluster: e.Cluster}
+	}
+	if n := d.DNS; n != nil {
+		s.Kind, s.DNS = SourceDNS, DNSSource{Name: n.Name, Port: n.Port, SRV: n.SRV, Server: n.Server}
+	}
+	return s
+}
+
+// policy is the runtime form of a health block.
+func (h *HealthConfig) policy() HealthPolicy {
+	var out HealthPolicy
+	if h == nil {
+		return out
+	}
+	if p := h.Passive; p != nil {
+		out.Passive = &PassiveHealth{Backoff: p.Backoff, MaxBackoff: p.MaxBackoff, Status5xx: p.Status5xx, Window: p.Window}
+	}
+	if a := h.Active; a != nil {
+		out.Active = &ActiveHealth{Path: a.Path, Interval: a.Interval, Timeout: a.Timeout,
+			UnhealthyThreshold: a.UnhealthyThreshold, HealthyThreshold: a.HealthyThreshold}
+	}
+	return out
 }

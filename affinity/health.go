@@ -29,7 +29,7 @@ func (e *Engine) MarkDown(pool, cluster, served string) bool {
 		}
 		h.until = now.Add(h.backoff)
 		h.fails = h.fails[:0]
-	}, func(p *Pool) bool { return p.Health != nil && p.Health.Passive != nil })
+	}, func(p *Pool) bool { return p.Health.Passive != nil })
 }
 
 // Count5xx records a 5xx answer of the host at served; enough of them
@@ -52,14 +52,14 @@ func (e *Engine) Count5xx(pool, cluster, served string) bool {
 			h.fails = h.fails[:0]
 		}
 	}, func(p *Pool) bool {
-		return p.Health != nil && p.Health.Passive != nil && p.Health.Passive.Status5xx > 0
+		return p.Health.Passive != nil && p.Health.Passive.Status5xx > 0
 	})
 }
 
 // SetActiveHealth records the active check's verdict on the host at addr.
 func (e *Engine) SetActiveHealth(pool, addr string, healthy bool) {
 	e.health(pool, "", addr, func(_ *Pool, h *hostHealth, _ time.Time) { h.activeDown = !healthy },
-		func(p *Pool) bool { return p.Health != nil && p.Health.Active != nil })
+		func(p *Pool) bool { return p.Health.Active != nil })
 }
 
 // health changes one host's health under the writer lock and, when the

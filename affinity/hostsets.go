@@ -42,7 +42,7 @@ func (e *Engine) Update(s *Snapshot) {
 		m.SetIdle(s.idleTimeout())
 	}
 	for i, p := range s.Pools {
-		if specs, ok := e.discovered[p.Name]; ok && p.Discovery != nil {
+		if specs, ok := e.discovered[p.Name]; ok && p.Source != nil {
 			s = s.withPool(i, specs)
 		}
 	}
@@ -61,7 +61,7 @@ func (e *Engine) SetHosts(pool string, specs []HostSpec) {
 	e.discovered[pool] = specs
 	s := e.snap.Load()
 	for i, p := range s.Pools {
-		if p.Name == pool && p.Discovery != nil {
+		if p.Name == pool && p.Source != nil {
 			e.swapLocked(e.rebuilt(s.withPool(i, specs), e.now()))
 			return
 		}

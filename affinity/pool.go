@@ -51,10 +51,11 @@ type Pool struct {
 	// MatchAll: the pool's name was left out, so it takes requests of every
 	// cluster (a configuration with a single pool).
 	MatchAll bool
-	// Discovery is the pool's host source (nil: the hosts of the file).
-	Discovery *DiscoveryConfig
-	// Health is the service's own health checking (nil: off).
-	Health *HealthConfig
+	// Source is where the pool's hosts come from (nil: the hosts of the
+	// file).
+	Source *HostSource
+	// Health is the service's own health checking.
+	Health HealthPolicy
 	// Specs are the hosts as the source lists them, before the service's
 	// health view takes any out.
 	Specs []HostSpec
@@ -160,4 +161,72 @@ func (p *Pool) boundHost(s Session) (Host, bool) {
 		return p.Hosts.LookupAddress(primary)
 	}
 	return p.Hosts.Lookup(s.Host)
+}
+
+// HostSource is where a pool's hosts come from when the file does not list
+// them: Envoy's admin API or DNS. It is comparable, so a reload that leaves
+// it alone can be told from one that changes it.
+type HostSource struct {
+	// Kind says which of Envoy and DNS is set.
+	Kind  SourceKind
+	Envoy EnvoySource
+	DNS   DNSSource
+	// Interval is how often the source is read.
+	Interval time.Duration
+	// DrainTimeout is how long a host the source reports as draining keeps
+	// its sessions.
+	DrainTimeout time.Duration
+}
+
+// SourceKind names a kind of host source.
+type SourceKind string
+
+// Host source kinds.
+const (
+	SourceEnvoy SourceKind = "envoy"
+	SourceDNS   SourceKind = "dns"
+)
+
+// EnvoySource reads a cluster's hosts, weights and health from Envoy's
+// admin API.
+type EnvoySource struct {
+	Admin   string // host:port or http://host:port
+	Cluster string
+}
+
+// DNSSource resolves Name into hosts: A and AAAA records with Port, or SRV
+// records (their own ports and weights). Server, when set, is the DNS
+// server asked (ip:port).
+type DNSSource struct {
+	Name   string
+	Port   int
+	SRV    bool
+	Server string
+}
+
+// HealthPolicy is the service's own view of host health, on top of what the
+// host source says; each part is off when nil.
+type HealthPolicy struct {
+	Passive *PassiveHealth
+	Active  *ActiveHealth
+}
+
+// PassiveHealth marks a host down when Envoy had to serve its session
+// elsewhere, or after Status5xx answers with a 5xx status within Window
+// (0: 5xx answers do not count). A host stays down for Backoff, doubled
+// each time it goes down again up to MaxBackoff, and starting over once it
+// has stayed up for MaxBackoff.
+type PassiveHealth struct {
+	Backoff, MaxBackoff time.Duration
+	Status5xx           int
+	Window              time.Duration
+}
+
+// ActiveHealth checks every host with GET Path each Interval; a host turns
+// unhealthy after UnhealthyThreshold failures in a row (a failure: no 2xx
+// within Timeout) and healthy after HealthyThreshold successes.
+type ActiveHealth struct {
+	Path                                 string
+	Interval, Timeout                    time.Duration
+	UnhealthyThreshold, HealthyThreshold int
 }

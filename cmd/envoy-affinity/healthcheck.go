@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
@@ -14,63 +12,35 @@ import (
 // checkers runs the active health check of each pool that has one and
 // restarts it when a reload changes it.
 type checkers struct {
-	ctx    context.Context
-	engine *affinity.Engine
-	log    *slog.Logger
-
-	mu      sync.Mutex
-	running map[string]runningCheck
-	wg      sync.WaitGroup
-}
-
-type runningCheck struct {
-	config string
-	cancel context.CancelFunc
+	*poolWorkers[affinity.ActiveHealth, struct{}]
 }
 
 func newCheckers(ctx context.Context, engine *affinity.Engine, log *slog.Logger) *checkers {
-	return &checkers{ctx: ctx, engine: engine, log: log, running: map[string]runningCheck{}}
+	c := &checker{engine: engine, log: log}
+	return &checkers{newPoolWorkers(ctx, func(string, affinity.ActiveHealth) struct{} { return struct{}{} }, c.check)}
 }
 
+// reconcile starts the checks the snapshot names and stops the others.
 func (c *checkers) reconcile(snap *affinity.Snapshot) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	want := map[string]bool{}
+	want := map[string]affinity.ActiveHealth{}
 	for _, p := range snap.Pools {
-		if p.Health == nil || p.Health.Active == nil {
-			continue
-		}
-		want[p.Name] = true
-		conf := fmt.Sprintf("%+v", *p.Health.Active)
-		if r, ok := c.running[p.Name]; ok {
-			if r.config == conf {
-				continue
-			}
-			r.cancel()
-		}
-		ctx, cancel := context.WithCancel(c.ctx)
-		c.running[p.Name] = runningCheck{config: conf, cancel: cancel}
-		pool, hc := p.Name, *p.Health.Active
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.check(ctx, pool, hc)
-		}()
-	}
-	for name, r := range c.running {
-		if !want[name] {
-			r.cancel()
-			delete(c.running, name)
+		if p.Health.Active != nil {
+			want[p.Name] = *p.Health.Active
 		}
 	}
+	c.poolWorkers.reconcile(want)
 }
 
-func (c *checkers) wait() { c.wg.Wait() }
+// checker probes hosts and tells the engine their verdicts.
+type checker struct {
+	engine *affinity.Engine
+	log    *slog.Logger
+}
 
 // check probes every host of the pool (as its source lists them) every
 // interval; a host turns unhealthy after UnhealthyThreshold failures in a
 // row and healthy again after HealthyThreshold successes.
-func (c *checkers) check(ctx context.Context, pool string, hc affinity.ActiveHealthConfig) {
+func (c *checker) check(ctx context.Context, pool string, hc affinity.ActiveHealth, _ struct{}) {
 	client := &http.Client{Timeout: hc.Timeout}
 	log := c.log.With("pool", pool)
 	type state struct {
