@@ -47,9 +47,10 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 		}
 		p.ReboundHeader, p.SuccessorHeader = pc.UpstreamHeaders.Rebound, pc.UpstreamHeaders.Successor
 		p.Output = OutputHeaders{Header: pc.Output.Header, StatefulSession: pc.Output.StatefulSessionHeader}
-		for _, name := range [2]string{p.Output.Header, p.Output.StatefulSession} {
-			if name != "" && !slices.Contains(s.outputHeaders, name) {
-				s.outputHeaders = append(s.outputHeaders, name)
+		p.setClientHeaders()
+		for _, name := range p.removeUnrouted {
+			if !slices.Contains(s.clientHeaders, name) {
+				s.clientHeaders = append(s.clientHeaders, name)
 			}
 		}
 		p.OverrideHosts, p.MatchAll = pc.OverrideHosts, pc.matchAll

@@ -13,23 +13,24 @@ func (e *Engine) Decide(req Request) Decision {
 	if !ok {
 		e.unknownPool.Add(1)
 		// Whatever the request's cluster reads, a client's copy of any
-		// pool's output header is removed (the slice is shared).
-		return Decision{Reason: ReasonNoPool, RemoveHeaders: snap.outputHeaders}
+		// pool's headers is removed (the slice is shared).
+		return Decision{Reason: ReasonNoPool, RemoveHeaders: snap.clientHeaders}
 	}
 	if pool.Hosts.Len() == 0 {
-		return Decision{Pool: pool.Name, Reason: ReasonNoHosts, Output: pool.Output}
+		return Decision{Pool: pool.Name, Reason: ReasonNoHosts, Output: pool.Output, RemoveHeaders: pool.clientHeaders(false)}
 	}
 	now := e.now()
 	if !snap.healthExpiry.IsZero() && !now.Before(snap.healthExpiry) {
 		e.expireHealth(now)
 		snap = e.snap.Load()
 		if pool, ok = snap.Pool(req.Pool, req.Cluster); !ok {
-			return Decision{Reason: ReasonNoPool, RemoveHeaders: snap.outputHeaders}
+			return Decision{Reason: ReasonNoPool, RemoveHeaders: snap.clientHeaders}
 		}
 	}
 	d, fromAppCookie := e.decide(snap, pool, &req, now)
 	e.annotate(pool, &d, fromAppCookie)
 	d.Output = pool.Output
+	d.RemoveHeaders = pool.clientHeaders(len(d.Hosts) > 0)
 	return d
 }
 
@@ -205,11 +206,6 @@ func (e *Engine) annotate(pool *Pool, d *Decision, fromAppCookie bool) {
 	}
 	if ks, ok := pool.source(SourceAppCookie); ok && !fromAppCookie {
 		d.LearnCookie = ks.Name
-	}
-	for _, name := range [2]string{pool.ReboundHeader, pool.SuccessorHeader} {
-		if name != "" {
-			d.RemoveHeaders = append(d.RemoveHeaders, name)
-		}
 	}
 	if name := pool.ReboundHeader; name != "" {
 		why := ""

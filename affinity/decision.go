@@ -127,9 +127,13 @@ type Decision struct {
 	// response to Engine.Learn.
 	LearnCookie string
 	// SetHeaders are added to the request for the application (name,
-	// value); RemoveHeaders are removed from it first (client copies).
-	// Read only: decisions may share them.
-	SetHeaders    [][2]string
+	// value). Read only: decisions may share them.
+	SetHeaders [][2]string
+	// RemoveHeaders are the client's copies of the headers the pool sets
+	// (upstream headers; output headers when the decision names no host,
+	// else they are written over), removed from the request first. It is
+	// the one list of client headers a pool removes. Read only: decisions
+	// share it.
 	RemoveHeaders []string
 	// Output names the request headers the decision is written to besides
 	// the metadata: set from Hosts when there are hosts, else removed.

@@ -420,7 +420,7 @@ func TestRebindToServedHost(t *testing.T) {
 	for _, mode := range []Mode{ModeOpaque, ModeVerified} {
 		e := NewEngine(modeSnapshot(t, mode, "web-1", "web-2", "web-3"), (&fixedClock{t: t0}).now)
 		d := e.Decide(Request{})
-		c, ok := e.Rebind("", "", d.Session, d.Hosts[1])
+		c, ok := e.rebind(d.Pool, d.Session, d.Hosts[1])
 		if !ok {
 			t.Fatalf("%s: not re-bound", mode)
 		}
@@ -428,7 +428,7 @@ func TestRebindToServedHost(t *testing.T) {
 		if again.Hosts[0] != d.Hosts[1] || again.Outcome != OutcomePinned {
 			t.Fatalf("%s: after the re-bind %+v, want primary %s", mode, again, d.Hosts[1])
 		}
-		if _, ok := e.Rebind("", "", d.Session, "10.9.9.9:80"); ok {
+		if _, ok := e.rebind(d.Pool, d.Session, "10.9.9.9:80"); ok {
 			t.Fatalf("%s: re-bound to a host outside the pool", mode)
 		}
 	}

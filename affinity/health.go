@@ -15,11 +15,11 @@ type hostHealth struct {
 
 func (h *hostHealth) down(now time.Time) bool { return h.activeDown || now.Before(h.until) }
 
-// MarkDown records a passive failure of the host at served (ip:port) of the
+// markDown records a passive failure of the host at served (ip:port) of the
 // pool: it is down for its backoff, which doubles each time. It reports
 // whether the host is now down.
-func (e *Engine) MarkDown(pool, cluster, served string) bool {
-	return e.health(pool, cluster, served, func(p *Pool, h *hostHealth, now time.Time) {
+func (e *Engine) markDown(pool, served string) bool {
+	return e.health(pool, served, func(p *Pool, h *hostHealth, now time.Time) {
 		ph := p.Health.Passive
 		switch {
 		case h.backoff == 0 || now.Sub(h.upSince) >= ph.MaxBackoff && !h.down(now):
@@ -32,10 +32,10 @@ func (e *Engine) MarkDown(pool, cluster, served string) bool {
 	}, func(p *Pool) bool { return p.Health.Passive != nil })
 }
 
-// Count5xx records a 5xx answer of the host at served; enough of them
+// count5xx records a 5xx answer of the host at served; enough of them
 // within the window mark it down (passive health).
-func (e *Engine) Count5xx(pool, cluster, served string) bool {
-	return e.health(pool, cluster, served, func(p *Pool, h *hostHealth, now time.Time) {
+func (e *Engine) count5xx(pool, served string) bool {
+	return e.health(pool, served, func(p *Pool, h *hostHealth, now time.Time) {
 		ph := p.Health.Passive
 		keep := h.fails[:0]
 		for _, t := range h.fails {
@@ -58,17 +58,17 @@ func (e *Engine) Count5xx(pool, cluster, served string) bool {
 
 // SetActiveHealth records the active check's verdict on the host at addr.
 func (e *Engine) SetActiveHealth(pool, addr string, healthy bool) {
-	e.health(pool, "", addr, func(_ *Pool, h *hostHealth, _ time.Time) { h.activeDown = !healthy },
+	e.health(pool, addr, func(_ *Pool, h *hostHealth, _ time.Time) { h.activeDown = !healthy },
 		func(p *Pool) bool { return p.Health.Active != nil })
 }
 
 // health changes one host's health under the writer lock and, when the
 // host's up/down state changed, rebuilds the pool's host sets.
-func (e *Engine) health(pool, cluster, addr string, change func(*Pool, *hostHealth, time.Time), enabled func(*Pool) bool) bool {
+func (e *Engine) health(pool, addr string, change func(*Pool, *hostHealth, time.Time), enabled func(*Pool) bool) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := e.snap.Load()
-	p, ok := s.Pool(pool, cluster)
+	p, ok := s.byName[pool]
 	if !ok || !enabled(p) {
 		return false
 	}

@@ -27,7 +27,7 @@ func TestPassiveHealth(t *testing.T) {
 	clock := &fixedClock{t: t0}
 	e := healthEngine(t, clock)
 	cookie := sessionOn(t, e, "web-2")
-	if !e.MarkDown("", "", "127.0.0.2:80") {
+	if !e.markDown(DefaultPoolName, "127.0.0.2:80") {
 		t.Fatal("not marked down")
 	}
 	if placedOn(e, 200)["web-2"] != 0 {
@@ -47,7 +47,7 @@ func TestPassiveHealth(t *testing.T) {
 			t.Fatalf("at +%v down = %v, want %v", st.at, got, st.down)
 		}
 	}
-	e.MarkDown("", "", "127.0.0.2:80")
+	e.markDown(DefaultPoolName, "127.0.0.2:80")
 	clock.t = t0.Add(29 * time.Second)
 	if placedOn(e, 200)["web-2"] != 0 {
 		t.Fatal("the second backoff did not double (20 s)")
@@ -58,12 +58,12 @@ func TestPassiveHealth(t *testing.T) {
 	}
 	// 5xx answers: three within the window mark it down.
 	for range 2 {
-		e.Count5xx("", "", "127.0.0.3:80")
+		e.count5xx(DefaultPoolName, "127.0.0.3:80")
 	}
 	if placedOn(e, 200)["web-3"] == 0 {
 		t.Fatal("down after two 5xx answers")
 	}
-	if !e.Count5xx("", "", "127.0.0.3:80") || placedOn(e, 200)["web-3"] != 0 {
+	if !e.count5xx(DefaultPoolName, "127.0.0.3:80") || placedOn(e, 200)["web-3"] != 0 {
 		t.Fatal("not down after three 5xx answers within the window")
 	}
 }

@@ -103,7 +103,7 @@ pools:
 		{"new session", newSession, OutcomeNew, a, nil},
 		{"established session (cached)", pinned, OutcomePinned, a, nil},
 		{"header key", e.Decide(Request{Cluster: "b", Headers: mapHeaders{"x-user": "u1"}}), OutcomeNew, b, nil},
-		{"no key: Envoy's load balancer picks", e.Decide(Request{Cluster: "b"}), OutcomePassThrough, b, nil},
+		{"no key: Envoy's load balancer picks, the client's copies go", e.Decide(Request{Cluster: "b"}), OutcomePassThrough, b, []string{"x-affinity-destination", "x-session-host"}},
 		{"a pool without output", e.Decide(Request{Cluster: "c"}), OutcomeNew, OutputHeaders{}, nil},
 		{"no pool", e.Decide(Request{Cluster: "other"}), OutcomePassThrough, OutputHeaders{}, []string{"x-affinity-destination", "x-session-host"}},
 	}

@@ -67,6 +67,37 @@ type Pool struct {
 	Active *HostSet
 	// Draining maps the ID of each draining host to its deadline.
 	Draining map[string]time.Time
+
+	// removeRouted and removeUnrouted are the client headers a decision of
+	// the pool removes from the request: the headers the service sets for
+	// the application, and with them the output headers when the decision
+	// names no host (when it does, they are written over the client's).
+	// Built once, shared read-only by the decisions.
+	removeRouted, removeUnrouted []string
+}
+
+// setClientHeaders lists the client headers the pool's decisions remove.
+func (p *Pool) setClientHeaders() {
+	p.removeRouted, p.removeUnrouted = nil, nil
+	for _, name := range [...]string{p.ReboundHeader, p.SuccessorHeader} {
+		if name != "" {
+			p.removeRouted = append(p.removeRouted, name)
+		}
+	}
+	p.removeUnrouted = append([]string(nil), p.removeRouted...)
+	for _, name := range [...]string{p.Output.Header, p.Output.StatefulSession} {
+		if name != "" {
+			p.removeUnrouted = append(p.removeUnrouted, name)
+		}
+	}
+}
+
+// clientHeaders is what a decision of the pool removes from the request.
+func (p *Pool) clientHeaders(routed bool) []string {
+	if routed {
+		return p.removeRouted
+	}
+	return p.removeUnrouted
 }
 
 // OutputHeaders names the request headers a pool's decisions are written to
@@ -107,9 +138,9 @@ type Snapshot struct {
 	// MaxSessions sizes the in-memory store (read when the engine starts).
 	MaxSessions int
 	byName      map[string]*Pool
-	// outputHeaders are the output headers of every pool: a request no
+	// clientHeaders are the client headers every pool removes: a request no
 	// pool takes has the client's copies removed.
-	outputHeaders []string
+	clientHeaders []string
 	// healthExpiry is when the first passive health hold ends (zero: none).
 	healthExpiry time.Time
 }

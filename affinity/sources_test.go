@@ -100,10 +100,10 @@ func TestLearnedAppCookie(t *testing.T) {
 	if d.LearnCookie != "JSESSIONID" {
 		t.Fatalf("the response phase is not asked to learn: %+v", d)
 	}
-	if !e.Learn("", "app", "abc123", "127.0.0.3:80") {
+	if !e.learn(d.Pool, "abc123", "127.0.0.3:80") {
 		t.Fatal("not learned")
 	}
-	if e.Learn("", "app", "x", "10.9.9.9:80") {
+	if e.learn(d.Pool, "x", "10.9.9.9:80") {
 		t.Fatal("learned a host outside the pool")
 	}
 	got := e.Decide(Request{CookieHeaders: []string{"JSESSIONID=abc123"}})
@@ -149,5 +149,16 @@ func TestKeySourceConfigErrors(t *testing.T) {
 	_, err := ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - mode: native\n    key_sources: [{type: header, name: x}]\n    hosts: [{address: '127.0.0.1:1'}]\n"))
 	if err == nil || !strings.Contains(err.Error(), "native mode") {
 		t.Errorf("native with a header source: %v", err)
+	}
+}
+
+// TestNoKeyRemovesClientHeaders: a request no source has a key for is left
+// to Envoy's load balancer, and the client's copies of the headers the
+// service sets for the application are still removed.
+func TestNoKeyRemovesClientHeaders(t *testing.T) {
+	e := NewEngine(sourcesSnapshot(t, "[{type: header, name: x-session-id}]", "web-1", "web-2"), (&fixedClock{t: t0}).now)
+	d := e.Decide(Request{})
+	if d.Outcome != OutcomePassThrough || fmt.Sprint(d.RemoveHeaders) != "[x-session-rebound x-session-successor]" {
+		t.Fatalf("%+v", d)
 	}
 }

@@ -27,6 +27,8 @@ const (
 	CookieHeader = "cookie"
 	// SetCookieHeader is the response header sessions are written to.
 	SetCookieHeader = "set-cookie"
+	// StatusHeader is the response's status pseudo-header.
+	StatusHeader = ":status"
 )
 
 // spoofableHeaders are request headers that name a host in some Envoy setups

@@ -74,7 +74,7 @@ func TestOutputHeaders(t *testing.T) {
 		},
 		{
 			name:       "pass-through (no key): the client's copies removed",
-			d:          affinity.Decision{Pool: "app", Reason: affinity.ReasonNoKey, Output: bothOutputs},
+			d:          affinity.Decision{Pool: "app", Reason: affinity.ReasonNoKey, Output: bothOutputs, RemoveHeaders: []string{"x-affinity-destination", "x-session-host"}},
 			set:        map[string]string{},
 			remove:     []string{"x-affinity-destination", "x-session-host"},
 			noResponse: true,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,15 +24,18 @@ import (
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 )
 
-// Decider makes the affinity decision for a request, and learns the
-// application's session cookies from responses; *affinity.Engine is one.
+// Decider makes the affinity decision for a request, and judges what its
+// response means; *affinity.Engine is one.
 type Decider interface {
+	// Decide places a request.
 	Decide(affinity.Request) affinity.Decision
-	Learn(pool, cluster, value, served string) bool
-	Rebind(pool, cluster string, sess affinity.Session, served string) (string, bool)
-	MarkDown(pool, cluster, served string) bool
-	Count5xx(pool, cluster, served string) bool
+	// Respond is told what happened upstream to a request decided as d
+	// (asked only when d.WantsResponse()) and returns what the response
+	// carries back.
+	Respond(d *affinity.Decision, up affinity.Upstream) affinity.Reply
 }
+
+var _ Decider = (*affinity.Engine)(nil)
 
 // Observer is told what the server does, for metrics. Its methods are
 // called on the hot path and must be cheap.
@@ -129,13 +133,10 @@ func streamExit(ctx context.Context, op string, err error) error {
 
 // exchange is the state of one HTTP request across its messages.
 type exchange struct {
-	setCookie string
-	primary   string           // the host the decision named first
-	session   affinity.Session // the session the new cookie carries
-	pool      string           // named by Envoy's initial metadata, or ""
-	poolName  string           // the pool that decided
-	cluster   string
-	learn     string // the application cookie to learn from the response
+	pool string // named by Envoy's initial metadata, or ""
+	// decision is the request's decision when it wants to hear of the
+	// response (nil otherwise).
+	decision *affinity.Decision
 }
 
 func (ex *exchange) answer(s *Server, req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
@@ -195,7 +196,7 @@ func (ex *exchange) decide(s *Server, req *extprocv3.ProcessingRequest, h *extpr
 	if d.Outcome == affinity.OutcomeRejected {
 		return d, rejection(d)
 	}
-	if d.Override != "" && len(remove) == 0 && len(d.SetHeaders) == 0 && len(d.RemoveHeaders) == 0 && d.SetCookie == "" && d.LearnCookie == "" {
+	if d.Override != "" && len(remove) == 0 && len(d.SetHeaders) == 0 && len(d.RemoveHeaders) == 0 && !d.WantsResponse() {
 		return d, s.pinnedAnswer(d.Override, d.Output)
 	}
 	override := d.Override
@@ -209,13 +210,6 @@ func (ex *exchange) decide(s *Server, req *extprocv3.ProcessingRequest, h *extpr
 	}
 	if override != "" {
 		set = outputHeaders(set, d.Output, override)
-	} else {
-		// Envoy's load balancer picks: a client's copy must not pick for it.
-		for _, name := range [2]string{d.Output.Header, d.Output.StatefulSession} {
-			if name != "" {
-				remove = append(remove, name)
-			}
-		}
 	}
 	common := &extprocv3.CommonResponse{}
 	if len(remove) > 0 || len(set) > 0 {
@@ -227,11 +221,9 @@ func (ex *exchange) decide(s *Server, req *extprocv3.ProcessingRequest, h *extpr
 	if override != "" {
 		resp.DynamicMetadata = destinationMetadata(override)
 	}
-	ex.setCookie, ex.cluster, ex.learn, ex.session, ex.poolName = d.SetCookie, areq.Cluster, d.LearnCookie, d.Session, d.Pool
-	if len(d.Hosts) > 0 {
-		ex.primary = d.Hosts[0]
-	}
-	if d.SetCookie == "" && d.LearnCookie == "" {
+	if d.WantsResponse() {
+		ex.decision = &d
+	} else {
 		resp.ModeOverride = skipResponse
 	}
 	return d, resp
@@ -312,62 +304,41 @@ func setCookie(v string) *corev3.HeaderValueOption {
 }
 
 func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	served := req.GetMetadataContext().GetFilterMetadata()[MetadataNamespace].GetFields()[ServedKey].GetStringValue()
-	if ex.learn != "" && served != "" {
-		ex.learnAppCookie(s, served, h)
-	}
-	// Envoy's retry took the request to another host than the primary (it
-	// could not be reached): that is a failure of the primary (passive
-	// health), and the session is bound to the host that served it, in this
-	// same response, so its next request goes there directly.
-	if served != "" && ex.primary != "" && served != ex.primary {
-		s.decider.MarkDown(ex.pool, ex.cluster, ex.primary)
-		if ex.setCookie != "" {
-			if c, ok := s.decider.Rebind(ex.pool, ex.cluster, ex.session, served); ok {
-				ex.setCookie = c
-				s.obs.Rebound(ex.poolName, affinity.ReasonServedElsewhere)
-			}
+	var reply affinity.Reply
+	if d := ex.decision; d != nil {
+		reply = s.decider.Respond(d, upstream(req, h))
+		ex.decision = nil
+		if reply.Rebound != affinity.ReasonNone {
+			s.obs.Rebound(d.Pool, reply.Rebound)
 		}
 	}
-	if served != "" && strings.HasPrefix(headerList(h.GetHeaders().GetHeaders()).status(), "5") {
-		s.decider.Count5xx(ex.pool, ex.cluster, served)
-	}
 	common := &extprocv3.CommonResponse{}
-	if ex.setCookie != "" {
-		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setCookie(ex.setCookie)}}
-		ex.setCookie = ""
+	if reply.SetCookie != "" {
+		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setCookie(reply.SetCookie)}}
 	}
 	return &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{Response: common}},
 	}
 }
 
-// learnAppCookie finds the application's session cookie in the response's
-// Set-Cookie headers and tells the decider which host served it: the host
-// Envoy's override_host policy recorded (selected_host_key), forwarded in
-// the envoy.lb metadata.
-func (ex *exchange) learnAppCookie(s *Server, served string, h *extprocv3.HttpHeaders) {
+// upstream reads what Envoy tells of the response: the host that served it
+// (override_host's selected_host_key, forwarded in the envoy.lb metadata),
+// its status and its Set-Cookie headers.
+func upstream(req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) affinity.Upstream {
+	up := affinity.Upstream{Served: req.GetMetadataContext().GetFilterMetadata()[MetadataNamespace].GetFields()[ServedKey].GetStringValue()}
 	for _, hv := range h.GetHeaders().GetHeaders() {
-		if !strings.EqualFold(hv.GetKey(), SetCookieHeader) {
-			continue
-		}
-		pair, _, _ := strings.Cut(headerValue(hv), ";")
-		name, value, ok := strings.Cut(pair, "=")
-		if ok && strings.TrimSpace(name) == ex.learn {
-			s.decider.Learn(ex.pool, ex.cluster, strings.TrimSpace(value), served)
+		switch key := hv.GetKey(); {
+		case key == StatusHeader:
+			up.Status, _ = strconv.Atoi(headerValue(hv))
+		case strings.EqualFold(key, SetCookieHeader):
+			up.SetCookies = append(up.SetCookies, headerValue(hv))
 		}
 	}
+	return up
 }
 
-// headerList reads Envoy's headers: the request's for the key sources, the
-// response's for its status.
+// headerList reads the request's headers for the key sources.
 type headerList []*corev3.HeaderValue
-
-// status is the response's :status, or "".
-func (l headerList) status() string {
-	v, _ := l.Get(":status")
-	return v
-}
 
 // Get returns the first value of the named header (name in lower case).
 func (l headerList) Get(name string) (string, bool) {

@@ -3,7 +3,9 @@ package extproc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,14 +51,13 @@ func (f *fakeStream) Send(r *extprocv3.ProcessingResponse) error {
 	return nil
 }
 
-// fakeDecider returns a fixed decision and records what it was asked.
+// fakeDecider returns a fixed decision and reply, and records what it was
+// asked.
 type fakeDecider struct {
-	d       affinity.Decision
-	seen    []affinity.Request
-	learned []string
-	rebound []string
-	down    []string
-	fivexx  []string
+	d     affinity.Decision
+	reply affinity.Reply
+	seen  []affinity.Request
+	told  []affinity.Upstream
 }
 
 func (f *fakeDecider) Decide(r affinity.Request) affinity.Decision {
@@ -64,24 +65,12 @@ func (f *fakeDecider) Decide(r affinity.Request) affinity.Decision {
 	return f.d
 }
 
-func (f *fakeDecider) Rebind(pool, cluster string, sess affinity.Session, served string) (string, bool) {
-	f.rebound = append(f.rebound, sess.ID+" "+served)
-	return "affinity=rebound", true
-}
-
-func (f *fakeDecider) MarkDown(pool, cluster, served string) bool {
-	f.down = append(f.down, served)
-	return true
-}
-
-func (f *fakeDecider) Count5xx(pool, cluster, served string) bool {
-	f.fivexx = append(f.fivexx, served)
-	return false
-}
-
-func (f *fakeDecider) Learn(pool, cluster, value, served string) bool {
-	f.learned = append(f.learned, pool+" "+cluster+" "+value+" "+served)
-	return true
+func (f *fakeDecider) Respond(d *affinity.Decision, up affinity.Upstream) affinity.Reply {
+	f.told = append(f.told, up)
+	if f.reply == (affinity.Reply{}) {
+		return affinity.Reply{SetCookie: d.SetCookie} // as decided
+	}
+	return f.reply
 }
 
 func requestHeaders(cluster string, headers ...string) *extprocv3.ProcessingRequest {
@@ -272,8 +261,8 @@ func TestProcessUpstreamHeadersAndLearning(t *testing.T) {
 	if len(mut.GetRemoveHeaders()) != 1 || len(mut.GetSetHeaders()) != 1 || string(mut.GetSetHeaders()[0].GetHeader().GetRawValue()) != "host-left" {
 		t.Fatalf("request mutation %v", mut)
 	}
-	if len(dec.learned) != 1 || dec.learned[0] != " app abc 10.0.0.2:80" {
-		t.Fatalf("learned %v", dec.learned)
+	if len(dec.told) != 1 || dec.told[0].Served != "10.0.0.2:80" || fmt.Sprint(dec.told[0].SetCookies) != "[other=1; Path=/ JSESSIONID=abc; Path=/; HttpOnly]" {
+		t.Fatalf("told the decider %+v", dec.told)
 	}
 }
 
@@ -302,56 +291,53 @@ func TestProcessPoolFromInitialMetadata(t *testing.T) {
 	}
 }
 
-func TestProcessRebindsToTheServedHost(t *testing.T) {
-	served := func(addr string) *extprocv3.ProcessingRequest {
-		md, _ := structpb.NewStruct(map[string]any{ServedKey: addr})
+// TestProcessResponse: the response phase hands what Envoy tells (the host
+// that served, the status) to the decider and writes its reply back: the
+// cookie appended to the application's, a re-bind reported to metrics.
+func TestProcessResponse(t *testing.T) {
+	response := func(served, status string) *extprocv3.ProcessingRequest {
+		md, _ := structpb.NewStruct(map[string]any{ServedKey: served})
 		return &extprocv3.ProcessingRequest{
-			Request:         &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{}},
+			Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+				{Key: StatusHeader, RawValue: []byte(status)}}}}},
 			MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: md}},
 		}
 	}
 	tests := []struct {
-		name, served, cookie, counted string
+		name           string
+		served, status string
+		reply          affinity.Reply
+		cookie         string // the Set-Cookie written ("": none)
+		counted        string // the re-binds reported
 	}{
-		{"served by the primary: the cookie as decided", "10.0.0.1:80", "affinity=new", ""},
-		{"served by the successor after a retry: re-bound to it", "10.0.0.2:80", "affinity=rebound", "web served-elsewhere"},
+		{"the cookie as decided", "10.0.0.1:80", "200", affinity.Reply{SetCookie: "affinity=new"}, "affinity=new", ""},
+		{"re-bound to the host that served", "10.0.0.2:80", "200", affinity.Reply{SetCookie: "affinity=rebound", Rebound: affinity.ReasonServedElsewhere}, "affinity=rebound", "web served-elsewhere"},
+		{"a 5xx answer: its status told", "10.0.0.1:80", "503", affinity.Reply{}, "affinity=new", ""},
 	}
 	for _, tt := range tests {
-		dec := &fakeDecider{d: affinity.Decision{Pool: "web", Outcome: affinity.OutcomeNew, Hosts: []string{"10.0.0.1:80", "10.0.0.2:80"}, SetCookie: "affinity=new", Session: affinity.Session{ID: "s1"}}}
-		fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{requestHeaders(""), served(tt.served)}}
-		srv := NewServer(dec, nil)
-		obs := &countingObserver{}
-		srv.Observe(obs)
-		if err := srv.Process(fs); err != nil {
-			t.Fatal(err)
-		}
-		if strings.Join(obs.rebound, ",") != tt.counted {
-			t.Errorf("%s: re-binds reported %v, want %q", tt.name, obs.rebound, tt.counted)
-		}
-		set := fs.sent[1].GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders()
-		if len(set) != 1 || string(set[0].GetHeader().GetRawValue()) != tt.cookie {
-			t.Errorf("%s: %v", tt.name, set)
-		}
-		if wantDown := tt.served != "10.0.0.1:80"; (len(dec.down) == 1 && dec.down[0] == "10.0.0.1:80") != wantDown {
-			t.Errorf("%s: hosts marked down %v", tt.name, dec.down)
-		}
-	}
-}
-
-func TestProcessCounts5xx(t *testing.T) {
-	md, _ := structpb.NewStruct(map[string]any{ServedKey: "10.0.0.1:80"})
-	resp := &extprocv3.ProcessingRequest{
-		Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
-			{Key: ":status", RawValue: []byte("503")}}}}},
-		MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: md}},
-	}
-	dec := &fakeDecider{d: affinity.Decision{Outcome: affinity.OutcomeNew, Hosts: []string{"10.0.0.1:80"}, SetCookie: "affinity=new"}}
-	fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{requestHeaders(""), resp}}
-	if err := NewServer(dec, nil).Process(fs); err != nil {
-		t.Fatal(err)
-	}
-	if len(dec.fivexx) != 1 || dec.fivexx[0] != "10.0.0.1:80" || len(dec.down) != 0 {
-		t.Fatalf("5xx counted %v, marked down %v", dec.fivexx, dec.down)
+		t.Run(tt.name, func(t *testing.T) {
+			dec := &fakeDecider{reply: tt.reply, d: affinity.Decision{Pool: "web", Outcome: affinity.OutcomeNew, Hosts: []string{"10.0.0.1:80", "10.0.0.2:80"}, SetCookie: "affinity=new"}}
+			fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{requestHeaders(""), response(tt.served, tt.status)}}
+			srv := NewServer(dec, nil)
+			obs := &countingObserver{}
+			srv.Observe(obs)
+			if err := srv.Process(fs); err != nil {
+				t.Fatal(err)
+			}
+			if len(dec.told) != 1 || dec.told[0].Served != tt.served || strconv.Itoa(dec.told[0].Status) != tt.status {
+				t.Fatalf("told the decider %+v", dec.told)
+			}
+			if strings.Join(obs.rebound, ",") != tt.counted {
+				t.Errorf("re-binds reported %v, want %q", obs.rebound, tt.counted)
+			}
+			set := fs.sent[1].GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders()
+			switch {
+			case tt.cookie == "" && len(set) != 0:
+				t.Errorf("wrote %v", set)
+			case tt.cookie != "" && (len(set) != 1 || string(set[0].GetHeader().GetRawValue()) != tt.cookie || !set[0].GetAppend().GetValue()):
+				t.Errorf("wrote %v, want %q appended", set, tt.cookie)
+			}
+		})
 	}
 }
 

@@ -1,0 +1,114 @@
+package affinity
+
+import (
+	"testing"
+)
+
+// TestRespond: what a response means is judged by the engine. The pool has
+// passive health (two 5xx answers mark a host down) and learns JSESSIONID.
+func TestRespond(t *testing.T) {
+	const yaml = "keys: {env: K}\npools:\n  - mode: opaque\n    key_sources: [{type: app_cookie, name: JSESSIONID}, {type: cookie}]\n" +
+		"    health: {passive: {backoff: 10s, status_5xx: 2}}\n" +
+		"    hosts: [{name: web-1, address: '127.0.0.1:80'}, {name: web-2, address: '127.0.0.2:80'}, {name: web-3, address: '127.0.0.3:80'}]\n"
+	type want struct {
+		cookieOn string // the host the reply's cookie names ("": none)
+		rebound  Reason
+		downHost string // a host no new session reaches afterwards
+		learned  bool   // JSESSIONID=abc now routes to the host that served
+	}
+	tests := []struct {
+		name string
+		up   func(d Decision) Upstream
+		want func(d Decision) want
+	}{
+		{"served by the primary: the cookie as decided",
+			func(d Decision) Upstream { return Upstream{Served: d.Hosts[0], Status: 200} },
+			func(d Decision) want { return want{cookieOn: d.HostID} }},
+		{"Envoy did not say who served: nothing judged",
+			func(d Decision) Upstream { return Upstream{Status: 503, SetCookies: []string{"JSESSIONID=abc"}} },
+			func(d Decision) want { return want{cookieOn: d.HostID} }},
+		{"served by the successor after a retry: re-bound there, the primary down",
+			func(d Decision) Upstream { return Upstream{Served: d.Hosts[1], Status: 200} },
+			func(d Decision) want {
+				return want{cookieOn: hostAt(t, d.Hosts[1]), rebound: ReasonServedElsewhere, downHost: d.HostID}
+			}},
+		{"served by a host outside the pool: the primary down, no re-bind",
+			func(d Decision) Upstream { return Upstream{Served: "10.9.9.9:80", Status: 200} },
+			func(d Decision) want { return want{cookieOn: d.HostID, downHost: d.HostID} }},
+		{"the application sets its session cookie: learned for the host that served",
+			func(d Decision) Upstream {
+				return Upstream{Served: d.Hosts[0], Status: 200, SetCookies: []string{"other=1; Path=/", "JSESSIONID=abc; Path=/; HttpOnly"}}
+			},
+			func(d Decision) want { return want{cookieOn: d.HostID, learned: true} }},
+		{"one 5xx answer: counted, not yet down",
+			func(d Decision) Upstream { return Upstream{Served: d.Hosts[0], Status: 503} },
+			func(d Decision) want { return want{cookieOn: d.HostID} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := NewEngine(mustBuild(t, yaml), (&fixedClock{t: t0}).now)
+			d := e.Decide(Request{})
+			if !d.WantsResponse() {
+				t.Fatalf("a new session that learns a cookie does not want its response: %+v", d)
+			}
+			w := tt.want(d)
+			r := e.Respond(&d, tt.up(d))
+			if got := cookieHost(t, e, r.SetCookie); got != w.cookieOn || r.Rebound != w.rebound {
+				t.Fatalf("reply names %q (re-bound %q), want %q (%q)", got, r.Rebound, w.cookieOn, w.rebound)
+			}
+			if n := placedOn(e, 100)[w.downHost]; w.downHost != "" && n != 0 {
+				t.Fatalf("%s took %d new sessions after it was marked down", w.downHost, n)
+			}
+			if w.downHost == "" && len(placedOn(e, 100)) != 3 {
+				t.Fatal("a host is down")
+			}
+			got := e.Decide(Request{CookieHeaders: []string{"JSESSIONID=abc"}})
+			if learned := got.Outcome == OutcomePinned && got.Hosts[0] == d.Hosts[0]; learned != w.learned {
+				t.Fatalf("JSESSIONID=abc learned = %v, want %v: %+v", learned, w.learned, got)
+			}
+		})
+	}
+}
+
+// TestRespond5xxMarksDown: the second 5xx answer within the window takes
+// the host out.
+func TestRespond5xxMarksDown(t *testing.T) {
+	e := healthEngine(t, &fixedClock{t: t0})
+	d := e.Decide(Request{})
+	for i := range 3 {
+		e.Respond(&d, Upstream{Served: d.Hosts[0], Status: 500 + i})
+	}
+	if n := placedOn(e, 200)[d.HostID]; n != 0 {
+		t.Fatalf("%s took %d new sessions after three 5xx answers", d.HostID, n)
+	}
+}
+
+// hostAt is the test pools' host ID of an address 127.0.0.N:80.
+func hostAt(t *testing.T, addr string) string {
+	t.Helper()
+	return "web-" + addr[len("127.0.0."):len(addr)-len(":80")]
+}
+
+func mustBuild(t *testing.T, yaml string) *Snapshot {
+	t.Helper()
+	cfg, err := ParseConfig("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Build(testKeyring(t))
+}
+
+// cookieHost is the host ID an opaque-mode Set-Cookie value names ("" for
+// none).
+func cookieHost(t *testing.T, e *Engine, setCookie string) string {
+	t.Helper()
+	if setCookie == "" {
+		return ""
+	}
+	token, _ := CookieValue(cookieHeader(setCookie), DefaultCookieName)
+	sess, err := e.Snapshot().Codec.Verify(token, e.Now())
+	if err != nil {
+		t.Fatalf("the reply's cookie: %v", err)
+	}
+	return sess.Host
+}
