@@ -10,17 +10,23 @@ import (
 
 // bind places the session (its first choice with room) and issues its cookie.
 func (e *Engine) bind(snap *Snapshot, pool *Pool, sess Session, o Outcome, r Reason, now time.Time) Decision {
-	hosts := pool.placement()
-	order, overloaded := e.choose(pool, hosts, sess.ID, now)
-	d := Decision{Outcome: o, Reason: r, Pool: pool.Name, Hosts: make([]string, len(order)), HostID: order[0].ID, Overloaded: overloaded}
-	for i, h := range order {
-		d.Hosts[i] = h.Address
-	}
+	d := e.place(pool, sess.ID, o, r, now)
 	if pool.LoadFactor > 0 {
 		e.store.Seen(pool.Name, sess.ID, d.HostID, now)
 	}
 	if pool.Mode != ModeNative {
 		e.issue(snap, pool, sess, &d, now)
+	}
+	return d
+}
+
+// place decides where key goes: its first choice with room, then its
+// successors.
+func (e *Engine) place(pool *Pool, key string, o Outcome, r Reason, now time.Time) Decision {
+	order, overloaded := e.choose(pool, pool.placement(), key, now)
+	d := Decision{Outcome: o, Reason: r, Pool: pool.Name, Hosts: make([]string, len(order)), HostID: order[0].ID, Overloaded: overloaded}
+	for i, h := range order {
+		d.Hosts[i] = h.Address
 	}
 	return d
 }

@@ -147,15 +147,21 @@ func judge(snap *Snapshot, pool *Pool, token string, now time.Time) verdict {
 	}
 	bound, found := pool.boundHost(sess)
 	v.host, v.reason = pool.liveHost(bound, found, now)
+	v.settle(pool)
+	return v
+}
+
+// settle sets the outcome for a bound host checked by liveHost: pinned when
+// it may still serve, else rejected in a strict pool or re-bound.
+func (v *verdict) settle(p *Pool) {
 	switch {
 	case v.reason == ReasonNone:
 		v.outcome = OutcomePinned
-	case pool.Strict:
+	case p.Strict:
 		v.outcome = OutcomeRejected
 	default:
 		v.outcome = OutcomeRebound
 	}
-	return v
 }
 
 // keyed decides for a key from a header, query parameter, client address or
@@ -165,29 +171,41 @@ func judge(snap *Snapshot, pool *Pool, token string, now time.Time) verdict {
 // next source is tried.
 func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time) (Decision, bool) {
 	bound, known := e.store.Binding(pool.Name, key, now)
-	if !known && ks.Type == SourceAppCookie {
+	v := judgeKey(pool, ks.Type, bound, known, now)
+	switch v.outcome {
+	case OutcomePassThrough:
 		return Decision{}, false
+	case OutcomePinned:
+		e.store.Seen(pool.Name, key, v.host.ID, now)
+		return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), key, v.host, pool.OverrideHosts), HostID: v.host.ID}, true
+	case OutcomeRejected:
+		return Decision{Outcome: OutcomeRejected, Reason: v.reason, Pool: pool.Name, Status: 503, Body: StrictBody}, true
 	}
-	outcome, reason := OutcomeNew, ReasonNewKey
-	if known {
-		host, found := pool.Hosts.Lookup(bound)
-		host, gone := pool.liveHost(host, found, now)
-		if gone == ReasonNone {
-			e.store.Seen(pool.Name, key, host.ID, now)
-			return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), key, host, pool.OverrideHosts), HostID: host.ID}, true
-		}
-		if pool.Strict {
-			return Decision{Outcome: OutcomeRejected, Reason: gone, Pool: pool.Name, Status: 503, Body: StrictBody}, true
-		}
-		outcome, reason = OutcomeRebound, gone
-	}
-	order, overloaded := e.choose(pool, pool.placement(), key, now)
-	d := Decision{Outcome: outcome, Reason: reason, Pool: pool.Name, Hosts: make([]string, len(order)), HostID: order[0].ID, Overloaded: overloaded}
-	for i, h := range order {
-		d.Hosts[i] = h.Address
-	}
+	d := e.place(pool, key, v.outcome, v.reason, now)
 	e.store.Seen(pool.Name, key, d.HostID, now)
 	return d, true
+}
+
+// judgeKey is what the store's binding of a key means under a pool, before
+// placement: pinned to its host, or a new, re-bound or rejected key and
+// why; OutcomePassThrough for an application cookie the store does not
+// know (the next source decides). It changes nothing, so that explaining a
+// key is the very decision a request gets.
+func judgeKey(p *Pool, source KeySource, bound string, known bool, now time.Time) verdict {
+	switch {
+	case !known && source == SourceAppCookie:
+		return verdict{outcome: OutcomePassThrough}
+	case !known:
+		return verdict{outcome: OutcomeNew, reason: ReasonNewKey}
+	}
+	host, found := p.Hosts.Lookup(bound)
+	if !found {
+		host.ID = bound
+	}
+	v := verdict{}
+	v.host, v.reason = p.liveHost(host, found, now)
+	v.settle(p)
+	return v
 }
 
 // reboundValues is what the rebound header says for each reason.

@@ -149,30 +149,23 @@ func (e *Engine) explainCookie(snap *Snapshot, p *Pool, cookie string, now time.
 
 func (e *Engine) explainKey(p *Pool, source KeySource, key string, now time.Time, x *Explanation) {
 	bound, known := e.store.Binding(p.Name, key, now)
-	if known {
-		host, found := p.Hosts.Lookup(bound)
-		host, gone := p.liveHost(host, found, now)
-		if gone == ReasonNone {
-			x.Outcome = OutcomePinned.String()
-			x.Why = append(x.Why, fmt.Sprintf("the key was last seen on %q, still in the pool", host.ID))
-			x.pinned(p, key, host)
-			x.Order = e.ranked(p, key, now)
-			return
-		}
-		if p.Strict {
-			x.Outcome, x.Reason = OutcomeRejected.String(), gone.String()
-			x.Why = append(x.Why, fmt.Sprintf("the key's host %q is gone (%s) and the pool is strict: 503", bound, gone))
-			return
-		}
-		x.Outcome, x.Reason = OutcomeRebound.String(), gone.String()
-		x.Why = append(x.Why, fmt.Sprintf("the key's host %q is gone (%s): it moves to its first choice with room", bound, gone))
-	} else {
-		if source == SourceAppCookie {
-			x.Outcome = OutcomePassThrough.String()
-			x.Why = append(x.Why, "no host set this application cookie (or its session went idle): the next key source decides")
-			return
-		}
-		x.Outcome, x.Reason = OutcomeNew.String(), ReasonNewKey.String()
+	v := judgeKey(p, source, bound, known, now)
+	x.Outcome, x.Reason = v.outcome.String(), v.reason.String()
+	switch v.outcome {
+	case OutcomePassThrough:
+		x.Why = append(x.Why, "no host set this application cookie (or its session went idle): the next key source decides")
+		return
+	case OutcomePinned:
+		x.Why = append(x.Why, fmt.Sprintf("the key was last seen on %q, still in the pool", v.host.ID))
+		x.pinned(p, key, v.host)
+		x.Order = e.ranked(p, key, now)
+		return
+	case OutcomeRejected:
+		x.Why = append(x.Why, fmt.Sprintf("the key's host %q is gone (%s) and the pool is strict: 503", v.host.ID, v.reason))
+		return
+	case OutcomeRebound:
+		x.Why = append(x.Why, fmt.Sprintf("the key's host %q is gone (%s): it moves to its first choice with room", v.host.ID, v.reason))
+	default:
 		x.Why = append(x.Why, "the key is not known: it is placed on its first choice with room")
 	}
 	e.explainPlacement(p, key, now, x)

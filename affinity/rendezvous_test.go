@@ -141,15 +141,30 @@ func TestRankShortSets(t *testing.T) {
 	}
 }
 
+// BenchmarkRendezvousRank ranks keys: the primary and successor (k=2, the
+// common case), and the full order bounded loads walk (k=MaxRank), over
+// hosts of one weight and of three weights.
 func BenchmarkRendezvousRank(b *testing.B) {
 	for _, n := range []int{3, 10, 100} {
-		hs := NewHostSet(hostsN(n))
-		b.Run(fmt.Sprint("hosts=", n), func(b *testing.B) {
-			b.ReportAllocs()
-			var r [OverrideHosts]int
-			for i := 0; b.Loop(); i++ {
-				hs.Rank(uint64(i), r[:])
+		for _, weights := range []int{1, 3} {
+			hosts := hostsN(n)
+			for i := range hosts {
+				hosts[i].Weight = uint32(1 + i%weights)
 			}
-		})
+			hs := NewHostSet(hosts)
+			for _, k := range []int{OverrideHosts, MaxRank} {
+				name := fmt.Sprintf("hosts=%d/k=%d", n, k)
+				if weights > 1 {
+					name += fmt.Sprintf("/weights=%d", weights)
+				}
+				b.Run(name, func(b *testing.B) {
+					b.ReportAllocs()
+					var r [MaxRank]int
+					for i := 0; b.Loop(); i++ {
+						hs.Rank(uint64(i), r[:k])
+					}
+				})
+			}
+		}
 	}
 }
