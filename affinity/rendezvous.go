@@ -66,63 +66,52 @@ func (r *Rendezvous) Rank(key uint64, dst []int) int {
 		scores [MaxRank]float64
 		n      int
 	)
-	// insert merges one class leader into the overall top k by score; it
-	// reports false when the leader does not make it (nor will later ones).
-	insert := func(s float64, idx int) bool {
-		if n == k && s <= scores[n-1] {
-			return false
-		}
-		j := n
-		if n < k {
-			n++
-		} else {
-			j = k - 1
-		}
-		for j > 0 && scores[j-1] < s {
-			scores[j], dst[j] = scores[j-1], dst[j-1]
-			j--
-		}
-		scores[j], dst[j] = s, idx
-		return true
-	}
 	for ci := range r.classes {
 		c := &r.classes[ci]
 		if k <= 2 {
 			// The common case (primary and successor) kept in registers.
 			b1, b2, i1, i2 := c.top2(key)
-			if i1 >= 0 && insert(score(b1, c.weight), c.index[i1]) && k == 2 && i2 >= 0 {
-				insert(score(b2, c.weight), c.index[i2])
+			if i1 >= 0 && insertTop(scores[:], dst, &n, k, score(b1, c.weight), c.index[i1]) && k == 2 && i2 >= 0 {
+				insertTop(scores[:], dst, &n, k, score(b2, c.weight), c.index[i2])
 			}
 			continue
 		}
+		// The class's top k by raw hash; equal weights make that its top
+		// k by score. Its leaders are then merged into the overall top k
+		// by score until one does not make it (nor will later ones).
 		var (
 			hs  [MaxRank]uint64
 			idx [MaxRank]int
 			m   int
 		)
-		// The class's top k by raw hash; equal weights make that its top k
-		// by score.
 		for i := 0; i+1 < len(c.seeds); i += 2 {
-			x := hostHash(key, c.seeds[i], c.seeds[i+1])
-			if m == k && x <= hs[m-1] {
-				continue
-			}
-			j := m
-			if m < k {
-				m++
-			} else {
-				j = k - 1
-			}
-			for j > 0 && hs[j-1] < x {
-				hs[j], idx[j] = hs[j-1], idx[j-1]
-				j--
-			}
-			hs[j], idx[j] = x, i/2
+			insertTop(hs[:], idx[:], &m, k, hostHash(key, c.seeds[i], c.seeds[i+1]), i/2)
 		}
-		for i := 0; i < m && insert(score(hs[i], c.weight), c.index[idx[i]]); i++ {
+		for i := 0; i < m && insertTop(scores[:], dst, &n, k, score(hs[i], c.weight), c.index[idx[i]]); i++ {
 		}
 	}
 	return n
+}
+
+// insertTop offers value v of index i to a list kept in descending order:
+// vals and idx hold its *n entries (at most k). It reports whether v made
+// it into the list.
+func insertTop[T uint64 | float64](vals []T, idx []int, n *int, k int, v T, i int) bool {
+	if *n == k && v <= vals[k-1] {
+		return false
+	}
+	j := *n
+	if *n < k {
+		*n++
+	} else {
+		j = k - 1
+	}
+	for j > 0 && vals[j-1] < v {
+		vals[j], idx[j] = vals[j-1], idx[j-1]
+		j--
+	}
+	vals[j], idx[j] = v, i
+	return true
 }
 
 // top2 returns the class's two highest host hashes for key and their
