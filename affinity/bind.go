@@ -38,7 +38,7 @@ func (e *Engine) place(pool *Pool, key string, o Outcome, r Reason, now time.Tim
 // room, the least loaded host (which always has) takes it.
 func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) ([]Host, bool) {
 	var rank [MaxRank]int
-	k := pool.OverrideHosts
+	k := pool.OverrideListLen
 	if pool.LoadFactor > 0 {
 		k = MaxRank
 	}
@@ -63,7 +63,7 @@ func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) (
 				}
 			}
 			out := []Host{hosts.At(least)}
-			for i := 0; i < n && len(out) < pool.OverrideHosts; i++ {
+			for i := 0; i < n && len(out) < pool.OverrideListLen; i++ {
 				if rank[i] != least {
 					out = append(out, hosts.At(rank[i]))
 				}
@@ -72,8 +72,8 @@ func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) (
 		}
 	}
 	// The chosen host, then the choices after it, then those it skipped.
-	out := make([]Host, 0, pool.OverrideHosts)
-	for i := 0; i < n && len(out) < pool.OverrideHosts; i++ {
+	out := make([]Host, 0, pool.OverrideListLen)
+	for i := 0; i < n && len(out) < pool.OverrideListLen; i++ {
 		out = append(out, hosts.At(rank[(pick+i)%n]))
 	}
 	return out, pick > 0
@@ -120,9 +120,10 @@ func (e *Engine) issue(snap *Snapshot, pool *Pool, sess Session, d *Decision, no
 	d.Session = sess
 }
 
-// pinnedHosts lists the session's own host first and then the session's
-// best choices among the others: where it moves if its own leaves.
-func pinnedHosts(hs *HostSet, sid string, own Host, length int) []string {
+// overrideList is the override list of a session staying on own: own first,
+// then the session's best choices among the others, where it moves if its
+// own leaves.
+func overrideList(hs *HostSet, sid string, own Host, length int) []string {
 	var rank [MaxRank]int
 	n := hs.Rank(sessionKey(sid), rank[:length])
 	out := make([]string, 1, length)

@@ -53,7 +53,7 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 				s.clientHeaders = append(s.clientHeaders, name)
 			}
 		}
-		p.OverrideHosts, p.MatchAll = pc.OverrideHosts, pc.matchAll
+		p.OverrideListLen, p.MatchAll = pc.OverrideHosts, pc.matchAll
 		s.Pools = append(s.Pools, p)
 		s.byName[p.Name] = p
 	}

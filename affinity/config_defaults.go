@@ -75,7 +75,7 @@ func (c *Config) applyDefaults() {
 		p.UpstreamHeaders.Rebound = strings.ToLower(p.UpstreamHeaders.Rebound)
 		p.UpstreamHeaders.Successor = strings.ToLower(p.UpstreamHeaders.Successor)
 		if p.OverrideHosts == 0 {
-			p.OverrideHosts = OverrideHosts
+			p.OverrideHosts = DefaultOverrideListLen
 		}
 		if h := p.Health; h != nil {
 			if ph := h.Passive; ph != nil {

@@ -69,11 +69,11 @@ func newSession(now time.Time) Session { return Session{ID: NewSessionID(), Star
 
 // fromToken decides for a request carrying our session cookie.
 func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, now time.Time) Decision {
-	if c, ok := e.pinned.Get(token); ok && c.snap == snap && c.pool == pool && now.Before(c.expires) {
+	if c, ok := e.established.Get(token); ok && c.snap == snap && c.pool == pool && now.Before(c.expires) {
 		if c.tracking {
 			e.store.Seen(pool.Name, c.session, c.hostID, now)
 		}
-		return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: c.hosts, Override: c.override, HostID: c.hostID}
+		return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: c.hosts, OverrideList: c.overrideList, HostID: c.hostID}
 	}
 	v := judge(snap, pool, token, now)
 	switch v.outcome {
@@ -87,7 +87,7 @@ func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, now time.Ti
 		return e.bind(snap, pool, v.sess, OutcomeRebound, v.reason, now)
 	}
 	sess, err, host := v.sess, v.err, v.host
-	d := Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), sess.ID, host, pool.OverrideHosts), HostID: host.ID}
+	d := Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: overrideList(pool.placement(), sess.ID, host, pool.OverrideListLen), HostID: host.ID}
 	if pool.LoadFactor > 0 {
 		e.store.Seen(pool.Name, sess.ID, host.ID, now)
 	}
@@ -103,8 +103,8 @@ func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, now time.Ti
 		if deadline, ok := pool.Draining[host.ID]; ok && deadline.Before(until) {
 			until = deadline
 		}
-		d.Override = strings.Join(d.Hosts, ",")
-		e.pinned.Add(strings.Clone(token), pinnedEntry{snap: snap, pool: pool, expires: until, hosts: d.Hosts, override: d.Override,
+		d.OverrideList = strings.Join(d.Hosts, ",")
+		e.established.Add(strings.Clone(token), establishedEntry{snap: snap, pool: pool, expires: until, hosts: d.Hosts, overrideList: d.OverrideList,
 			hostID: host.ID, session: sess.ID, tracking: pool.LoadFactor > 0})
 		return d
 	}
@@ -177,7 +177,7 @@ func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time)
 		return Decision{}, false
 	case OutcomePinned:
 		e.store.Seen(pool.Name, key, v.host.ID, now)
-		return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: pinnedHosts(pool.placement(), key, v.host, pool.OverrideHosts), HostID: v.host.ID}, true
+		return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: overrideList(pool.placement(), key, v.host, pool.OverrideListLen), HostID: v.host.ID}, true
 	case OutcomeRejected:
 		return Decision{Outcome: OutcomeRejected, Reason: v.reason, Pool: pool.Name, Status: 503, Body: StrictBody}, true
 	}

@@ -100,13 +100,13 @@ type Decision struct {
 	Reason  Reason
 	// Pool is the pool that decided ("" on pass-through).
 	Pool string
-	// Hosts are the addresses to try, primary first. Read only: decisions
-	// of one session may share it.
+	// Hosts are the override list: the addresses Envoy tries, primary
+	// first. Read only: decisions of one session may share it.
 	Hosts []string
-	// Override is Hosts joined with commas, as Envoy's override_host reads
-	// it; set on the decisions of cached established sessions (empty
+	// OverrideList is Hosts joined with commas, as Envoy's override_host
+	// reads it; set on the decisions of cached established sessions (empty
 	// otherwise: join Hosts).
-	Override string
+	OverrideList string
 	// HostID is the ID of the primary host.
 	HostID string
 	// SetCookie is the Set-Cookie value to add to the response, or "" when

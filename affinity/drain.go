@@ -6,10 +6,10 @@ import (
 	"time"
 )
 
-// HostOverride is an operator's runtime setting of one host's state, on top
+// OperatorState is an operator's runtime setting of one host's state, on top
 // of what the configuration or the host source says. It lasts until it is
 // replaced or the host's ID leaves the pool for good.
-type HostOverride struct {
+type OperatorState struct {
 	// Draining: the host drains until Deadline. Otherwise the host is
 	// active even when its source says it drains (an undrain).
 	Draining bool
@@ -26,27 +26,27 @@ var (
 // placed on it, its sessions stay until the deadline and then move to their
 // successors, whatever the configuration says about it.
 func (e *Engine) DrainHost(pool, id string, deadline time.Time) error {
-	return e.override(pool, id, HostOverride{Draining: true, Deadline: deadline})
+	return e.setOperatorState(pool, id, OperatorState{Draining: true, Deadline: deadline})
 }
 
 // UndrainHost makes the pool's host active again, over a runtime drain or
 // one its configuration or source sets.
 func (e *Engine) UndrainHost(pool, id string) error {
-	return e.override(pool, id, HostOverride{})
+	return e.setOperatorState(pool, id, OperatorState{})
 }
 
-// HostOverrides returns the runtime overrides of the pool's hosts by ID.
-func (e *Engine) HostOverrides(pool string) map[string]HostOverride {
+// OperatorStates returns the runtime overrides of the pool's hosts by ID.
+func (e *Engine) OperatorStates(pool string) map[string]OperatorState {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make(map[string]HostOverride, len(e.overrides[pool]))
-	for id, o := range e.overrides[pool] {
+	out := make(map[string]OperatorState, len(e.operatorStates[pool]))
+	for id, o := range e.operatorStates[pool] {
 		out[id] = o
 	}
 	return out
 }
 
-func (e *Engine) override(pool, id string, o HostOverride) error {
+func (e *Engine) setOperatorState(pool, id string, o OperatorState) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p, ok := e.snap.Load().byName[pool]
@@ -63,13 +63,13 @@ func (e *Engine) override(pool, id string, o HostOverride) error {
 	if !found {
 		return fmt.Errorf("%w: %q has no host %q", ErrUnknownHost, pool, id)
 	}
-	if e.overrides == nil {
-		e.overrides = map[string]map[string]HostOverride{}
+	if e.operatorStates == nil {
+		e.operatorStates = map[string]map[string]OperatorState{}
 	}
-	if e.overrides[pool] == nil {
-		e.overrides[pool] = map[string]HostOverride{}
+	if e.operatorStates[pool] == nil {
+		e.operatorStates[pool] = map[string]OperatorState{}
 	}
-	e.overrides[pool][id] = o
+	e.operatorStates[pool][id] = o
 	e.rebuildLocked(e.now())
 	return nil
 }

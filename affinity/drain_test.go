@@ -47,7 +47,7 @@ func TestRuntimeDrainAndUndrain(t *testing.T) {
 	if e.Snapshot().Pools[0].Active.Len() != 3 {
 		t.Fatalf("active hosts %d, want 3", e.Snapshot().Pools[0].Active.Len())
 	}
-	if ov := e.HostOverrides("default"); len(ov) != 1 || ov["web-2"].Draining {
+	if ov := e.OperatorStates("default"); len(ov) != 1 || ov["web-2"].Draining {
 		t.Fatalf("overrides %+v", ov)
 	}
 }

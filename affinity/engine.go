@@ -14,8 +14,9 @@ type Engine struct {
 	snap  atomic.Pointer[Snapshot]
 	now   func() time.Time
 	store Store
-	// pinned caches decisions for established sessions (opaque mode).
-	pinned *lru.Cache[string, pinnedEntry]
+	// established caches the decisions of established sessions by their
+	// token (opaque mode).
+	established *lru.Cache[string, establishedEntry]
 	// mu orders writers (Update, SetHosts); readers only load snap.
 	mu sync.Mutex
 	// discovered holds each discovered pool's latest good host list, so
@@ -23,8 +24,9 @@ type Engine struct {
 	discovered map[string][]HostSpec
 	// hostHealth is the service's own health view, by pool and host ID.
 	hostHealth map[string]map[string]*hostHealth
-	// overrides are the operator's runtime host states, by pool and host ID.
-	overrides map[string]map[string]HostOverride
+	// operatorStates are the operator's runtime host states (drains and
+	// undrains through the admin API), by pool and host ID.
+	operatorStates map[string]map[string]OperatorState
 	// onChange hears of every configuration put in force (nil: none).
 	onChange func(before, after *Snapshot)
 	// unknownPool counts requests no pool took (passed through untouched).
@@ -53,29 +55,29 @@ func NewEngine(s *Snapshot, now func() time.Time) *Engine {
 		max = DefaultMaxSessions
 	}
 	e := &Engine{now: now, store: NewMemoryStore(max, s.idleTimeout())}
-	e.pinned, _ = lru.New[string, pinnedEntry](PinnedCacheSize)
+	e.established, _ = lru.New[string, establishedEntry](EstablishedCacheSize)
 	e.snap.Store(s)
 	return e
 }
 
-// PinnedCacheSize is how many established sessions' decisions the engine
+// EstablishedCacheSize is how many established sessions' decisions the engine
 // keeps, so that a session's every request (opaque mode) does not verify a
 // signature again: Ed25519 verification costs about 40 µs, a cache hit well
 // under one.
-const PinnedCacheSize = 65536
+const EstablishedCacheSize = 65536
 
-// pinnedEntry is a verified token and the decision it led to under one
+// establishedEntry is a verified token and the decision it led to under one
 // configuration. The token itself is the key, compared in full, so only the
 // very token that was verified hits.
-type pinnedEntry struct {
-	snap     *Snapshot
-	pool     *Pool
-	expires  time.Time
-	hosts    []string // shared by the decisions it serves; never written
-	override string   // hosts joined
-	hostID   string
-	session  string
-	tracking bool // bounded loads count the session on each request
+type establishedEntry struct {
+	snap         *Snapshot
+	pool         *Pool
+	expires      time.Time
+	hosts        []string // shared by the decisions it serves; never written
+	overrideList string   // hosts joined
+	hostID       string
+	session      string
+	tracking     bool // bounded loads count the session on each request
 }
 
 // SetStore replaces the session store (before the engine is used).

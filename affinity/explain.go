@@ -142,7 +142,7 @@ func (e *Engine) explainCookie(snap *Snapshot, p *Pool, cookie string, now time.
 		if d, ok := p.Draining[v.host.ID]; ok {
 			x.Why = append(x.Why, "its host is draining: the session stays until "+d.UTC().Format(time.RFC3339))
 		}
-		x.pinned(p, v.sess.ID, v.host)
+		x.stays(p, v.sess.ID, v.host)
 		x.Order = e.ranked(p, v.sess.ID, now)
 	}
 }
@@ -157,7 +157,7 @@ func (e *Engine) explainKey(p *Pool, source KeySource, key string, now time.Time
 		return
 	case OutcomePinned:
 		x.Why = append(x.Why, fmt.Sprintf("the key was last seen on %q, still in the pool", v.host.ID))
-		x.pinned(p, key, v.host)
+		x.stays(p, key, v.host)
 		x.Order = e.ranked(p, key, now)
 		return
 	case OutcomeRejected:
@@ -188,10 +188,10 @@ func (e *Engine) explainPlacement(p *Pool, key string, now time.Time, x *Explana
 	}
 }
 
-// pinned fills in a session staying on host.
-func (x *Explanation) pinned(p *Pool, key string, host Host) {
+// stays fills in a session staying on host.
+func (x *Explanation) stays(p *Pool, key string, host Host) {
 	x.Host, x.Address = host.ID, host.Address
-	x.Override = pinnedHosts(p.placement(), key, host, p.OverrideHosts)
+	x.Override = overrideList(p.placement(), key, host, p.OverrideListLen)
 }
 
 // ranked is key's placement order over the hosts new sessions may use, with

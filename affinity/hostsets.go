@@ -108,7 +108,7 @@ func (e *Engine) rebuilt(s *Snapshot, now time.Time) *Snapshot {
 	c.healthExpiry = time.Time{}
 	for i, p := range s.Pools {
 		q := *p
-		q.setHosts(e.healthy(p.Name, e.overridden(p.Name, p.Specs), now, &c.healthExpiry))
+		q.setHosts(e.healthy(p.Name, e.withOperatorStates(p.Name, p.Specs), now, &c.healthExpiry))
 		c.Pools[i] = &q
 		c.byName[q.Name] = &q
 	}
@@ -155,8 +155,8 @@ func (e *Engine) expireHealth(now time.Time) {
 
 // overridden applies the pool's runtime overrides to specs (a copy when any
 // applies).
-func (e *Engine) overridden(pool string, specs []HostSpec) []HostSpec {
-	ov := e.overrides[pool]
+func (e *Engine) withOperatorStates(pool string, specs []HostSpec) []HostSpec {
+	ov := e.operatorStates[pool]
 	if len(ov) == 0 {
 		return specs
 	}
@@ -175,4 +175,4 @@ func (e *Engine) overridden(pool string, specs []HostSpec) []HostSpec {
 
 // needsRebuild reports whether host sets differ from their source lists:
 // the service holds a host down or an operator overrides one.
-func (e *Engine) needsRebuild() bool { return len(e.hostHealth) > 0 || len(e.overrides) > 0 }
+func (e *Engine) needsRebuild() bool { return len(e.hostHealth) > 0 || len(e.operatorStates) > 0 }

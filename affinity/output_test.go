@@ -112,7 +112,7 @@ pools:
 			t.Errorf("%s: outcome %v, output %+v, remove %v; want %v, %+v, %v", tt.name, tt.d.Outcome, tt.d.Output, tt.d.RemoveHeaders, tt.outcome, tt.output, tt.remove)
 		}
 	}
-	if pinned.Override == "" {
+	if pinned.OverrideList == "" {
 		t.Error("the established session's decision is not the cached kind")
 	}
 }

@@ -335,7 +335,7 @@ func BenchmarkPlacementLookup(b *testing.B) {
 		mg, rg := newMaglev(hosts, 65537), newRing(hosts, 160)
 		b.Run(fmt.Sprintf("rendezvous-top2/N=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
-			var r [OverrideHosts]int
+			var r [DefaultOverrideListLen]int
 			for i := 0; b.Loop(); i++ {
 				hs.Rank(sessionKey(ids[i&1023]), r[:])
 			}

@@ -5,10 +5,11 @@ import (
 	"time"
 )
 
-// OverrideHosts is how many hosts a decision lists by default: the primary
-// and the successor an Envoy retry goes to when the primary cannot be
-// reached. A pool may list up to MaxRank.
-const OverrideHosts = 2
+// DefaultOverrideListLen is how many hosts the override list (the hosts a
+// decision hands to Envoy's override_host policy, primary first) holds by
+// default: the primary and the successor an Envoy retry goes to when the
+// primary cannot be reached. A pool may list up to MaxRank.
+const DefaultOverrideListLen = 2
 
 // Mode is how a pool's sessions are enforced.
 type Mode string
@@ -46,8 +47,8 @@ type Pool struct {
 	ReboundHeader, SuccessorHeader string
 	// Output names the request headers decisions are also written to.
 	Output OutputHeaders
-	// OverrideHosts is the length of the override list (primary first).
-	OverrideHosts int
+	// OverrideListLen is the length of the override list (primary first).
+	OverrideListLen int
 	// MatchAll: the pool's name was left out, so it takes requests of every
 	// cluster (a configuration with a single pool).
 	MatchAll bool

@@ -152,7 +152,7 @@ func BenchmarkRendezvousRank(b *testing.B) {
 				hosts[i].Weight = uint32(1 + i%weights)
 			}
 			hs := NewHostSet(hosts)
-			for _, k := range []int{OverrideHosts, MaxRank} {
+			for _, k := range []int{DefaultOverrideListLen, MaxRank} {
 				name := fmt.Sprintf("hosts=%d/k=%d", n, k)
 				if weights > 1 {
 					name += fmt.Sprintf("/weights=%d", weights)

@@ -98,7 +98,7 @@ func (e *Engine) rebind(pool string, sess Session, served string) (string, bool)
 		return "", false
 	}
 	now := e.now()
-	d := Decision{Outcome: OutcomeRebound, Pool: p.Name, Hosts: pinnedHosts(p.placement(), sess.ID, host, p.OverrideHosts), HostID: host.ID}
+	d := Decision{Outcome: OutcomeRebound, Pool: p.Name, Hosts: overrideList(p.placement(), sess.ID, host, p.OverrideListLen), HostID: host.ID}
 	if p.LoadFactor > 0 {
 		e.store.Seen(p.Name, sess.ID, host.ID, now)
 	}

@@ -55,7 +55,7 @@ func TestOutputHeaders(t *testing.T) {
 		},
 		{
 			name:       "pinned, cached answer",
-			d:          affinity.Decision{Outcome: affinity.OutcomePinned, Hosts: hosts, Override: "10.0.0.1:80,10.0.0.2:80", Output: bothOutputs},
+			d:          affinity.Decision{Outcome: affinity.OutcomePinned, Hosts: hosts, OverrideList: "10.0.0.1:80,10.0.0.2:80", Output: bothOutputs},
 			set:        map[string]string{"x-affinity-destination": "10.0.0.1:80,10.0.0.2:80", "x-session-host": primary64},
 			noResponse: true,
 		},
@@ -68,7 +68,7 @@ func TestOutputHeaders(t *testing.T) {
 		},
 		{
 			name:       "only the stateful session header",
-			d:          affinity.Decision{Outcome: affinity.OutcomePinned, Hosts: hosts, Override: "10.0.0.1:80,10.0.0.2:80", Output: affinity.OutputHeaders{StatefulSession: "x-session-host"}},
+			d:          affinity.Decision{Outcome: affinity.OutcomePinned, Hosts: hosts, OverrideList: "10.0.0.1:80,10.0.0.2:80", Output: affinity.OutputHeaders{StatefulSession: "x-session-host"}},
 			set:        map[string]string{"x-session-host": primary64},
 			noResponse: true,
 		},
@@ -120,7 +120,7 @@ func TestOutputHeaders(t *testing.T) {
 					t.Errorf("request %d: metadata %q, want %q", i, destination(t, r), want)
 				}
 			}
-			if tt.d.Override != "" && answers[0] != answers[1] {
+			if tt.d.OverrideList != "" && answers[0] != answers[1] {
 				t.Error("an established session's answer was built twice: want the shared one")
 			}
 		})
@@ -132,9 +132,9 @@ func TestOutputHeaders(t *testing.T) {
 func TestSharedAnswersPerOutput(t *testing.T) {
 	override := "10.0.0.1:80,10.0.0.2:80"
 	srv := NewServer(&fakeDecider{}, nil)
-	plain := srv.pinnedAnswer(override, affinity.OutputHeaders{})
-	withHeader := srv.pinnedAnswer(override, affinity.OutputHeaders{Header: "x-a"})
-	withOther := srv.pinnedAnswer(override, affinity.OutputHeaders{Header: "x-b"})
+	plain := srv.sharedAnswer(override, affinity.OutputHeaders{})
+	withHeader := srv.sharedAnswer(override, affinity.OutputHeaders{Header: "x-a"})
+	withOther := srv.sharedAnswer(override, affinity.OutputHeaders{Header: "x-b"})
 	if plain.GetRequestHeaders().GetResponse().GetHeaderMutation() != nil {
 		t.Fatalf("no output headers, yet a mutation: %v", plain)
 	}
@@ -147,7 +147,7 @@ func TestSharedAnswersPerOutput(t *testing.T) {
 			t.Errorf("answer for %s sets %v", c.name, set)
 		}
 	}
-	if srv.pinnedAnswer(override, affinity.OutputHeaders{Header: "x-a"}) != withHeader {
+	if srv.sharedAnswer(override, affinity.OutputHeaders{Header: "x-a"}) != withHeader {
 		t.Error("the same key built a second answer")
 	}
 }

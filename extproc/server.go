@@ -196,10 +196,10 @@ func (ex *exchange) decide(s *Server, req *extprocv3.ProcessingRequest, h *extpr
 	if d.Outcome == affinity.OutcomeRejected {
 		return d, rejection(d)
 	}
-	if d.Override != "" && len(remove) == 0 && len(d.SetHeaders) == 0 && len(d.RemoveHeaders) == 0 && !d.WantsResponse() {
-		return d, s.pinnedAnswer(d.Override, d.Output)
+	if d.OverrideList != "" && len(remove) == 0 && len(d.SetHeaders) == 0 && len(d.RemoveHeaders) == 0 && !d.WantsResponse() {
+		return d, s.sharedAnswer(d.OverrideList, d.Output)
 	}
-	override := d.Override
+	override := d.OverrideList
 	if override == "" && len(d.Hosts) > 0 {
 		override = strings.Join(d.Hosts, ",")
 	}
@@ -229,10 +229,10 @@ func (ex *exchange) decide(s *Server, req *extprocv3.ProcessingRequest, h *extpr
 	return d, resp
 }
 
-// pinnedAnswer is the shared answer for an established session with nothing
-// to change but where it goes: the metadata, and the output headers
+// sharedAnswer is the answer shared by established sessions with nothing
+// to change but where they go: the metadata, and the output headers
 // written over any client copy.
-func (s *Server) pinnedAnswer(override string, output affinity.OutputHeaders) *extprocv3.ProcessingResponse {
+func (s *Server) sharedAnswer(override string, output affinity.OutputHeaders) *extprocv3.ProcessingResponse {
 	key := answerKey{override, output}
 	s.answersMu.RLock()
 	resp, ok := s.answers[key]

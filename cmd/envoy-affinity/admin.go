@@ -52,8 +52,9 @@ type hostView struct {
 	DrainingUntil *time.Time `json:"draining_until,omitempty"`
 	// Sessions are the host's active sessions as bounded loads count them.
 	Sessions int `json:"sessions"`
-	// Override is an operator's runtime setting: drain or undrain.
-	Override string `json:"override,omitempty"`
+	// Operator is the operator's runtime state of the host, set through
+	// this API: drain or undrain.
+	Operator string `json:"operator,omitempty"`
 }
 
 // adminHandler serves the admin API. With a token, every endpoint but the
@@ -123,15 +124,15 @@ func (s *serverState) poolView(p *affinity.Pool, now time.Time) poolView {
 		pv.Source.LastRefresh = &last
 	}
 	load := s.engine.ActiveSessions(p.Name, now)
-	overrides := s.engine.HostOverrides(p.Name)
+	operator := s.engine.OperatorStates(p.Name)
 	for _, hs := range hostStates(p) {
 		h := hs.host
 		hv := hostView{ID: h.ID, Address: h.Address, Weight: h.Weight, State: hs.state, Sessions: load[h.ID]}
 		if hs.state == "draining" {
 			hv.DrainingUntil = &hs.until
 		}
-		if o, ok := overrides[h.ID]; ok {
-			hv.Override = map[bool]string{true: "drain", false: "undrain"}[o.Draining]
+		if o, ok := operator[h.ID]; ok {
+			hv.Operator = map[bool]string{true: "drain", false: "undrain"}[o.Draining]
 		}
 		pv.Hosts = append(pv.Hosts, hv)
 	}

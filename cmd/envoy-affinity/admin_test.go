@@ -40,7 +40,7 @@ type adminHost struct {
 	State         string     `json:"state"`
 	DrainingUntil *time.Time `json:"draining_until"`
 	Sessions      int        `json:"sessions"`
-	Override      string     `json:"override"`
+	Operator      string     `json:"operator"`
 }
 
 func hostsOf(t *testing.T, admin string) map[string]adminHost {
@@ -73,10 +73,10 @@ func TestAdminDrainUndrain(t *testing.T) {
 	if code := adminCall(t, "POST", admin+"/pools/web/hosts/b/drain?deadline=10m", "", &h); code != http.StatusOK {
 		t.Fatalf("drain: %d", code)
 	}
-	if h.State != "draining" || h.Override != "drain" || h.DrainingUntil == nil || time.Until(*h.DrainingUntil) < 9*time.Minute {
+	if h.State != "draining" || h.Operator != "drain" || h.DrainingUntil == nil || time.Until(*h.DrainingUntil) < 9*time.Minute {
 		t.Fatalf("drained host: %+v", h)
 	}
-	if got := hostsOf(t, admin)["b"]; got.State != "draining" || got.Override != "drain" {
+	if got := hostsOf(t, admin)["b"]; got.State != "draining" || got.Operator != "drain" {
 		t.Fatalf("/debug/pools after drain: %+v", got)
 	}
 	if !strings.Contains(logs.String(), "host draining") || !strings.Contains(logs.String(), "changed=b:active->draining") {
@@ -94,7 +94,7 @@ func TestAdminDrainUndrain(t *testing.T) {
 		}
 		return nil
 	})
-	if code := adminCall(t, "POST", admin+"/pools/web/hosts/b/undrain", "", &h); code != http.StatusOK || h.State != "active" || h.Override != "undrain" {
+	if code := adminCall(t, "POST", admin+"/pools/web/hosts/b/undrain", "", &h); code != http.StatusOK || h.State != "active" || h.Operator != "undrain" {
 		t.Fatalf("undrain: %d %+v", code, h)
 	}
 	// One line per host-set change: the reload's new host, the undrain.
