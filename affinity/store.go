@@ -138,3 +138,5 @@ func (s *MemoryStore) Len() int {
 	defer s.mu.Unlock()
 	return s.lru.Len()
 }
+
+var _ Store = (*MemoryStore)(nil)

@@ -38,10 +38,14 @@ var (
 	ErrTokenExpired = errors.New("session token expired")
 )
 
+// HostClaim is the token's claim naming the bound host: in verified mode
+// Envoy's override_host reads it from jwt_authn's payload.
+const HostClaim = "h"
+
 // claims is the token payload: sid, h and ss plus the registered iat and exp.
 type claims struct {
 	SID string           `json:"sid"`
-	H   string           `json:"h"`
+	H   string           `json:"h"` // HostClaim
 	SS  *jwt.NumericDate `json:"ss"`
 	jwt.RegisteredClaims
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/extproc"
 )
 
 func TestStickySession(t *testing.T) {
@@ -222,8 +223,8 @@ func TestClientCannotChooseHost(t *testing.T) {
 						continue
 					}
 					r, _, err := ss.c.Get("/",
-						"x-gateway-destination-endpoint", b.Address(),
-						"x-gateway-destination-endpoint-served", b.Address(),
+						extproc.DestinationKey, b.Address(),
+						extproc.ServedKey, b.Address(),
 						"x-envoy-original-dst-host", b.Address())
 					if err != nil {
 						t.Fatal(err)
@@ -236,7 +237,7 @@ func TestClientCannotChooseHost(t *testing.T) {
 			// New sessions asking for a host get the host the server chose.
 			for range 30 {
 				c := harness.NewClient(s.URL(""))
-				r, _, err := c.Get("/", "x-gateway-destination-endpoint", s.Backends[0].Address())
+				r, _, err := c.Get("/", extproc.DestinationKey, s.Backends[0].Address())
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/extproc"
 )
 
 // TestHeaderKey (verified mode): a client that sends x-session-id and no
@@ -144,7 +145,7 @@ func TestPoolFromInitialMetadata(t *testing.T) {
 	const grpcService = "                envoy_grpc: {cluster_name: envoy_affinity}\n"
 	path := filepath.Join(t.TempDir(), "opaque-shop.yaml")
 	if err := harness.WriteVariant("opaque.yaml", path, grpcService,
-		grpcService+"                initial_metadata: [{key: x-affinity-pool, value: shop}]\n"); err != nil {
+		grpcService+"                initial_metadata: [{key: "+extproc.PoolMetadataKey+", value: shop}]\n"); err != nil {
 		t.Fatal(err)
 	}
 	s := newStackWith(t, harness.Options{Mode: "opaque", PoolName: "shop", EnvoyYAML: path})

@@ -139,7 +139,7 @@ func TestVerifiedRefresh(t *testing.T) {
 	sess := startSessions(t, s, 1)[0]
 	token := sess.c.Cookie("affinity")
 	// The same session, as the server signed it, but its exp has passed.
-	claims := affinity.Session{ID: harness.TokenClaim(token, "sid"), Host: harness.TokenClaim(token, "h"),
+	claims := affinity.Session{ID: harness.TokenClaim(token, "sid"), Host: harness.TokenClaim(token, affinity.HostClaim),
 		Start: time.Now().Add(-time.Hour), IssuedAt: time.Now().Add(-7 * time.Minute), ExpiresAt: time.Now().Add(-2 * time.Minute)}
 	expired, err := affinity.NewTokenCodec(ring).Sign(claims, time.Now())
 	if err != nil {
@@ -181,7 +181,7 @@ func TestHostRemovedFromEnvoysCluster(t *testing.T) {
 			// host only.
 			successor := map[*session]string{}
 			for _, ss := range sessions {
-				_, next, _ := strings.Cut(harness.TokenClaim(ss.c.Cookie("affinity"), "h"), ",")
+				_, next, _ := strings.Cut(harness.TokenClaim(ss.c.Cookie("affinity"), affinity.HostClaim), ",")
 				for _, b := range s.Backends {
 					if b.Address() == next {
 						successor[ss] = b.Name

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/extproc"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -42,7 +43,7 @@ import (
 // Wire names of the Istio recipe.
 const (
 	hcmFilter            = "envoy.filters.network.http_connection_manager"
-	extProcFilter        = "envoy.filters.http.ext_proc"
+	extProcFilter        = extproc.FilterName
 	statefulSessionName  = "envoy.filters.http.stateful_session" // Istio's util.StatefulSessionFilter
 	routerFilter         = "envoy.filters.http.router"
 	sessionHeaderLabel   = "istio.io/persistent-session-header"

@@ -33,7 +33,7 @@ func TestDebugLogKeepsSecrets(t *testing.T) {
 		}
 		for _, resp := range fs.sent {
 			for _, hv := range resp.GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
-				if hv.GetHeader().GetKey() == "set-cookie" {
+				if hv.GetHeader().GetKey() == SetCookieHeader {
 					v, _, _ := strings.Cut(string(hv.GetHeader().GetRawValue()), ";")
 					issued = append(issued, strings.TrimPrefix(v, "affinity="))
 				}

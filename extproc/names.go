@@ -1,6 +1,8 @@
 package extproc
 
-// Wire-level names shared with the Envoy configuration in envoy/.
+// The wire contract: every name the service and the Envoy configuration in
+// envoy/ and examples/ must agree on. Tests use these constants too, and
+// TestEnvoyYAMLNamesTheContract checks that each Envoy YAML names them.
 const (
 	// MetadataNamespace is the dynamic-metadata namespace the decision is
 	// written to; the Envoy filter must list it in
@@ -12,8 +14,15 @@ const (
 	// ServedKey is where override_host's selected_host_key writes the host
 	// that really served the request.
 	ServedKey = "x-gateway-destination-endpoint-served"
-	// AttributesKey is the key under which Envoy sends request attributes.
-	AttributesKey = "envoy.filters.http.ext_proc"
+	// JWTFilterName is Envoy's jwt_authn filter, whose dynamic-metadata
+	// namespace holds a verified token's payload (verified mode):
+	// override_host reads affinity.HostClaim there.
+	JWTFilterName = "envoy.filters.http.jwt_authn"
+	// FilterName is Envoy's name of the ext_proc HTTP filter.
+	FilterName = "envoy.filters.http.ext_proc"
+	// AttributesKey is the key under which Envoy sends request attributes:
+	// the filter's name.
+	AttributesKey = FilterName
 	// ClusterAttribute names the cluster the route chose; it selects the pool.
 	ClusterAttribute = "xds.cluster_name"
 	// PoolMetadataKey is the gRPC metadata key (grpc_service

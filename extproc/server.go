@@ -35,7 +35,11 @@ type Decider interface {
 	Respond(d *affinity.Decision, up affinity.Upstream) affinity.Reply
 }
 
-var _ Decider = (*affinity.Engine)(nil)
+var (
+	_ Decider          = (*affinity.Engine)(nil)
+	_ Observer         = noObserver{}
+	_ affinity.Headers = headerList(nil)
+)
 
 // Observer is told what the server does, for metrics. Its methods are
 // called on the hot path and must be cheap.

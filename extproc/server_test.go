@@ -159,7 +159,7 @@ func TestProcessNewSession(t *testing.T) {
 		t.Fatalf("destination %q", got)
 	}
 	set := fs.sent[1].GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders()
-	if len(set) != 1 || set[0].GetHeader().GetKey() != "set-cookie" || string(set[0].GetHeader().GetRawValue()) != "affinity=tok; Path=/" ||
+	if len(set) != 1 || set[0].GetHeader().GetKey() != SetCookieHeader || string(set[0].GetHeader().GetRawValue()) != "affinity=tok; Path=/" ||
 		set[0].GetHeader().GetValue() != "" || !set[0].GetAppend().GetValue() {
 		t.Fatalf("set-cookie mutation %v", set)
 	}
@@ -168,7 +168,7 @@ func TestProcessNewSession(t *testing.T) {
 func TestProcessEstablishedSession(t *testing.T) {
 	dec := &fakeDecider{d: affinity.Decision{Outcome: affinity.OutcomePinned, Hosts: []string{"10.0.0.1:80", "10.0.0.2:80"}}}
 	fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{
-		requestHeaders("", "cookie", "affinity=x", "x-gateway-destination-endpoint", "6.6.6.6:80", "X-Gateway-Destination-Endpoint-Served", "6.6.6.6:80"),
+		requestHeaders("", CookieHeader, "affinity=x", DestinationKey, "6.6.6.6:80", strings.ToUpper(ServedKey), "6.6.6.6:80"),
 	}}
 	if err := NewServer(dec, nil).Process(fs); err != nil {
 		t.Fatal(err)
@@ -243,8 +243,8 @@ func TestProcessUpstreamHeadersAndLearning(t *testing.T) {
 	served, _ := structpb.NewStruct(map[string]any{ServedKey: "10.0.0.2:80"})
 	resp := &extprocv3.ProcessingRequest{
 		Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
-			{Key: "set-cookie", RawValue: []byte("other=1; Path=/")},
-			{Key: "set-cookie", RawValue: []byte("JSESSIONID=abc; Path=/; HttpOnly")},
+			{Key: SetCookieHeader, RawValue: []byte("other=1; Path=/")},
+			{Key: SetCookieHeader, RawValue: []byte("JSESSIONID=abc; Path=/; HttpOnly")},
 		}}}},
 		MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: served}},
 	}

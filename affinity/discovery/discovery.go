@@ -77,3 +77,8 @@ func Run(ctx context.Context, src Source, every time.Duration, apply func([]affi
 		}
 	}
 }
+
+var (
+	_ Source = (*EnvoyAdmin)(nil)
+	_ Source = (*DNS)(nil)
+)

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/extproc"
 )
 
 // metrics are the service's Prometheus metrics, served at /metrics on the
@@ -134,3 +135,5 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+var _ extproc.Observer = (*metrics)(nil)

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity"
 )
 
 // The default ports written in the envoy/ YAML files; a stack maps each to a free one.
@@ -510,9 +512,9 @@ func (s *Stack) CookieHost(cookie string) string {
 	var addr string
 	switch s.opts.Mode {
 	case "opaque":
-		return TokenClaim(cookie, "h")
+		return TokenClaim(cookie, affinity.HostClaim)
 	case "verified":
-		addr, _, _ = strings.Cut(TokenClaim(cookie, "h"), ",")
+		addr, _, _ = strings.Cut(TokenClaim(cookie, affinity.HostClaim), ",")
 	case "native":
 		// Envoy's cookie is base64 of a small proto holding "ip:port".
 		raw, err := base64.StdEncoding.DecodeString(cookie)
