@@ -34,7 +34,7 @@ $(ENVOY):
 	@"$@" --version
 
 test: envoy lint ## run every test (after go vet and gofmt): unit, fuzz seeds, end to end with a real Envoy, each Go benchmark once, the load benchmark for a few seconds
-	$(GO) run ./envoy/bench -quick
+	$(GO) run ./e2e/bench -quick
 	$(GO) test -run '^$$' -bench 'Decide|Token|Stream|Lookup|Build|Rank' -benchtime 1x ./affinity ./extproc
 	$(GO) test -race -count=1 ./...
 
@@ -47,7 +47,7 @@ demo: envoy ## run Envoy, envoy-affinity and three backends on localhost with a 
 
 bench: envoy ## measure each mode against plain Envoy (about 5 minutes) into docs/performance.md
 	@command -v wrk >/dev/null || { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; }
-	$(GO) run ./envoy/bench -out docs/performance.md
+	$(GO) run ./e2e/bench -out docs/performance.md
 
 bench-placement: ## placement quality and speed beside Maglev and a ring (docs/placement.md)
 	$(GO) test -run '^$$' -bench 'PlacementQuality|PlacementWeights|BoundedLoadSimulation' -benchtime 1x -timeout 30m ./affinity

@@ -23,7 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"gopkg.in/yaml.v3"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // k8s is the Kubernetes recipe, decoded.
@@ -329,7 +329,7 @@ func TestDockerfile(t *testing.T) {
 func TestDeploymentRunsTheBinary(t *testing.T) {
 	k := loadK8s(t)
 	c := k.container
-	dns, err := harness.NewDNSServer()
+	dns, err := launch.NewDNSServer()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,11 +352,11 @@ func TestDeploymentRunsTheBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	grpcPort, err := harness.FreePort()
+	grpcPort, err := launch.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminPort, err := harness.FreePort()
+	adminPort, err := launch.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +387,7 @@ func TestDeploymentRunsTheBinary(t *testing.T) {
 		case e.ValueFrom == nil:
 			env = append(env, e.Name+"="+e.Value)
 		case e.ValueFrom.SecretKeyRef != nil:
-			env = append(env, e.Name+"="+harness.NewKeyLine("k1", "ed25519"))
+			env = append(env, e.Name+"="+launch.NewKeyLine("k1", "ed25519"))
 		case e.ValueFrom.ResourceFieldRef != nil:
 			res, _ := strings.CutPrefix(e.ValueFrom.ResourceFieldRef.Resource, "limits.")
 			env = append(env, e.Name+"="+strconv.FormatInt(quantityBytes(t, c.Resources.Limits[res]), 10))
@@ -418,7 +418,7 @@ func TestDeploymentRunsTheBinary(t *testing.T) {
 	admin := "http://127.0.0.1:" + strconv.Itoa(adminPort)
 	// Readiness comes once DNS discovery found the pool's hosts.
 	notFound := false
-	err = harness.Eventually(context.Background(), 20*time.Second, func() error {
+	err = launch.Eventually(context.Background(), 20*time.Second, func() error {
 		select {
 		case err := <-exited:
 			stopped = true
@@ -470,7 +470,7 @@ func TestDeploymentRunsTheBinary(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	err = harness.Eventually(context.Background(), 10*time.Second, func() error {
+	err = launch.Eventually(context.Background(), 10*time.Second, func() error {
 		select {
 		case err := <-exited:
 			stopped = true

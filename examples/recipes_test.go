@@ -17,12 +17,12 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // bins are the project's programs and Envoy, built once for the tests that
 // run them.
-var bins harness.Binaries
+var bins launch.Binaries
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "envoy-affinity-examples-")
@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bins, err = harness.Build(dir)
+	bins, err = launch.Build(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "the recipe tests need the binaries and Envoy:", err)
 		os.RemoveAll(dir)
@@ -236,7 +236,7 @@ func parseServiceConfig(t *testing.T, name, text string) *affinity.Config {
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	key := harness.NewKeyLine("k1", "ed25519")
+	key := launch.NewKeyLine("k1", "ed25519")
 	getenv := func(v string) string {
 		if v == cfg.Keys.Env {
 			return key

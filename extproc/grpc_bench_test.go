@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // BenchmarkGRPCStreams is the server alone over real gRPC on loopback: a
@@ -32,7 +32,7 @@ func BenchmarkGRPCStreams(b *testing.B) {
 // P-256 certificates, TLS 1.3), the connection made once as Envoy does:
 // what encrypting each stream's frames costs.
 func BenchmarkGRPCStreamsMTLS(b *testing.B) {
-	ca, err := harness.NewCA("bench CA")
+	ca, err := launch.NewCA("bench CA")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func BenchmarkGRPCStreamsMTLS(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	pair := func(c harness.Cert) tls.Certificate {
+	pair := func(c launch.Cert) tls.Certificate {
 		p, err := tls.X509KeyPair(c.CertPEM, c.KeyPEM)
 		if err != nil {
 			b.Fatal(err)

@@ -6,14 +6,14 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
 // newDNSServer starts a loopback DNS server for the test's duration.
-func newDNSServer(t *testing.T) *harness.DNSServer {
+func newDNSServer(t *testing.T) *launch.DNSServer {
 	t.Helper()
-	s, err := harness.NewDNSServer()
+	s, err := launch.NewDNSServer()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -34,7 +34,7 @@ func TestMetricsGolden(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// With TLS on, so that its metrics are pinned too.
-	ca, err := harness.NewCA("metrics test CA")
+	ca, err := launch.NewCA("metrics test CA")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -342,7 +342,7 @@ func httpGetJSON(url string) (poolsView, error) {
 }
 
 // TestTestedEnvoyMatchesMakefile keeps the version the binary reports equal to
-// the one the Makefile fetches and the harness expects.
+// the one the Makefile fetches and internal/launch expects.
 func TestTestedEnvoyMatchesMakefile(t *testing.T) {
 	mk, err := os.ReadFile("../../Makefile")
 	if err != nil {
@@ -351,7 +351,7 @@ func TestTestedEnvoyMatchesMakefile(t *testing.T) {
 	if !strings.Contains(string(mk), "ENVOY_VERSION := "+testedEnvoy+"\n") {
 		t.Fatalf("the Makefile's ENVOY_VERSION is not %s", testedEnvoy)
 	}
-	if harness.EnvoyVersion != testedEnvoy {
-		t.Fatalf("the harness expects Envoy %s, the binary says %s", harness.EnvoyVersion, testedEnvoy)
+	if launch.EnvoyVersion != testedEnvoy {
+		t.Fatalf("internal/launch expects Envoy %s, the binary says %s", launch.EnvoyVersion, testedEnvoy)
 	}
 }

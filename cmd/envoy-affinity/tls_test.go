@@ -24,7 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // serverName is the DNS name in the test server certificates.
@@ -34,9 +34,9 @@ const serverName = "envoy-affinity.internal"
 // service's files.
 type tlsFixture struct {
 	dir    string
-	ca     *harness.CA
-	server harness.Cert
-	client harness.Cert
+	ca     *launch.CA
+	server launch.Cert
+	client launch.Cert
 	// The certificate, key and CA bundle files the flags name.
 	cert, key, caFile string
 }
@@ -46,7 +46,7 @@ func newTLSFixture(t *testing.T) *tlsFixture {
 	issue := mustCert(t)
 	f := &tlsFixture{dir: t.TempDir()}
 	var err error
-	if f.ca, err = harness.NewCA("test CA"); err != nil {
+	if f.ca, err = launch.NewCA("test CA"); err != nil {
 		t.Fatal(err)
 	}
 	f.server = issue(f.ca.Server(serverName))
@@ -60,8 +60,8 @@ func newTLSFixture(t *testing.T) *tlsFixture {
 
 // mustCert returns a function that passes an issued certificate through
 // and fails t on an error, so that a call reads issue(ca.Server(name)).
-func mustCert(t *testing.T) func(harness.Cert, error) harness.Cert {
-	return func(c harness.Cert, err error) harness.Cert {
+func mustCert(t *testing.T) func(launch.Cert, error) launch.Cert {
+	return func(c launch.Cert, err error) launch.Cert {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
@@ -72,7 +72,7 @@ func mustCert(t *testing.T) func(harness.Cert, error) harness.Cert {
 
 // clientTLS is a client's config that trusts ca and presents cert (none
 // when nil).
-func clientTLS(t *testing.T, ca *harness.CA, cert *harness.Cert) *tls.Config {
+func clientTLS(t *testing.T, ca *launch.CA, cert *launch.Cert) *tls.Config {
 	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.PEM)
@@ -164,7 +164,7 @@ func (r *tlsRun) passChecks(t *testing.T) {
 func TestRunTLSClients(t *testing.T) {
 	issue := mustCert(t)
 	f := newTLSFixture(t)
-	other, err := harness.NewCA("another CA")
+	other, err := launch.NewCA("another CA")
 	if err != nil {
 		t.Fatal(err)
 	}

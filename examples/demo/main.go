@@ -12,7 +12,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 func main() {
@@ -37,7 +37,7 @@ func run(ctx context.Context) error {
 	}
 	defer os.RemoveAll(dir)
 	fmt.Println("building envoy-affinity and the demo backend ...")
-	bins, err := harness.Build(dir)
+	bins, err := launch.Build(dir)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func run(ctx context.Context) error {
 	if mode == "" {
 		mode = "verified"
 	}
-	s, err := harness.StartStack(ctx, bins, harness.Options{Dir: dir, Mode: mode})
+	s, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: mode})
 	if err != nil {
 		return err
 	}
@@ -61,12 +61,12 @@ func run(ctx context.Context) error {
 	fmt.Println("\n1. Users open a session and send three requests each (until two are on backend-2).")
 	fmt.Println("   The backend counts requests per session in memory: a session that moved would start again at 1.")
 	var (
-		users []*harness.Client
+		users []*launch.Client
 		where []string
 		on2   int
 	)
 	for len(users) < 6 || (on2 < 2 && len(users) < 12) {
-		u := harness.NewClient(s.URL(""))
+		u := launch.NewClient(s.URL(""))
 		var served []string
 		var host string
 		for range 3 {
@@ -125,7 +125,7 @@ func run(ctx context.Context) error {
 	}
 	var fresh []string
 	for range 9 {
-		r, _, err := harness.NewClient(s.URL("")).Get("/")
+		r, _, err := launch.NewClient(s.URL("")).Get("/")
 		if err != nil {
 			return err
 		}

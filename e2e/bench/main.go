@@ -23,7 +23,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // config is one measured configuration. The first is the baseline, the
@@ -81,7 +81,7 @@ func main() {
 
 func run(st settings) error {
 	rounds, out := st.rounds, st.out
-	root, err := harness.ModuleRoot()
+	root, err := launch.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func run(st settings) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bins, err := harness.Build(dir)
+	bins, err := launch.Build(dir)
 	if err != nil {
 		return err
 	}
@@ -101,9 +101,9 @@ func run(st settings) error {
 	}
 	st.load = filepath.Join(dir, "affinity-load")
 	configs := []config{
-		{name: "baseline (Envoy round robin)", mode: "opaque", yaml: filepath.Join(root, "envoy", "bench", "baseline.yaml")},
-		{name: "envoy-cookie (Envoy's stateful_session)", mode: "opaque", yaml: filepath.Join(root, "envoy", "bench", "envoy-cookie.yaml")},
-		{name: "envoy-hash (Envoy's Maglev on a cookie)", mode: "opaque", yaml: filepath.Join(root, "envoy", "bench", "envoy-hash.yaml")},
+		{name: "baseline (Envoy round robin)", mode: "opaque", yaml: filepath.Join(root, "e2e", "bench", "baseline.yaml")},
+		{name: "envoy-cookie (Envoy's stateful_session)", mode: "opaque", yaml: filepath.Join(root, "e2e", "bench", "envoy-cookie.yaml")},
+		{name: "envoy-hash (Envoy's Maglev on a cookie)", mode: "opaque", yaml: filepath.Join(root, "e2e", "bench", "envoy-hash.yaml")},
 		{name: "opaque", mode: "opaque"},
 		{name: "verified", mode: "verified"},
 		{name: "native", mode: "native"},
@@ -162,12 +162,12 @@ func splice(path, report string) error {
 	return os.WriteFile(path, []byte(text), 0o644)
 }
 
-func measure(set settings, root string, bins harness.Binaries, c config, dir string) (sample, error) {
+func measure(set settings, root string, bins launch.Binaries, c config, dir string) (sample, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return sample{}, err
 	}
 	ctx := context.Background()
-	st, err := harness.StartStack(ctx, bins, harness.Options{Dir: dir, Mode: c.mode, EnvoyYAML: c.yaml})
+	st, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: c.mode, EnvoyYAML: c.yaml})
 	if err != nil {
 		return sample{}, err
 	}
@@ -183,7 +183,7 @@ func measure(set settings, root string, bins harness.Binaries, c config, dir str
 		if c.fresh {
 			break
 		}
-		cl := harness.NewClient(st.URL(""))
+		cl := launch.NewClient(st.URL(""))
 		if _, _, err := cl.Get("/"); err != nil {
 			f.Close()
 			return sample{}, err
@@ -203,7 +203,7 @@ func measure(set settings, root string, bins harness.Binaries, c config, dir str
 	var s sample
 	var reqs float64
 	if set.wrk != "" {
-		s.rps, reqs, err = wrkThroughput(set.wrk, filepath.Join(root, "envoy", "bench", "sessions.lua"), st.URL("/"), cookies, set.duration)
+		s.rps, reqs, err = wrkThroughput(set.wrk, filepath.Join(root, "e2e", "bench", "sessions.lua"), st.URL("/"), cookies, set.duration)
 	} else {
 		var r loadResult
 		r, err = runLoad(set.load, "-url", st.URL("/"), "-cookies", cookies, "-c", "32", "-duration", set.duration.String())
@@ -238,7 +238,7 @@ func measure(set settings, root string, bins harness.Binaries, c config, dir str
 // place of envoy_grpc, and returns its path.
 func googleGRPCVariant(root, dir string) (string, error) {
 	path := filepath.Join(dir, "opaque-google-grpc.yaml")
-	return path, harness.WriteVariant(filepath.Join(root, "envoy", "opaque.yaml"), path,
+	return path, launch.WriteVariant(filepath.Join(root, "envoy", "opaque.yaml"), path,
 		"envoy_grpc: {cluster_name: envoy_affinity}", `google_grpc: {target_uri: "127.0.0.1:9002", stat_prefix: envoy_affinity}`)
 }
 
@@ -379,5 +379,5 @@ func envoyRelease(v string) string {
 			return f
 		}
 	}
-	return harness.EnvoyVersion
+	return launch.EnvoyVersion
 }

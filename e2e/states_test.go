@@ -1,4 +1,4 @@
-package envoy_test
+package e2e_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // TestDrain (verified mode): a draining host keeps its sessions until its
@@ -21,9 +21,9 @@ import (
 // comes from the config file, or from the admin API at run time.
 func TestDrain(t *testing.T) {
 	t.Parallel()
-	drains := map[string]func(s *harness.Stack, deadline time.Time) error{
-		"config": func(s *harness.Stack, deadline time.Time) error { return s.Drain(1, deadline) },
-		"admin-api": func(s *harness.Stack, deadline time.Time) error {
+	drains := map[string]func(s *launch.Stack, deadline time.Time) error{
+		"config": func(s *launch.Stack, deadline time.Time) error { return s.Drain(1, deadline) },
+		"admin-api": func(s *launch.Stack, deadline time.Time) error {
 			url := s.ServerURL("/pools/default/hosts/backend-2/drain?deadline=" + deadline.UTC().Format(time.RFC3339Nano))
 			resp, err := http.Post(url, "", nil)
 			if err != nil {
@@ -45,8 +45,8 @@ func TestDrain(t *testing.T) {
 	}
 }
 
-func testDrain(t *testing.T, drain func(*harness.Stack, time.Time) error) {
-	s := newStackWith(t, harness.Options{Mode: "verified", RefreshInterval: 2 * time.Second})
+func testDrain(t *testing.T, drain func(*launch.Stack, time.Time) error) {
+	s := newStackWith(t, launch.Options{Mode: "verified", RefreshInterval: 2 * time.Second})
 	sessions := spreadSessions(t, s, 45)
 	var onDrained []*session
 	for _, ss := range sessions {
@@ -66,7 +66,7 @@ func testDrain(t *testing.T, drain func(*harness.Stack, time.Time) error) {
 	}
 	// No new session on the draining host.
 	for i := range 30 {
-		r, _, err := harness.NewClient(s.URL("")).Get("/")
+		r, _, err := launch.NewClient(s.URL("")).Get("/")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +124,7 @@ func testDrain(t *testing.T, drain func(*harness.Stack, time.Time) error) {
 // clear body and a cleared cookie; the next request is a new session.
 func TestStrict(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, harness.Options{Mode: "opaque", Strict: true})
+	s := newStackWith(t, launch.Options{Mode: "opaque", Strict: true})
 	sessions := spreadSessions(t, s, 30)
 	if err := s.WriteConfig(0, 2); err != nil {
 		t.Fatal(err)
@@ -167,7 +167,7 @@ func TestStrict(t *testing.T) {
 // sessions land 10/10/10, whatever their first choices.
 func TestBoundedLoads(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, harness.Options{Mode: "verified", LoadFactor: 1.0})
+	s := newStackWith(t, launch.Options{Mode: "verified", LoadFactor: 1.0})
 	count := map[string]int{}
 	for _, ss := range startSessions(t, s, 30) {
 		count[ss.host]++

@@ -1,4 +1,4 @@
-package envoy_test
+package e2e_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // TestGracefulShutdown: sessions send requests through Envoy while the
@@ -22,7 +22,7 @@ import (
 // is on the host its cookie names again.
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, harness.Options{Mode: "opaque", ServerArgs: []string{"-shutdown-delay", "3s", "-shutdown-grace", "5s"}})
+	s := newStackWith(t, launch.Options{Mode: "opaque", ServerArgs: []string{"-shutdown-delay", "3s", "-shutdown-grace", "5s"}})
 	sessions := startSessions(t, s, 20)
 
 	var (
@@ -54,7 +54,7 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 	}, func() {
 		// A new session now and then, through the same shutdown.
-		_, _, err := harness.NewClient(s.URL("")).Get("/")
+		_, _, err := launch.NewClient(s.URL("")).Get("/")
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -67,7 +67,7 @@ func TestGracefulShutdown(t *testing.T) {
 	setPhase := func(p string) { mu.Lock(); phase = p; mu.Unlock() }
 	waitRequests := func(n int) {
 		t.Helper()
-		if err := harness.Eventually(context.Background(), 20*time.Second, func() error {
+		if err := launch.Eventually(context.Background(), 20*time.Second, func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			if perPhase[phase] < n {
@@ -90,7 +90,7 @@ func TestGracefulShutdown(t *testing.T) {
 	// Envoy's gRPC health check sees NOT_SERVING (a failure that is not a
 	// network failure) while the process still serves.
 	var sawNotServing bool
-	if err := harness.Eventually(context.Background(), 10*time.Second, func() error {
+	if err := launch.Eventually(context.Background(), 10*time.Second, func() error {
 		hc, _ := s.EnvoyStat("cluster.envoy_affinity.health_check.failure")
 		nf, _ := s.EnvoyStat("cluster.envoy_affinity.health_check.network_failure")
 		select {
@@ -146,10 +146,10 @@ func TestRollingRestart(t *testing.T) {
 	t.Parallel()
 	yaml := filepath.Join(t.TempDir(), "opaque-2.yaml")
 	const one = "        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9002}}}\n"
-	if err := harness.WriteVariant("opaque.yaml", yaml, one, one+strings.ReplaceAll(one, "9002", "9012")); err != nil {
+	if err := launch.WriteVariant(envoyYAML("opaque.yaml"), yaml, one, one+strings.ReplaceAll(one, "9002", "9012")); err != nil {
 		t.Fatal(err)
 	}
-	s := newStackWith(t, harness.Options{Mode: "opaque", EnvoyYAML: yaml, Replicas: 2,
+	s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: yaml, Replicas: 2,
 		ServerArgs: []string{"-shutdown-delay", "3s", "-shutdown-grace", "5s"}})
 	sessions := startSessions(t, s, 20)
 
@@ -171,7 +171,7 @@ func TestRollingRestart(t *testing.T) {
 			moved++
 		}
 	}, func() {
-		c := harness.NewClient(s.URL(""))
+		c := launch.NewClient(s.URL(""))
 		r, _, err := c.Get("/")
 		mu.Lock()
 		defer mu.Unlock()
@@ -192,7 +192,7 @@ func TestRollingRestart(t *testing.T) {
 			return nil
 		}
 	}
-	if err := harness.Eventually(context.Background(), 10*time.Second, healthy(2)); err != nil {
+	if err := launch.Eventually(context.Background(), 10*time.Second, healthy(2)); err != nil {
 		t.Fatal(err)
 	}
 	failOpenBefore, _ := s.EnvoyStat("http.ingress.ext_proc.failure_mode_allowed")
@@ -200,7 +200,7 @@ func TestRollingRestart(t *testing.T) {
 		if err := r.Proc.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		if err := harness.Eventually(context.Background(), 10*time.Second, healthy(1)); err != nil {
+		if err := launch.Eventually(context.Background(), 10*time.Second, healthy(1)); err != nil {
 			t.Fatalf("replica %d going: %v", i, err)
 		}
 		select {
@@ -214,7 +214,7 @@ func TestRollingRestart(t *testing.T) {
 		if err := s.StartReplica(context.Background(), i); err != nil {
 			t.Fatal(err)
 		}
-		if err := harness.Eventually(context.Background(), 10*time.Second, healthy(2)); err != nil {
+		if err := launch.Eventually(context.Background(), 10*time.Second, healthy(2)); err != nil {
 			t.Fatalf("replica %d back: %v", i, err)
 		}
 	}

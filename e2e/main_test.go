@@ -1,18 +1,20 @@
-// End-to-end tests: the real Envoy runs envoy.yaml in this folder, talking
-// to the real envoy-affinity server and demo backends on loopback.
-package envoy_test
+// End-to-end tests: the real Envoy runs the YAML of envoy/ (opaque.yaml,
+// verified.yaml, ...), talking to the real envoy-affinity server and demo
+// backends on loopback, all started by internal/launch.
+package e2e_test
 
 import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
-var bins harness.Binaries
+var bins launch.Binaries
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "envoy-affinity-e2e-")
@@ -20,7 +22,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bins, err = harness.Build(dir)
+	bins, err = launch.Build(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "end-to-end tests need their binaries:", err)
 		os.RemoveAll(dir)
@@ -31,17 +33,20 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// envoyYAML is the path of a file of envoy/, the configuration users copy.
+func envoyYAML(name string) string { return filepath.Join("..", "envoy", name) }
+
 // newStack starts Envoy (envoy/<mode>.yaml), the server and three backends
 // for one test.
-func newStack(t *testing.T, mode string) *harness.Stack {
+func newStack(t *testing.T, mode string) *launch.Stack {
 	t.Helper()
-	return newStackWith(t, harness.Options{Mode: mode})
+	return newStackWith(t, launch.Options{Mode: mode})
 }
 
-func newStackWith(t *testing.T, opts harness.Options) *harness.Stack {
+func newStackWith(t *testing.T, opts launch.Options) *launch.Stack {
 	t.Helper()
 	opts.Dir = t.TempDir()
-	s, err := harness.StartStack(context.Background(), bins, opts)
+	s, err := launch.StartStack(context.Background(), bins, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,13 +62,13 @@ func newStackWith(t *testing.T, opts harness.Options) *harness.Stack {
 
 // session is one user and where the server bound it.
 type session struct {
-	c    *harness.Client
+	c    *launch.Client
 	host string // backend name from the first reply
 }
 
 // startSessions opens n sessions, each with one request, and checks that the
 // backend that answered is the one the session cookie names.
-func startSessions(t *testing.T, s *harness.Stack, n int) []*session {
+func startSessions(t *testing.T, s *launch.Stack, n int) []*session {
 	t.Helper()
 	return startSessionsOn(t, s, n, 0)
 }
@@ -71,7 +76,7 @@ func startSessions(t *testing.T, s *harness.Stack, n int) []*session {
 // spreadSessions opens n sessions of which at least two are on each of the
 // stack's backends: the precondition of a test that moves one host's
 // sessions and watches the others stay.
-func spreadSessions(t *testing.T, s *harness.Stack, n int) []*session {
+func spreadSessions(t *testing.T, s *launch.Stack, n int) []*session {
 	t.Helper()
 	hosts := make([]string, len(s.Backends))
 	for i, b := range s.Backends {
@@ -90,7 +95,7 @@ const maxExtraSessions = 300
 // session that would take a slot the hosts still short of min need is
 // opened and left unused. After n+maxExtraSessions the test fails, naming
 // the hosts that got too few.
-func startSessionsOn(t *testing.T, s *harness.Stack, n, least int, hosts ...string) []*session {
+func startSessionsOn(t *testing.T, s *launch.Stack, n, least int, hosts ...string) []*session {
 	t.Helper()
 	if least*len(hosts) > n {
 		t.Fatalf("%d sessions cannot hold %d on each of %d hosts", n, least, len(hosts))
@@ -105,7 +110,7 @@ func startSessionsOn(t *testing.T, s *harness.Stack, n, least int, hosts ...stri
 		if opened == n+maxExtraSessions {
 			t.Fatalf("after %d sessions, these hosts still lack some of the %d each needs: %v", opened, least, short)
 		}
-		c := harness.NewClient(s.URL(""))
+		c := launch.NewClient(s.URL(""))
 		r, _, err := c.Get("/")
 		if err != nil {
 			t.Fatalf("session %d: %v", opened, err)
@@ -164,17 +169,17 @@ func sessionLoad(t *testing.T, sessions []*session, workers int, send func(*sess
 // checks that it starts a new session (a new cookie whose sid is not
 // "forged") served by the host the new cookie names. It returns the number
 // of ext_proc streams the request took.
-func expectNewSession(t *testing.T, s *harness.Stack, cookie string) int {
+func expectNewSession(t *testing.T, s *launch.Stack, cookie string) int {
 	t.Helper()
 	before := streams(t, s)
-	c := harness.NewClient(s.URL(""))
+	c := launch.NewClient(s.URL(""))
 	c.SetCookie("affinity", cookie)
 	r, _, err := c.Get("/")
 	if err != nil {
 		t.Fatal(err)
 	}
 	fresh := c.Cookie("affinity")
-	if fresh == cookie || harness.TokenClaim(fresh, "sid") == "forged" {
+	if fresh == cookie || launch.TokenClaim(fresh, "sid") == "forged" {
 		t.Fatal("not a new session")
 	}
 	if h := s.CookieHost(fresh); h != r.Host {

@@ -1,8 +1,10 @@
-// Package harness starts the real thing on loopback: Envoy from its official
+// Package launch starts the real thing on loopback: Envoy from its official
 // binary, the envoy-affinity server and the demo backends, each as its own
-// process on free ports, with the Envoy YAML of the envoy/ folder. The
-// end-to-end tests and the demo both stand on it.
-package harness
+// process on free ports, with the Envoy YAML of the envoy/ folder, and talks
+// to them (HTTP clients, Envoy's stats, the service's config). The demo
+// (examples/demo), the end-to-end tests (e2e/) and the load benchmark
+// (e2e/bench) all run the stack through it; it is not part of the product.
+package launch
 
 import (
 	"bytes"

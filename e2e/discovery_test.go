@@ -1,15 +1,15 @@
-package envoy_test
+package e2e_test
 
 import (
 	"context"
 	"net/http"
 	"testing"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // setHealth makes backend i's /healthz fail or recover.
-func setHealth(t *testing.T, s *harness.Stack, i int, ok bool) {
+func setHealth(t *testing.T, s *launch.Stack, i int, ok bool) {
 	t.Helper()
 	path := "/healthz/fail"
 	if ok {
@@ -29,7 +29,7 @@ func setHealth(t *testing.T, s *harness.Stack, i int, ok bool) {
 // the moved sessions stay and new sessions reach it again.
 func TestEnvoyAdminSource(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, harness.Options{Mode: "opaque", EnvoySource: true})
+	s := newStackWith(t, launch.Options{Mode: "opaque", EnvoySource: true})
 	ctx := context.Background()
 	if err := s.WaitPoolHosts(ctx, "backend-1", "backend-2", "backend-3"); err != nil {
 		t.Fatal(err)
@@ -40,7 +40,7 @@ func TestEnvoyAdminSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 30 {
-		r, _, err := harness.NewClient(s.URL("")).Get("/")
+		r, _, err := launch.NewClient(s.URL("")).Get("/")
 		if err != nil || r.Host == "backend-2" {
 			t.Fatalf("new session %d with backend-2 unhealthy: %v, on %s", i, err, r.Host)
 		}
@@ -52,7 +52,7 @@ func TestEnvoyAdminSource(t *testing.T) {
 		case err != nil:
 			t.Fatalf("session of %s: %v", ss.host, err)
 		case ss.host == "backend-2":
-			if want := successorOf(s, harness.TokenClaim(ss.c.Cookie("affinity"), "sid"), "backend-2"); r.Host != want {
+			if want := successorOf(s, launch.TokenClaim(ss.c.Cookie("affinity"), "sid"), "backend-2"); r.Host != want {
 				t.Fatalf("session of the unhealthy host served by %s, its successor is %s", r.Host, want)
 			}
 			moved[ss] = r.Host
@@ -75,7 +75,7 @@ func TestEnvoyAdminSource(t *testing.T) {
 	}
 	reached := 0
 	for range 30 {
-		r, _, err := harness.NewClient(s.URL("")).Get("/")
+		r, _, err := launch.NewClient(s.URL("")).Get("/")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package envoy_test
+package e2e_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // serviceName is the name the service's certificate carries and Envoy
@@ -22,17 +22,17 @@ const serviceName = "envoy-affinity.internal"
 
 // mtls is a stack whose Envoy talks to the service over mutual TLS.
 type mtls struct {
-	*harness.Stack
-	ca      *harness.CA
+	*launch.Stack
+	ca      *launch.CA
 	dir     string // the certificate files of both sides
-	envoyID harness.Cert
+	envoyID launch.Cert
 }
 
 // newMTLSStack runs envoy/opaque-mtls.yaml: the service presents a
 // certificate of ca and takes clients of ca; Envoy presents envoyID and
 // trusts ca. Envoy closes its connection to the service after half a second
 // without a stream, so a test can make it open a new one.
-func newMTLSStack(t *testing.T, ca *harness.CA, envoyID harness.Cert) *mtls {
+func newMTLSStack(t *testing.T, ca *launch.CA, envoyID launch.Cert) *mtls {
 	t.Helper()
 	m := &mtls{ca: ca, dir: t.TempDir(), envoyID: envoyID}
 	service, err := ca.Server(serviceName)
@@ -43,7 +43,7 @@ func newMTLSStack(t *testing.T, ca *harness.CA, envoyID harness.Cert) *mtls {
 	for name, data := range map[string][]byte{"client.crt": envoyID.CertPEM, "client.key": envoyID.KeyPEM, "ca.crt": ca.PEM} {
 		write(t, filepath.Join(m.dir, name), data)
 	}
-	yaml, err := os.ReadFile("opaque-mtls.yaml")
+	yaml, err := os.ReadFile(envoyYAML("opaque-mtls.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func newMTLSStack(t *testing.T, ca *harness.CA, envoyID harness.Cert) *mtls {
 	variant = strings.Replace(variant, protocol, "        common_http_protocol_options: {idle_timeout: 0.5s}\n"+protocol, 1)
 	path := filepath.Join(t.TempDir(), "opaque-mtls.yaml")
 	write(t, path, []byte(variant))
-	m.Stack = newStackWith(t, harness.Options{Mode: "opaque", EnvoyYAML: path, ServerArgs: []string{
+	m.Stack = newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: path, ServerArgs: []string{
 		"-grpc-tls-cert", filepath.Join(m.dir, "service.crt"),
 		"-grpc-tls-key", filepath.Join(m.dir, "service.key"),
 		"-grpc-client-ca", filepath.Join(m.dir, "ca.crt"),
@@ -77,7 +77,7 @@ func write(t *testing.T, path string, data []byte) {
 
 // writeServiceCert replaces the service's key and certificate files, one
 // after the other, as a simple deployment script would.
-func (m *mtls) writeServiceCert(t *testing.T, c harness.Cert) {
+func (m *mtls) writeServiceCert(t *testing.T, c launch.Cert) {
 	t.Helper()
 	write(t, filepath.Join(m.dir, "service.key"), c.KeyPEM)
 	write(t, filepath.Join(m.dir, "service.crt"), c.CertPEM)
@@ -102,7 +102,7 @@ func (m *mtls) servedSerial() (*big.Int, error) {
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber, nil
 }
 
-func stat(t *testing.T, s *harness.Stack, name string) int {
+func stat(t *testing.T, s *launch.Stack, name string) int {
 	t.Helper()
 	n, err := s.EnvoyStat(name)
 	if err != nil {
@@ -114,7 +114,7 @@ func stat(t *testing.T, s *harness.Stack, name string) int {
 // sessionOverMTLS starts a session and sends 10 more requests: the service
 // decided each (a cookie naming the host that served, 11 ext_proc streams,
 // none failed open), and the session stuck to its host.
-func sessionOverMTLS(t *testing.T, s *harness.Stack) {
+func sessionOverMTLS(t *testing.T, s *launch.Stack) {
 	t.Helper()
 	started := stat(t, s, "http.ingress.ext_proc.streams_started")
 	ss := startSessions(t, s, 1)[0]
@@ -140,7 +140,7 @@ func sessionOverMTLS(t *testing.T, s *harness.Stack) {
 // one of the same CA, Envoy's next connection takes it and sessions go on.
 func TestMTLSToService(t *testing.T) {
 	t.Parallel()
-	ca, err := harness.NewCA("envoy-affinity test CA")
+	ca, err := launch.NewCA("envoy-affinity test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestMTLSToService(t *testing.T) {
 	}
 	m.writeServiceCert(t, next)
 	ctx := context.Background()
-	if err := harness.Eventually(ctx, 10*time.Second, func() error {
+	if err := launch.Eventually(ctx, 10*time.Second, func() error {
 		got, err := m.servedSerial()
 		if err == nil && got.Cmp(next.Serial) != 0 {
 			err = fmt.Errorf("the service presents serial %x, want %x", got, next.Serial)
@@ -171,7 +171,7 @@ func TestMTLSToService(t *testing.T) {
 	}
 	// Envoy's connection from before the rotation closes when idle; the
 	// next one is made with the new certificate.
-	if err := harness.Eventually(ctx, 10*time.Second, func() error {
+	if err := launch.Eventually(ctx, 10*time.Second, func() error {
 		if n := stat(t, m.Stack, "cluster.envoy_affinity.upstream_cx_active"); n != 0 {
 			return fmt.Errorf("%d connections to the service still open", n)
 		}
@@ -195,11 +195,11 @@ func TestMTLSToService(t *testing.T) {
 // open, requests are still served, and no session cookie is set.
 func TestMTLSClientOfAnotherCA(t *testing.T) {
 	t.Parallel()
-	ca, err := harness.NewCA("envoy-affinity test CA")
+	ca, err := launch.NewCA("envoy-affinity test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := harness.NewCA("another CA")
+	other, err := launch.NewCA("another CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestMTLSClientOfAnotherCA(t *testing.T) {
 	m := newMTLSStack(t, ca, stranger)
 	const requests = 5
 	for i := range requests {
-		c := harness.NewClient(m.URL(""))
+		c := launch.NewClient(m.URL(""))
 		if _, _, err := c.Get("/"); err != nil {
 			t.Fatalf("request %d not served: %v", i, err)
 		}
@@ -229,7 +229,7 @@ func TestMTLSClientOfAnotherCA(t *testing.T) {
 func TestMTLSYAMLFollowsOpaque(t *testing.T) {
 	t.Parallel()
 	body := func(name string) string {
-		data, err := os.ReadFile(name)
+		data, err := os.ReadFile(envoyYAML(name))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package envoy_test
+package e2e_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // outputPlatform is an Envoy configured as a platform configures it to route
@@ -21,14 +21,14 @@ type outputPlatform struct {
 	name   string
 	yaml   string // in envoy/
 	header string // the request header Envoy routes by
-	pool   string // the pool's output config (harness PoolYAML)
+	pool   string // the pool's output config (launch.Options.PoolYAML)
 	// backendIP is where the backends listen ("" = 127.0.0.1).
 	backendIP string
 	// forge is the header's value naming addr, as a client would forge it.
 	forge func(addr string) string
 	// check says whether the header's value as the backend received it is
 	// the one the service writes for a request served by addr.
-	check func(s *harness.Stack, value, addr string) error
+	check func(s *launch.Stack, value, addr string) error
 	// retriesReset: the platform's default retry policy retries a request
 	// whose connection was reset (Istio's does not: a request in flight on
 	// a host that dies fails unless a VirtualService adds "reset").
@@ -38,13 +38,13 @@ type outputPlatform struct {
 var outputPlatforms = []outputPlatform{
 	{
 		name:   "envoy-gateway",
-		yaml:   "gateway-header.yaml",
+		yaml:   envoyYAML("gateway-header.yaml"),
 		header: "x-affinity-destination",
 		pool:   "    output:\n      header: x-affinity-destination\n",
 		forge:  func(addr string) string { return addr },
 		// Envoy Gateway's retry: connect-failure,refused-stream,reset.
 		retriesReset: true,
-		check: func(s *harness.Stack, value, addr string) error {
+		check: func(s *launch.Stack, value, addr string) error {
 			// "primary,successor": the host that served, then another of the
 			// pool's (a copy the client sent would add a third entry).
 			list := strings.Split(value, ",")
@@ -56,14 +56,14 @@ var outputPlatforms = []outputPlatform{
 	},
 	{
 		name:   "istio",
-		yaml:   "istio-session-header.yaml",
+		yaml:   envoyYAML("istio-session-header.yaml"),
 		header: "x-session-host",
 		pool:   "    output:\n      stateful_session_header: x-session-host\n",
 		// "127.0.0.10:PPPPP" is 16 bytes: its base64 ends in "==", so the
 		// padding Envoy's decoder needs is exercised.
 		backendIP: "127.0.0.10",
 		forge:     func(addr string) string { return base64.StdEncoding.EncodeToString([]byte(addr)) },
-		check: func(s *harness.Stack, value, addr string) error {
+		check: func(s *launch.Stack, value, addr string) error {
 			if want := base64.StdEncoding.EncodeToString([]byte(addr)); value != want {
 				return fmt.Errorf("x-session-host %q for a request served by %s, want %q", value, addr, want)
 			}
@@ -73,7 +73,7 @@ var outputPlatforms = []outputPlatform{
 }
 
 // backendNamed returns the name of the stack's backend at addr, or "".
-func backendNamed(s *harness.Stack, addr string) string {
+func backendNamed(s *launch.Stack, addr string) string {
 	for _, b := range s.Backends {
 		if b.Address() == addr {
 			return b.Name
@@ -83,7 +83,7 @@ func backendNamed(s *harness.Stack, addr string) string {
 }
 
 // backendAddress returns the address of the stack's backend called name.
-func backendAddress(s *harness.Stack, name string) string {
+func backendAddress(s *launch.Stack, name string) string {
 	for _, b := range s.Backends {
 		if b.Name == name {
 			return b.Address()
@@ -94,7 +94,7 @@ func backendAddress(s *harness.Stack, name string) string {
 
 // getChecked sends GET / and checks that the backend that answered received
 // the output header exactly as the service writes it for that backend.
-func (p outputPlatform) getChecked(s *harness.Stack, c *harness.Client, headers ...string) (harness.Reply, error) {
+func (p outputPlatform) getChecked(s *launch.Stack, c *launch.Client, headers ...string) (launch.Reply, error) {
 	r, _, err := c.Get("/", headers...)
 	if err != nil {
 		return r, err
@@ -113,7 +113,7 @@ func TestOutputHeaderSessions(t *testing.T) {
 	for _, p := range outputPlatforms {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
-			s := newStackWith(t, harness.Options{Mode: "opaque", EnvoyYAML: p.yaml, PoolYAML: p.pool, BackendIP: p.backendIP, LoadFactor: 1.25})
+			s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: p.yaml, PoolYAML: p.pool, BackendIP: p.backendIP, LoadFactor: 1.25})
 
 			sessions := startSessions(t, s, 30)
 			spread := map[string]int{}
@@ -161,7 +161,7 @@ func TestOutputHeaderSessions(t *testing.T) {
 			}
 			// New sessions asking for backend-1 go where the service places them.
 			for i := range 10 {
-				c := harness.NewClient(s.URL(""))
+				c := launch.NewClient(s.URL(""))
 				r, err := p.getChecked(s, c, p.header, p.forge(s.Backends[0].Address()))
 				if err != nil {
 					t.Fatal(err)
@@ -180,7 +180,7 @@ func TestOutputHeaderSessions(t *testing.T) {
 // removeBackend2 takes backend-2 out of the service's pool and Envoy's
 // cluster while the sessions keep sending requests: none fails, and only
 // backend-2's sessions move.
-func removeBackend2(t *testing.T, s *harness.Stack, p outputPlatform, sessions []*session) {
+func removeBackend2(t *testing.T, s *launch.Stack, p outputPlatform, sessions []*session) {
 	t.Helper()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -238,11 +238,11 @@ func removeBackend2(t *testing.T, s *harness.Stack, p outputPlatform, sessions [
 // failOpenKeepsClientsOut stops the service: Envoy fails open, and the
 // client's own header is removed before any filter runs (the YAML's early
 // header mutation), so it chooses nothing.
-func failOpenKeepsClientsOut(t *testing.T, s *harness.Stack, p outputPlatform) {
+func failOpenKeepsClientsOut(t *testing.T, s *launch.Stack, p outputPlatform) {
 	t.Helper()
 	s.Server.Kill()
 	for i := range 20 {
-		c := harness.NewClient(s.URL(""))
+		c := launch.NewClient(s.URL(""))
 		r, _, err := c.Get("/", p.header, p.forge(s.Backends[0].Address()))
 		if err != nil {
 			t.Fatalf("request %d with the service down: %v", i, err)
@@ -267,11 +267,11 @@ func TestOutputHeaderServiceAlone(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
 			yaml := withoutEarlyRemoval(t, p.yaml, p.header)
-			s := newStackWith(t, harness.Options{Mode: "opaque", EnvoyYAML: yaml, BackendIP: p.backendIP,
+			s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: yaml, BackendIP: p.backendIP,
 				PoolYAML: p.pool + "    key_sources: [{type: header, name: x-user}]\n"})
 
 			for i := range 10 {
-				r, _, err := harness.NewClient(s.URL("")).Get("/", p.header, p.forge(s.Backends[0].Address()))
+				r, _, err := launch.NewClient(s.URL("")).Get("/", p.header, p.forge(s.Backends[0].Address()))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -283,7 +283,7 @@ func TestOutputHeaderServiceAlone(t *testing.T) {
 			// A keyed user: one host, whichever backend its copies name.
 			var host string
 			for _, b := range slices.Concat(s.Backends, s.Backends) {
-				r, err := p.getChecked(s, harness.NewClient(s.URL("")), "x-user", "u1", p.header, p.forge(b.Address()), p.header, p.forge(b.Address()))
+				r, err := p.getChecked(s, launch.NewClient(s.URL("")), "x-user", "u1", p.header, p.forge(b.Address()), p.header, p.forge(b.Address()))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -313,7 +313,7 @@ func withoutEarlyRemoval(t *testing.T, name, header string) string {
 	if start < 0 || end < start {
 		t.Fatalf("%s: no early_header_mutation_extensions block removing %s", name, header)
 	}
-	out := filepath.Join(t.TempDir(), name)
+	out := filepath.Join(t.TempDir(), filepath.Base(name))
 	if err := os.WriteFile(out, []byte(strings.Join(slices.Delete(lines, start, end+1), "\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +328,7 @@ func withoutEarlyRemoval(t *testing.T, name, header string) string {
 // header naming the host it used, in the padded form.
 func TestStatefulSessionHeaderEncoding(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, harness.Options{Mode: "opaque", EnvoyYAML: withoutEarlyRemoval(t, "istio-session-header.yaml", "x-session-host"),
+	s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: withoutEarlyRemoval(t, envoyYAML("istio-session-header.yaml"), "x-session-host"),
 		BackendIP: "127.0.0.10", PoolYAML: "    output:\n      stateful_session_header: x-session-host\n"})
 	s.Server.Kill()
 	for _, b := range s.Backends {
@@ -337,7 +337,7 @@ func TestStatefulSessionHeaderEncoding(t *testing.T) {
 			t.Fatalf("%s encodes as %s: not the padded case", b.Address(), padded)
 		}
 		for range 3 {
-			r, resp, err := harness.NewClient(s.URL("")).Get("/", "x-session-host", padded)
+			r, resp, err := launch.NewClient(s.URL("")).Get("/", "x-session-host", padded)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -346,7 +346,7 @@ func TestStatefulSessionHeaderEncoding(t *testing.T) {
 			}
 		}
 		unpadded := base64.RawStdEncoding.EncodeToString([]byte(b.Address()))
-		r, resp, err := harness.NewClient(s.URL("")).Get("/", "x-session-host", unpadded)
+		r, resp, err := launch.NewClient(s.URL("")).Get("/", "x-session-host", unpadded)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -369,7 +369,7 @@ func TestOutputHeaderCrash(t *testing.T) {
 	for _, p := range outputPlatforms {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
-			s := newStackWith(t, harness.Options{Mode: "opaque", EnvoyYAML: p.yaml, BackendIP: p.backendIP,
+			s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: p.yaml, BackendIP: p.backendIP,
 				PoolYAML: p.pool + "    health:\n      active: {interval: 200ms, timeout: 150ms}\n"})
 			sessions := spreadSessions(t, s, 30)
 			var (
@@ -399,7 +399,7 @@ func TestOutputHeaderCrash(t *testing.T) {
 			}, nil)
 			waitFor := func(n int) {
 				t.Helper()
-				if err := harness.Eventually(context.Background(), 20*time.Second, func() error {
+				if err := launch.Eventually(context.Background(), 20*time.Second, func() error {
 					mu.Lock()
 					defer mu.Unlock()
 					if requests < n {
@@ -418,7 +418,7 @@ func TestOutputHeaderCrash(t *testing.T) {
 			mu.Unlock()
 			// The service's check takes backend-2 out; every one of its
 			// sessions then carries a cookie naming another host.
-			if err := harness.Eventually(context.Background(), 20*time.Second, func() error {
+			if err := launch.Eventually(context.Background(), 20*time.Second, func() error {
 				mu.Lock()
 				defer mu.Unlock()
 				for _, ss := range sessions {

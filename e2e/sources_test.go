@@ -1,4 +1,4 @@
-package envoy_test
+package e2e_test
 
 import (
 	"context"
@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
 	"github.com/envoy-affinity/envoy-affinity/extproc"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // TestHeaderKey (verified mode): a client that sends x-session-id and no
@@ -17,18 +17,18 @@ import (
 // host joins; the application is told the session's successor.
 func TestHeaderKey(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, harness.Options{Mode: "verified", PoolYAML: "    key_sources:\n      - {type: header, name: x-session-id}\n      - {type: cookie}\n" +
+	s := newStackWith(t, launch.Options{Mode: "verified", PoolYAML: "    key_sources:\n      - {type: header, name: x-session-id}\n      - {type: cookie}\n" +
 		"    upstream_headers: {rebound: x-session-rebound, successor: x-session-successor}\n"})
 	if err := s.SetHosts(context.Background(), 0, 1); err != nil {
 		t.Fatal(err)
 	}
 	type user struct {
 		key, host string
-		c         *harness.Client
+		c         *launch.Client
 	}
 	var users []user
 	for i := range 20 {
-		u := user{key: fmt.Sprintf("device-%d", i), c: harness.NewClient(s.URL(""))}
+		u := user{key: fmt.Sprintf("device-%d", i), c: launch.NewClient(s.URL(""))}
 		r, resp, err := u.c.Get("/", "x-session-id", u.key, "x-session-successor", "forged")
 		if err != nil {
 			t.Fatal(err)
@@ -66,7 +66,7 @@ func TestHeaderKey(t *testing.T) {
 		if i == 300 {
 			t.Fatal("none of 300 new keys reached the host that joined")
 		}
-		r, _, err := harness.NewClient(s.URL("")).Get("/", "x-session-id", fmt.Sprintf("later-%d", i))
+		r, _, err := launch.NewClient(s.URL("")).Get("/", "x-session-id", fmt.Sprintf("later-%d", i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,9 +79,9 @@ func TestHeaderKey(t *testing.T) {
 // that carries only that cookie to it.
 func TestLearnedAppCookie(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, harness.Options{Mode: "verified", PoolYAML: "    key_sources:\n      - {type: app_cookie, name: app_session}\n      - {type: cookie}\n"})
+	s := newStackWith(t, launch.Options{Mode: "verified", PoolYAML: "    key_sources:\n      - {type: app_cookie, name: app_session}\n      - {type: cookie}\n"})
 	for i := range 12 {
-		first := harness.NewClient(s.URL(""))
+		first := launch.NewClient(s.URL(""))
 		r, _, err := first.Get("/")
 		if err != nil {
 			t.Fatal(err)
@@ -91,7 +91,7 @@ func TestLearnedAppCookie(t *testing.T) {
 			t.Fatal("the backend set no app_session cookie")
 		}
 		// A client that kept only the application's cookie.
-		c := harness.NewClient(s.URL(""))
+		c := launch.NewClient(s.URL(""))
 		c.SetCookie("app_session", app)
 		for n := 2; n <= 4; n++ {
 			got, _, err := c.Get("/")
@@ -110,9 +110,9 @@ func TestLearnedAppCookie(t *testing.T) {
 // load balancer picks, no cookie is set) and are counted.
 func TestUnknownPool(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, harness.Options{Mode: "opaque", PoolName: "shop"})
+	s := newStackWith(t, launch.Options{Mode: "opaque", PoolName: "shop"})
 	for i := range 10 {
-		c := harness.NewClient(s.URL(""))
+		c := launch.NewClient(s.URL(""))
 		if _, _, err := c.Get("/"); err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
@@ -144,11 +144,11 @@ func TestPoolFromInitialMetadata(t *testing.T) {
 	t.Parallel()
 	const grpcService = "                envoy_grpc: {cluster_name: envoy_affinity}\n"
 	path := filepath.Join(t.TempDir(), "opaque-shop.yaml")
-	if err := harness.WriteVariant("opaque.yaml", path, grpcService,
+	if err := launch.WriteVariant(envoyYAML("opaque.yaml"), path, grpcService,
 		grpcService+"                initial_metadata: [{key: "+extproc.PoolMetadataKey+", value: shop}]\n"); err != nil {
 		t.Fatal(err)
 	}
-	s := newStackWith(t, harness.Options{Mode: "opaque", PoolName: "shop", EnvoyYAML: path})
+	s := newStackWith(t, launch.Options{Mode: "opaque", PoolName: "shop", EnvoyYAML: path})
 	for _, ss := range startSessions(t, s, 10) {
 		if ss.c.Cookie("affinity") == "" {
 			t.Fatal("no session cookie: the pool named in the metadata did not take the request")

@@ -1,4 +1,4 @@
-package envoy_test
+package e2e_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // TestCrash: 100 sessions send requests continuously for 10 s through Envoy
@@ -23,7 +23,7 @@ func TestCrash(t *testing.T) {
 			sessions := spreadSessions(t, s, 100)
 			successor := map[*session]string{}
 			for _, ss := range sessions {
-				successor[ss] = successorOf(s, harness.TokenClaim(ss.c.Cookie("affinity"), "sid"), ss.host)
+				successor[ss] = successorOf(s, launch.TokenClaim(ss.c.Cookie("affinity"), "sid"), ss.host)
 			}
 			const victim = "backend-2"
 			var (
@@ -99,7 +99,7 @@ func TestServedElsewhereRebinds(t *testing.T) {
 				if i == 300 {
 					t.Fatalf("only %d of 300 new sessions were placed on the down host", rebound)
 				}
-				c := harness.NewClient(s.URL(""))
+				c := launch.NewClient(s.URL(""))
 				before, _ := s.EnvoyStat("cluster.app.upstream_rq_retry")
 				r, _, err := c.Get("/")
 				if err != nil {
@@ -131,11 +131,11 @@ func TestServedElsewhereRebinds(t *testing.T) {
 // where they are, and new sessions reach it again.
 func TestRecovery(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, harness.Options{Mode: "opaque", PoolYAML: "    health:\n      active: {interval: 200ms, timeout: 150ms}\n      passive: {}\n"})
+	s := newStackWith(t, launch.Options{Mode: "opaque", PoolYAML: "    health:\n      active: {interval: 200ms, timeout: 150ms}\n      passive: {}\n"})
 	sessions := spreadSessions(t, s, 45)
 	s.Backends[1].Proc.Kill()
 	moved := map[*session]string{}
-	err := harness.Eventually(context.Background(), 10*time.Second, func() error {
+	err := launch.Eventually(context.Background(), 10*time.Second, func() error {
 		for _, ss := range sessions {
 			if ss.host != "backend-2" {
 				continue
@@ -158,8 +158,8 @@ func TestRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	reached := false
-	err = harness.Eventually(context.Background(), 10*time.Second, func() error {
-		r, _, err := harness.NewClient(s.URL("")).Get("/")
+	err = launch.Eventually(context.Background(), 10*time.Second, func() error {
+		r, _, err := launch.NewClient(s.URL("")).Get("/")
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package envoy_test
+package e2e_test
 
 import (
 	"context"
@@ -17,11 +17,11 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // streams is how many ext_proc streams Envoy has opened so far.
-func streams(t *testing.T, s *harness.Stack) int {
+func streams(t *testing.T, s *launch.Stack) int {
 	t.Helper()
 	n, err := s.EnvoyStat("http.ingress.ext_proc.streams_started")
 	if err != nil {
@@ -31,7 +31,7 @@ func streams(t *testing.T, s *harness.Stack) int {
 }
 
 // serverKeys reads the stack's signing keys, to build tokens as the server would.
-func serverKeys(t *testing.T, s *harness.Stack) *affinity.Keyring {
+func serverKeys(t *testing.T, s *launch.Stack) *affinity.Keyring {
 	t.Helper()
 	text, err := os.ReadFile(s.KeysPath)
 	if err != nil {
@@ -53,7 +53,7 @@ func TestEstablishedSessionsSkipTheService(t *testing.T) {
 			t.Parallel()
 			s := newStack(t, mode)
 			before := streams(t, s)
-			c := harness.NewClient(s.URL(""))
+			c := launch.NewClient(s.URL(""))
 			first, _, err := c.Get("/")
 			if err != nil {
 				t.Fatal(err)
@@ -139,7 +139,7 @@ func TestVerifiedRefresh(t *testing.T) {
 	sess := startSessions(t, s, 1)[0]
 	token := sess.c.Cookie("affinity")
 	// The same session, as the server signed it, but its exp has passed.
-	claims := affinity.Session{ID: harness.TokenClaim(token, "sid"), Host: harness.TokenClaim(token, affinity.HostClaim),
+	claims := affinity.Session{ID: launch.TokenClaim(token, "sid"), Host: launch.TokenClaim(token, affinity.HostClaim),
 		Start: time.Now().Add(-time.Hour), IssuedAt: time.Now().Add(-7 * time.Minute), ExpiresAt: time.Now().Add(-2 * time.Minute)}
 	expired, err := affinity.NewTokenCodec(ring).Sign(claims, time.Now())
 	if err != nil {
@@ -158,7 +158,7 @@ func TestVerifiedRefresh(t *testing.T) {
 		t.Fatal("refresh without a new cookie")
 	}
 	fresh := sess.c.Cookie("affinity")
-	if harness.TokenClaim(fresh, "sid") != claims.ID || s.CookieHost(fresh) != sess.host {
+	if launch.TokenClaim(fresh, "sid") != claims.ID || s.CookieHost(fresh) != sess.host {
 		t.Fatalf("refreshed token names another session or host")
 	}
 	// Refreshed: Envoy alone again.
@@ -181,7 +181,7 @@ func TestHostRemovedFromEnvoysCluster(t *testing.T) {
 			// host only.
 			successor := map[*session]string{}
 			for _, ss := range sessions {
-				_, next, _ := strings.Cut(harness.TokenClaim(ss.c.Cookie("affinity"), affinity.HostClaim), ",")
+				_, next, _ := strings.Cut(launch.TokenClaim(ss.c.Cookie("affinity"), affinity.HostClaim), ",")
 				for _, b := range s.Backends {
 					if b.Address() == next {
 						successor[ss] = b.Name
@@ -189,7 +189,7 @@ func TestHostRemovedFromEnvoysCluster(t *testing.T) {
 				}
 				if mode == "opaque" {
 					// The successor among the other two hosts, as the service ranks them.
-					successor[ss] = successorOf(s, harness.TokenClaim(ss.c.Cookie("affinity"), "sid"), ss.host)
+					successor[ss] = successorOf(s, launch.TokenClaim(ss.c.Cookie("affinity"), "sid"), ss.host)
 				}
 			}
 			if err := s.WriteEndpoints(0, 2); err != nil {
@@ -234,7 +234,7 @@ func TestHostRemovedFromEnvoysCluster(t *testing.T) {
 
 // successorOf is the session's best host other than own, as every replica
 // of the service ranks the stack's backends.
-func successorOf(s *harness.Stack, sid, own string) string {
+func successorOf(s *launch.Stack, sid, own string) string {
 	var hosts []affinity.Host
 	for _, b := range s.Backends {
 		hosts = append(hosts, affinity.NewHost(b.Name, b.Address(), 1))
@@ -248,7 +248,7 @@ func successorOf(s *harness.Stack, sid, own string) string {
 }
 
 // waitMembers waits until Envoy's cluster "app" has n hosts.
-func waitMembers(t *testing.T, s *harness.Stack, n int) {
+func waitMembers(t *testing.T, s *launch.Stack, n int) {
 	t.Helper()
 	if err := s.WaitEnvoyHosts(context.Background(), n); err != nil {
 		t.Fatal(err)
@@ -277,7 +277,7 @@ func TestEnvoyEnforcesWithTheServiceKilled(t *testing.T) {
 				}
 			}
 			for i := range 10 {
-				if _, _, err := harness.NewClient(s.URL("")).Get("/"); err != nil {
+				if _, _, err := launch.NewClient(s.URL("")).Get("/"); err != nil {
 					t.Fatalf("new session %d with the service down: %v", i, err)
 				}
 			}
@@ -288,7 +288,7 @@ func TestEnvoyEnforcesWithTheServiceKilled(t *testing.T) {
 
 func TestVerifiedKeyRotationUnderLoad(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, harness.Options{Mode: "verified", RefreshInterval: 2 * time.Second, SignDelay: time.Second})
+	s := newStackWith(t, launch.Options{Mode: "verified", RefreshInterval: 2 * time.Second, SignDelay: time.Second})
 	sessions := startSessions(t, s, 40)
 	var failed, moved, requests atomic.Int64
 	stop := make(chan struct{})
@@ -330,12 +330,12 @@ func TestVerifiedKeyRotationUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(s.KeysPath, []byte(harness.NewKeyLine("k2", "ed25519")+"\n"+string(old)), 0o600); err != nil {
+	if err := os.WriteFile(s.KeysPath, []byte(launch.NewKeyLine("k2", "ed25519")+"\n"+string(old)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until every session carries a k2 token and Envoy verifies them
 	// itself (its JWKS cache has fetched k2): the rotation is complete.
-	err = harness.Eventually(context.Background(), 60*time.Second, func() error {
+	err = launch.Eventually(context.Background(), 60*time.Second, func() error {
 		for i, ss := range sessions {
 			if kid := tokenKid(ss.c.Cookie("affinity")); kid != "k2" {
 				return fmt.Errorf("session %d still has a %s token", i, kid)
@@ -378,7 +378,7 @@ func tokenKid(token string) string {
 // replaced by local_jwks, as the README describes.
 func TestVerifiedHS256WithLocalJWKS(t *testing.T) {
 	t.Parallel()
-	yaml, err := os.ReadFile("verified.yaml")
+	yaml, err := os.ReadFile(envoyYAML("verified.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,8 +393,8 @@ func TestVerifiedHS256WithLocalJWKS(t *testing.T) {
 	if err := os.WriteFile(path, []byte(variant), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := newStackWith(t, harness.Options{Mode: "verified", KeyAlg: "hs256", EnvoyYAML: path,
-		BeforeEnvoy: func(s *harness.Stack) error {
+	s := newStackWith(t, launch.Options{Mode: "verified", KeyAlg: "hs256", EnvoyYAML: path,
+		BeforeEnvoy: func(s *launch.Stack) error {
 			out, err := exec.Command(s.ServerBinary(), "jwks", "-config", s.ConfigPath, "-with-secrets",
 				"-out", filepath.Join(s.Dir(), "jwks.json")).CombinedOutput()
 			if err != nil {

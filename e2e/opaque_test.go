@@ -1,4 +1,4 @@
-package envoy_test
+package e2e_test
 
 import (
 	"context"
@@ -12,14 +12,14 @@ import (
 	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
-	"github.com/envoy-affinity/envoy-affinity/envoy/harness"
 	"github.com/envoy-affinity/envoy-affinity/extproc"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 func TestStickySession(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, "opaque")
-	c := harness.NewClient(s.URL(""))
+	c := launch.NewClient(s.URL(""))
 	first, resp, err := c.Get("/")
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +73,7 @@ func TestNewSessionsSpread(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := newStackWith(t, harness.Options{Mode: "opaque", LoadFactor: tt.loadFactor})
+			s := newStackWith(t, launch.Options{Mode: "opaque", LoadFactor: tt.loadFactor})
 			count := map[string]int{}
 			for _, ss := range startSessions(t, s, 300) {
 				count[ss.host]++
@@ -125,7 +125,7 @@ func TestHostRemovedFromConfig(t *testing.T) {
 			}
 			moved++
 			landed[ss] = r.Host
-			sid := harness.TokenClaim(ss.c.Cookie("affinity"), "sid")
+			sid := launch.TokenClaim(ss.c.Cookie("affinity"), "sid")
 			if want := remaining.Choices(sid, 1)[0].ID; r.Host != want {
 				t.Errorf("session moved to %s, its agreed successor is %s", r.Host, want)
 			}
@@ -236,7 +236,7 @@ func TestClientCannotChooseHost(t *testing.T) {
 			}
 			// New sessions asking for a host get the host the server chose.
 			for range 30 {
-				c := harness.NewClient(s.URL(""))
+				c := launch.NewClient(s.URL(""))
 				r, _, err := c.Get("/", extproc.DestinationKey, s.Backends[0].Address())
 				if err != nil {
 					t.Fatal(err)
@@ -277,7 +277,7 @@ func TestFailOpenAndBack(t *testing.T) {
 		}
 	}
 	for range 10 {
-		if _, _, err := harness.NewClient(s.URL("")).Get("/"); err != nil {
+		if _, _, err := launch.NewClient(s.URL("")).Get("/"); err != nil {
 			t.Fatalf("new session with the server down: %v", err)
 		}
 	}
@@ -292,7 +292,7 @@ func TestFailOpenAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, ss := range sessions {
-		err := harness.Eventually(context.Background(), 10*time.Second, func() error {
+		err := launch.Eventually(context.Background(), 10*time.Second, func() error {
 			r, _, err := ss.c.Get("/")
 			if err != nil {
 				return err
