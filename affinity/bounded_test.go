@@ -16,11 +16,7 @@ func boundedSnapshot(t testing.TB, factor float64, n int) *Snapshot {
 	for i := 1; i <= n; i++ {
 		fmt.Fprintf(&b, "      - {name: web-%d, address: '127.0.0.%d:80'}\n", i, i)
 	}
-	cfg, err := ParseConfig("t.yaml", []byte(b.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.Build(testKeyring(t))
+	return mustBuild(t, b.String())
 }
 
 func TestBoundedLoadCapOne(t *testing.T) {

@@ -24,11 +24,7 @@ func modeSnapshot(t *testing.T, mode Mode, names ...string) *Snapshot {
 	for _, n := range names {
 		b.WriteString("      - {name: " + n + ", address: '127.0.0." + strings.TrimPrefix(n, "web-") + ":80'}\n")
 	}
-	cfg, err := ParseConfig("t.yaml", []byte(b.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.Build(testKeyring(t))
+	return mustBuild(t, b.String())
 }
 
 func cookieOf(t *testing.T, setCookie string) string {
@@ -267,11 +263,7 @@ func drainingSnapshot(t *testing.T, mode Mode, strict bool, deadline time.Time) 
 		"      - {name: web-1, address: '127.0.0.1:80'}\n" +
 		"      - {name: web-2, address: '127.0.0.2:80', draining_until: " + deadline.UTC().Format(time.RFC3339) + "}\n" +
 		"      - {name: web-3, address: '127.0.0.3:80'}\n"
-	cfg, err := ParseConfig("t.yaml", []byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.Build(testKeyring(t))
+	return mustBuild(t, y)
 }
 
 // sessionOn opens new sessions until one lands on host id (all hosts active).

@@ -89,15 +89,6 @@ func hostAt(t *testing.T, addr string) string {
 	return "web-" + addr[len("127.0.0."):len(addr)-len(":80")]
 }
 
-func mustBuild(t *testing.T, yaml string) *Snapshot {
-	t.Helper()
-	cfg, err := ParseConfig("t.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.Build(testKeyring(t))
-}
-
 // cookieHost is the host ID an opaque-mode Set-Cookie value names ("" for
 // none).
 func cookieHost(t *testing.T, e *Engine, setCookie string) string {

@@ -19,11 +19,7 @@ func sourcesSnapshot(t *testing.T, sources string, hosts ...string) *Snapshot {
 	for _, n := range hosts {
 		fmt.Fprintf(&b, "      - {name: %s, address: '127.0.0.%s:80'}\n", n, strings.TrimPrefix(n, "web-"))
 	}
-	cfg, err := ParseConfig("t.yaml", []byte(b.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.Build(testKeyring(t))
+	return mustBuild(t, b.String())
 }
 
 func TestKeySources(t *testing.T) {

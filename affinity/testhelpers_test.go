@@ -34,3 +34,13 @@ func hostsN(n int) []Host {
 type fixedClock struct{ t time.Time }
 
 func (c *fixedClock) now() time.Time { return c.t }
+
+// mustBuild parses and builds a configuration with the test keys.
+func mustBuild(t testing.TB, yaml string) *Snapshot {
+	t.Helper()
+	cfg, err := ParseConfig("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Build(testKeyring(t))
+}
