@@ -226,7 +226,9 @@ func (ex *exchange) decide(s *Server, req *extprocv3.ProcessingRequest, h *extpr
 		resp.DynamicMetadata = destinationMetadata(override)
 	}
 	if d.WantsResponse() {
-		ex.decision = &d
+		// A copy: taking d's address would put every decision on the heap.
+		ex.decision = new(affinity.Decision)
+		*ex.decision = d
 	} else {
 		resp.ModeOverride = skipResponse
 	}
