@@ -1,6 +1,7 @@
 package affinity
 
 import (
+	"encoding/base64"
 	"math"
 	"strings"
 	"time"
@@ -104,9 +105,9 @@ func (e *Engine) issue(snap *Snapshot, pool *Pool, sess Session, d *Decision, no
 		sess.ExpiresAt = deadline
 	}
 	if pool.Mode == ModeVerified {
-		sess.Host = strings.Join(d.Hosts, ",")
+		sess.Host, sess.Primary = strings.Join(d.Hosts, ","), base64.StdEncoding.EncodeToString([]byte(d.Hosts[0]))
 	} else {
-		sess.Host = d.HostID
+		sess.Host, sess.Primary = d.HostID, ""
 	}
 	token, err := snap.Codec.Sign(sess, now)
 	if err != nil {

@@ -32,6 +32,7 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 				Lifetime: Lifetime(pc.Cookie.Lifetime),
 			},
 			Strict:          pc.Strict,
+			Failback:        pc.Failback,
 			IdleTimeout:     pc.Session.IdleTimeout,
 			Source:          pc.Discovery.source(),
 			Health:          pc.Health.policy(),

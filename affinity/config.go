@@ -121,6 +121,11 @@ type PoolConfig struct {
 	// Strict answers 503 to a session whose host is gone instead of moving
 	// it to its successor.
 	Strict bool `yaml:"strict"`
+	// Failback sends a session that failed over (its host could not be
+	// reached and the successor served it) back to its host once the host
+	// is back. Off by default: the session is re-bound to the host that
+	// served it and stays there, where its data now is.
+	Failback bool `yaml:"failback"`
 	// BoundedLoad, when present, caps hosts' active sessions (factor 1.25
 	// unless given).
 	BoundedLoad *BoundedLoadConfig `yaml:"bounded_load"`

@@ -30,9 +30,13 @@ const (
 
 // Pool is a configured pool in force: its cookie, lifetimes and hosts.
 type Pool struct {
-	Name            string
-	Mode            Mode
-	Strict          bool
+	Name   string
+	Mode   Mode
+	Strict bool
+	// Failback: a session that failed over keeps its token and returns to
+	// its primary when the primary is back (off: it is re-bound to the
+	// host that served it and stays there).
+	Failback        bool
 	Cookie          CookieSpec
 	AbsoluteTimeout time.Duration
 	RefreshInterval time.Duration

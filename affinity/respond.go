@@ -12,6 +12,12 @@ type Upstream struct {
 	Status int
 	// SetCookies are the values of the response's Set-Cookie headers.
 	SetCookies []string
+	// Pool, Cluster and RequestCookies name the pool as a Request does and
+	// carry the request's Cookie headers. They are read only for a response
+	// without a decision: one Envoy marked as served elsewhere than the
+	// primary of a session it routed by itself.
+	Pool, Cluster  string
+	RequestCookies []string
 }
 
 // Reply is what the response must carry back to the client.
@@ -19,8 +25,9 @@ type Reply struct {
 	// SetCookie is the Set-Cookie value to add ("" for none).
 	SetCookie string
 	// Rebound is ReasonServedElsewhere when the session was re-bound to the
-	// host that really served it, else ReasonNone.
+	// host that really served it, else ReasonNone; Pool names its pool.
 	Rebound Reason
+	Pool    string
 }
 
 // WantsResponse reports whether the decision needs to hear of the response
@@ -28,8 +35,13 @@ type Reply struct {
 // Envoy need not send the response phase at all.
 func (d *Decision) WantsResponse() bool { return d.SetCookie != "" || d.LearnCookie != "" }
 
-// Respond takes what happened to a request decided as d and returns what
-// the response must carry. Everything the response means is judged here:
+// Respond takes what happened to a request decided as d, or (d nil) to a
+// request Envoy routed by itself that it marked as failed over, and returns
+// what the response must carry. Everything the response means is judged
+// here:
+//   - a failed-over session (its token's primary is not the host that
+//     served) is re-bound to the host that served, so that it stays there
+//     when the primary comes back, unless the pool fails back;
 //   - the application's session cookie, when the response sets it, is
 //     learned for the host that served;
 //   - a request served by another host than its primary (Envoy's retry: the
@@ -38,6 +50,9 @@ func (d *Decision) WantsResponse() bool { return d.SetCookie != "" || d.LearnCoo
 //     same response, so its next request goes there directly;
 //   - a 5xx answer counts against the host that served it.
 func (e *Engine) Respond(d *Decision, up Upstream) Reply {
+	if d == nil {
+		return e.failedOver(up)
+	}
 	reply := Reply{SetCookie: d.SetCookie}
 	if up.Served == "" {
 		return reply
@@ -55,7 +70,7 @@ func (e *Engine) Respond(d *Decision, up Upstream) Reply {
 		e.markDown(d.Pool, d.Hosts[0])
 		if d.SetCookie != "" {
 			if c, ok := e.rebind(d.Pool, d.Session, up.Served); ok {
-				reply.SetCookie, reply.Rebound = c, ReasonServedElsewhere
+				reply.SetCookie, reply.Rebound, reply.Pool = c, ReasonServedElsewhere, d.Pool
 			}
 		}
 	}
@@ -63,6 +78,49 @@ func (e *Engine) Respond(d *Decision, up Upstream) Reply {
 		e.count5xx(d.Pool, up.Served)
 	}
 	return reply
+}
+
+// failedOver re-binds a session whose request Envoy routed by itself (the
+// session's token named its hosts) and served elsewhere than on the token's
+// primary: the primary could not be reached, was unhealthy or left Envoy's
+// cluster. The primary counts as failed for passive health. The session's
+// cookie is re-issued for the host that served, so that the session stays
+// there, where its data now is, when the primary comes back; a pool with
+// failback keeps the token, and the session returns to the primary.
+func (e *Engine) failedOver(up Upstream) Reply {
+	snap := e.snap.Load()
+	p, ok := snap.Pool(up.Pool, up.Cluster)
+	if !ok || p.Mode == ModeNative || up.Served == "" {
+		return Reply{}
+	}
+	var token string
+	for _, h := range up.RequestCookies {
+		if v, found := CookieValue(h, p.Cookie.Name); found {
+			token = v
+			break
+		}
+	}
+	v := judge(snap, p, token, e.now())
+	if v.outcome != OutcomePinned && v.outcome != OutcomeRebound {
+		return Reply{} // no session to keep: its next request decides
+	}
+	primary := v.host.Address
+	if p.Mode == ModeVerified {
+		primary, _, _ = strings.Cut(v.sess.Host, ",")
+	}
+	if primary == up.Served {
+		return Reply{}
+	}
+	if primary != "" {
+		e.markDown(p.Name, primary)
+	}
+	if p.Failback {
+		return Reply{}
+	}
+	if c, ok := e.rebind(p.Name, v.sess, up.Served); ok {
+		return Reply{SetCookie: c, Rebound: ReasonServedElsewhere, Pool: p.Name}
+	}
+	return Reply{}
 }
 
 // learn records that the application's session cookie value was set by a

@@ -1,6 +1,7 @@
 package affinity
 
 import (
+	"encoding/base64"
 	"testing"
 )
 
@@ -102,4 +103,95 @@ func cookieHost(t *testing.T, e *Engine, setCookie string) string {
 		t.Fatalf("the reply's cookie: %v", err)
 	}
 	return sess.Host
+}
+
+// TestRespondFailedOver: a response Envoy marked as served elsewhere than on
+// the primary of a session it routed by itself (no decision) re-binds the
+// session to the host that served it, unless the pool fails back.
+func TestRespondFailedOver(t *testing.T) {
+	pool := func(mode Mode, extra string) string {
+		return "keys: {env: K}\npools:\n  - mode: " + string(mode) + "\n" + extra +
+			"    health: {passive: {backoff: 10s}}\n" +
+			"    hosts: [{name: web-1, address: '127.0.0.1:80'}, {name: web-2, address: '127.0.0.2:80'}, {name: web-3, address: '127.0.0.3:80'}]\n"
+	}
+	tests := []struct {
+		name, yaml string
+		served     func(d Decision) string // the host that served
+		cookie     func(d Decision) string // the request's Cookie header
+		reboundTo  func(d Decision) string // the host the reply's cookie names ("": no cookie)
+		down       bool                    // the primary counts as failed
+	}{
+		{name: "verified: re-bound to the successor that served", yaml: pool(ModeVerified, ""),
+			served:    func(d Decision) string { return d.Hosts[1] },
+			reboundTo: func(d Decision) string { return d.Hosts[1] }, down: true},
+		{name: "opaque: re-bound to the successor that served", yaml: pool(ModeOpaque, ""),
+			served:    func(d Decision) string { return d.Hosts[1] },
+			reboundTo: func(d Decision) string { return d.Hosts[1] }, down: true},
+		{name: "served by the primary after all: nothing to do", yaml: pool(ModeVerified, ""),
+			served: func(d Decision) string { return d.Hosts[0] }},
+		{name: "failback: the token stays, the primary still counts as failed", yaml: pool(ModeVerified, "    failback: true\n"),
+			served: func(d Decision) string { return d.Hosts[1] }, down: true},
+		{name: "served outside the pool: no re-bind", yaml: pool(ModeOpaque, ""),
+			served: func(Decision) string { return "10.9.9.9:80" }, down: true},
+		{name: "a forged cookie: nothing", yaml: pool(ModeVerified, ""),
+			served: func(d Decision) string { return d.Hosts[1] },
+			cookie: func(Decision) string { return "affinity=eyJhbGciOiJub25lIn0.e30." }},
+		{name: "no cookie: nothing", yaml: pool(ModeOpaque, ""),
+			served: func(d Decision) string { return d.Hosts[1] },
+			cookie: func(Decision) string { return "other=1" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := NewEngine(mustBuild(t, tt.yaml), (&fixedClock{t: t0}).now)
+			d := e.Decide(Request{})
+			cookie := cookieHeader(d.SetCookie)
+			if tt.cookie != nil {
+				cookie = tt.cookie(d)
+			}
+			r := e.Respond(nil, Upstream{Served: tt.served(d), Status: 200, RequestCookies: []string{"a=1; " + cookie}})
+			want := ""
+			if tt.reboundTo != nil {
+				want = tt.reboundTo(d)
+			}
+			got := ""
+			if r.SetCookie != "" {
+				again := e.Decide(Request{CookieHeaders: []string{cookieHeader(r.SetCookie)}})
+				if again.Outcome != OutcomePinned {
+					t.Fatalf("the re-bound cookie does not pin: %+v", again)
+				}
+				got = again.Hosts[0]
+				if r.Rebound != ReasonServedElsewhere || r.Pool != DefaultPoolName {
+					t.Fatalf("reply %+v", r)
+				}
+			}
+			if got != want {
+				t.Fatalf("re-bound to %q, want %q", got, want)
+			}
+			if n := placedOn(e, 100)[d.HostID]; (n == 0) != tt.down {
+				t.Fatalf("%s took %d new sessions; marked down = %v", d.HostID, n, tt.down)
+			}
+		})
+	}
+}
+
+// TestVerifiedTokenNamesItsPrimary: a verified token's p claim is base64 of
+// the primary's ip:port (Envoy's header-based stateful_session reads it);
+// opaque tokens carry no address.
+func TestVerifiedTokenNamesItsPrimary(t *testing.T) {
+	for _, mode := range []Mode{ModeVerified, ModeOpaque} {
+		e := NewEngine(modeSnapshot(t, mode, "web-1", "web-2", "web-3"), (&fixedClock{t: t0}).now)
+		d := e.Decide(Request{})
+		token, _ := CookieValue(cookieHeader(d.SetCookie), DefaultCookieName)
+		sess, err := e.Snapshot().Codec.Verify(token, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := ""
+		if mode == ModeVerified {
+			want = base64.StdEncoding.EncodeToString([]byte(d.Hosts[0]))
+		}
+		if sess.Primary != want {
+			t.Fatalf("%s: p = %q, want %q", mode, sess.Primary, want)
+		}
+	}
 }

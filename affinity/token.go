@@ -21,6 +21,10 @@ type Session struct {
 	// Host is the h claim: the bound host's ID (opaque mode) or the override
 	// list "primary,successor" as ip:port (verified mode).
 	Host string
+	// Primary is the p claim (verified mode only): standard base64 of the
+	// primary's ip:port, as Envoy's header-based stateful_session reads it;
+	// Envoy compares it with the host that served to mark a failover.
+	Primary string
 	// Start is when the session began (claim ss, kept across refreshes);
 	// the absolute timeout counts from it.
 	Start time.Time
@@ -38,14 +42,20 @@ var (
 	ErrTokenExpired = errors.New("session token expired")
 )
 
-// HostClaim is the token's claim naming the bound host: in verified mode
-// Envoy's override_host reads it from jwt_authn's payload.
-const HostClaim = "h"
+// Claims Envoy reads from jwt_authn's payload in verified mode: HostClaim
+// names the bound hosts (override_host routes by it), PrimaryClaim the
+// primary alone in base64 (stateful_session compares it with the host that
+// served).
+const (
+	HostClaim    = "h"
+	PrimaryClaim = "p"
+)
 
 // claims is the token payload: sid, h and ss plus the registered iat and exp.
 type claims struct {
 	SID string           `json:"sid"`
-	H   string           `json:"h"` // HostClaim
+	H   string           `json:"h"`           // HostClaim
+	P   string           `json:"p,omitempty"` // PrimaryClaim
 	SS  *jwt.NumericDate `json:"ss"`
 	jwt.RegisteredClaims
 }
@@ -86,6 +96,7 @@ func (c *TokenCodec) Sign(s Session, now time.Time) (string, error) {
 	tok := jwt.NewWithClaims(method, claims{
 		SID: s.ID,
 		H:   s.Host,
+		P:   s.Primary,
 		SS:  jwt.NewNumericDate(s.Start),
 		RegisteredClaims: jwt.RegisteredClaims{
 			IssuedAt:  jwt.NewNumericDate(s.IssuedAt),
@@ -124,7 +135,7 @@ func (c *TokenCodec) Verify(token string, now time.Time) (Session, error) {
 	if cl.SID == "" || cl.H == "" || cl.SS == nil || cl.ExpiresAt == nil || cl.IssuedAt == nil {
 		return Session{}, fmt.Errorf("%w: missing claims", ErrTokenInvalid)
 	}
-	s := Session{ID: cl.SID, Host: cl.H, Start: cl.SS.Time, IssuedAt: cl.IssuedAt.Time, ExpiresAt: cl.ExpiresAt.Time}
+	s := Session{ID: cl.SID, Host: cl.H, Primary: cl.P, Start: cl.SS.Time, IssuedAt: cl.IssuedAt.Time, ExpiresAt: cl.ExpiresAt.Time}
 	if !now.Before(s.ExpiresAt) {
 		return s, ErrTokenExpired
 	}

@@ -3,6 +3,10 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,75 +14,169 @@ import (
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
-// TestCrash: 100 sessions send requests continuously for 10 s through Envoy
-// to 3 backends; one backend process is killed (SIGKILL) after 3 s. No client
-// request fails: Envoy's retry takes each of the killed host's requests to the
-// successor the service listed second, and no session of another host moves.
+// activeHealth is the service's own health check, fast enough for a test.
+const activeHealth = "    health:\n      active: {interval: 200ms, timeout: 150ms}\n"
+
+// TestCrash: sessions send requests continuously through Envoy to 3
+// backends; backend-2's process is killed (SIGKILL) and restarted at the
+// same address 2 s later, its memory gone, as after a container restart. No
+// request fails: Envoy's retry takes each of backend-2's requests to the
+// successor (in verified and opaque mode the one the service listed second;
+// in native mode, Envoy's own stateful_session cookie, the one Envoy's load
+// balancer picks). Each of backend-2's sessions is then served by exactly
+// one other host, also after backend-2 is back: the failed-over response
+// re-bound it there (Envoy's own cookie does the same). No other session
+// moves. With failback, backend-2's sessions return to it once it is back.
 func TestCrash(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{"verified", "opaque"} {
-		t.Run(mode, func(t *testing.T) {
+	tests := []struct {
+		name, mode, pool string
+		failback         bool
+	}{
+		{name: "verified", mode: "verified"},
+		{name: "verified/active-health", mode: "verified", pool: activeHealth},
+		{name: "opaque", mode: "opaque"},
+		{name: "opaque/active-health", mode: "opaque", pool: activeHealth},
+		{name: "native", mode: "native"},
+		{name: "verified/failback", mode: "verified", pool: "    failback: true\n", failback: true},
+		{name: "opaque/failback", mode: "opaque", pool: "    failback: true\n", failback: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := newStack(t, mode)
-			sessions := spreadSessions(t, s, 100)
-			successor := map[*session]string{}
-			for _, ss := range sessions {
-				successor[ss] = successorOf(s, launch.TokenClaim(ss.c.Cookie("affinity"), "sid"), ss.host)
-			}
+			s := newStackWith(t, launch.Options{Mode: tt.mode, PoolYAML: tt.pool})
 			const victim = "backend-2"
-			var (
-				mu                           sync.Mutex
-				requests, failed, othersMove int
-				victimOK, victimElsewhere    int
-				killedAt                     time.Time
-			)
-			stop := time.Now().Add(10 * time.Second)
-			var wg sync.WaitGroup
-			for w := range 10 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for time.Now().Before(stop) {
-						for _, ss := range sessions[w*10 : w*10+10] {
-							r, _, err := ss.c.Get("/")
-							mu.Lock()
-							requests++
-							after := !killedAt.IsZero()
-							switch {
-							case err != nil:
-								failed++
-								t.Errorf("request of a %s session: %v", ss.host, err)
-							case ss.host != victim && r.Host != ss.host:
-								othersMove++
-							case ss.host == victim && after && r.Host == successor[ss]:
-								victimOK++
-							case ss.host == victim && after && r.Host != victim:
-								victimElsewhere++
-							}
-							mu.Unlock()
-						}
-					}
-				}()
-			}
-			time.Sleep(3 * time.Second) // the load runs meanwhile; the kill comes mid-run
-			mu.Lock()
-			killedAt = time.Now()
-			mu.Unlock()
-			s.Backends[1].Proc.Kill()
-			wg.Wait()
-			onVictim := 0
-			for _, ss := range sessions {
-				if ss.host == victim {
-					onVictim++
+			sessions := startSessionsOn(t, s, 30, 6, victim)
+			successor := map[*session]string{}
+			if tt.mode != "native" {
+				for _, ss := range sessions {
+					successor[ss] = successorOf(s, launch.TokenClaim(ss.c.Cookie("affinity"), "sid"), ss.host)
 				}
 			}
-			t.Logf("%s, crash: %d requests, %d failed; %d sessions on the killed host, their requests after the kill served by their successor %d times (elsewhere %d); %d requests of other sessions moved",
-				mode, requests, failed, onVictim, victimOK, victimElsewhere, othersMove)
-			if failed != 0 || othersMove != 0 || victimElsewhere != 0 || onVictim == 0 || victimOK == 0 {
-				t.Fatalf("failed %d, other sessions moved %d, served off their successor %d", failed, othersMove, victimElsewhere)
+			var (
+				mu               sync.Mutex
+				phase            = "before"
+				requests, failed int
+				othersMoved      int
+				servedBy         = map[*session]map[string]int{} // after the kill, by host
+				backOnVictim     int                             // after the restart
+				victimSessions   int
+				offSuccessor     int
+			)
+			stopLoad := sessionLoad(t, sessions, 3, func(ss *session) {
+				mu.Lock()
+				at := phase
+				mu.Unlock()
+				r, _, err := ss.c.Get("/")
+				mu.Lock()
+				defer mu.Unlock()
+				requests++
+				switch {
+				case err != nil:
+					failed++
+					t.Errorf("%s: request of a %s session: %v", at, ss.host, err)
+				case ss.host != victim && r.Host != ss.host:
+					othersMoved++
+				case ss.host == victim && at != "before":
+					if servedBy[ss] == nil {
+						servedBy[ss] = map[string]int{}
+					}
+					servedBy[ss][r.Host]++
+					if at == "restarted" && r.Host == victim {
+						backOnVictim++
+					}
+					if successor[ss] != "" && r.Host != victim && r.Host != successor[ss] {
+						offSuccessor++
+					}
+				}
+			}, nil)
+			setPhase := func(p string) {
+				mu.Lock()
+				phase = p
+				mu.Unlock()
+			}
+			time.Sleep(time.Second) // the load runs meanwhile
+			setPhase("killed")
+			s.Backends[1].Proc.Kill()
+			time.Sleep(2 * time.Second)
+			if err := s.StartBackend(context.Background(), 1); err != nil {
+				t.Fatal(err)
+			}
+			setPhase("restarted")
+			// Back in Envoy's cluster (its health check passes again) with
+			// the load still running.
+			if err := launch.Eventually(context.Background(), 10*time.Second, func() error {
+				r, _, err := launch.NewClient(s.URL("")).Get("/")
+				if err != nil || r.Host != victim {
+					return fmt.Errorf("no new session on the restarted %s yet", victim)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			stopLoad()
+			rebinds := servedElsewhere(t, s)
+
+			// Where each of backend-2's sessions is now.
+			returned, stayed := 0, 0
+			for _, ss := range sessions {
+				if ss.host != victim {
+					continue
+				}
+				victimSessions++
+				r, _, err := ss.c.Get("/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch hosts := servedBy[ss]; {
+				case r.Host == victim:
+					returned++
+				case len(hosts) == 1 && hosts[r.Host] > 0:
+					stayed++
+				default:
+					t.Errorf("a session of %s served by %v after the kill, now by %s", victim, hosts, r.Host)
+				}
+			}
+			t.Logf("%s, crash and restart: %d requests, %d failed, %d of other sessions moved; of %d sessions on %s, %d stayed on the one host that served them after the kill, %d returned to %s (%d requests there after the restart, %d off the computed successor); %d sessions re-bound where they were served",
+				tt.name, requests, failed, othersMoved, victimSessions, victim, stayed, returned, victim, backOnVictim, offSuccessor, rebinds)
+			switch {
+			case failed != 0 || othersMoved != 0 || offSuccessor != 0:
+				t.Fatalf("%d failed, %d requests of other sessions moved, %d off the successor", failed, othersMoved, offSuccessor)
+			case tt.failback && returned != victimSessions:
+				t.Fatalf("failback: %d of %d sessions returned to %s", returned, victimSessions, victim)
+			case !tt.failback && (stayed != victimSessions || backOnVictim != 0):
+				t.Fatalf("%d of %d sessions stayed where they failed over; %d requests went back to %s", stayed, victimSessions, backOnVictim, victim)
+			case tt.mode != "native" && !tt.failback && rebinds != victimSessions:
+				// One request at a time per session: its first failed-over
+				// response re-binds it, and its next request goes there.
+				t.Fatalf("%d re-binds for %d failed-over sessions, want one each", rebinds, victimSessions)
 			}
 		})
 	}
+}
+
+// servedElsewhere is how many sessions the service re-bound to the host
+// that really served them (its decisions metric, reason served-elsewhere).
+func servedElsewhere(t *testing.T, s *launch.Stack) int {
+	t.Helper()
+	resp, err := http.Get(s.ServerURL("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "envoy_affinity_decisions_total{") && strings.Contains(line, `reason="served-elsewhere"`) {
+			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			n += int(v)
+		}
+	}
+	return n
 }
 
 // TestServedElsewhereRebinds: backend-2 is down but still listed. A new

@@ -35,6 +35,7 @@ func TestStickySession(t *testing.T) {
 	}
 	started, _ := s.EnvoyStat("http.ingress.ext_proc.streams_started")
 	sentBefore, _ := s.EnvoyStat("http.ingress.ext_proc.stream_msgs_sent")
+	failoverBefore, _ := s.EnvoyStat("http.ingress.ext_proc.failover.streams_started")
 	for i := 2; i <= 21; i++ {
 		r, resp, err := c.Get("/")
 		if err != nil {
@@ -52,6 +53,11 @@ func TestStickySession(t *testing.T) {
 	sentAfter, _ := s.EnvoyStat("http.ingress.ext_proc.stream_msgs_sent")
 	if streams, msgs := startedAfter-started, sentAfter-sentBefore; streams != 20 || msgs != 20 {
 		t.Fatalf("20 established requests: %d streams, %d messages; want 20 and 20", streams, msgs)
+	}
+	// None of them went to the affinity-failover filter: it is for
+	// responses another host served.
+	if n, _ := s.EnvoyStat("http.ingress.ext_proc.failover.streams_started"); n != failoverBefore {
+		t.Fatalf("20 established requests opened %d affinity-failover streams, want 0", n-failoverBefore)
 	}
 }
 

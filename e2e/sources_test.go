@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	"github.com/envoy-affinity/envoy-affinity/extproc"
@@ -142,10 +144,18 @@ func TestUnknownPool(t *testing.T) {
 // cluster, and still takes the requests.
 func TestPoolFromInitialMetadata(t *testing.T) {
 	t.Parallel()
-	const grpcService = "                envoy_grpc: {cluster_name: envoy_affinity}\n"
+	// Both ext_proc filters (the deciding one and affinity-failover) name it.
+	data, err := os.ReadFile(envoyYAML("opaque.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcService := regexp.MustCompile(`(?m)^( *)envoy_grpc: \{cluster_name: envoy_affinity\}\n`)
+	if n := len(grpcService.FindAll(data, -1)); n != 2 {
+		t.Fatalf("opaque.yaml has %d ext_proc gRPC services, want 2", n)
+	}
 	path := filepath.Join(t.TempDir(), "opaque-shop.yaml")
-	if err := launch.WriteVariant(envoyYAML("opaque.yaml"), path, grpcService,
-		grpcService+"                initial_metadata: [{key: "+extproc.PoolMetadataKey+", value: shop}]\n"); err != nil {
+	shop := grpcService.ReplaceAll(data, []byte("${0}${1}initial_metadata: [{key: "+extproc.PoolMetadataKey+", value: shop}]\n"))
+	if err := os.WriteFile(path, shop, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s := newStackWith(t, launch.Options{Mode: "opaque", PoolName: "shop", EnvoyYAML: path})

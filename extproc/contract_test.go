@@ -66,6 +66,14 @@ func TestEnvoyYAMLNamesTheContract(t *testing.T) {
 		{DestinationKey, "examples/istio/override-host.yaml"},
 		{ServedKey, "examples/istio/override-host.yaml"},
 		{SourceAttribute, "examples/envoy-gateway/envoy-affinity.yaml"},
+		// Failover marking (PrimaryHeader): verified mode through the
+		// token's p claim, opaque mode through the decision's PrimaryKey.
+		{PrimaryHeader, "envoy/verified.yaml"},
+		{affinity.PrimaryClaim, "envoy/verified.yaml"},
+		{CookieAttribute, "envoy/verified.yaml"},
+		{PrimaryHeader, "envoy/opaque.yaml"},
+		{PrimaryKey, "envoy/opaque.yaml"},
+		{CookieAttribute, "envoy/opaque.yaml"},
 	} {
 		if !slices.Contains(named[need.name], need.file) {
 			t.Errorf("%s does not name %q (named in %v)", need.file, need.name, named[need.name])
@@ -129,6 +137,33 @@ func (c *contractCheck) walk(n any) {
 				c.errorf("route matches jwt_authn payload %v, want [payload %s]", path, affinity.HostClaim)
 			}
 		}
+		// The verified token's primary copied into PrimaryHeader.
+		for _, ch := range asSlice(v["claim_to_headers"]) {
+			m, _ := ch.(map[string]any)
+			if m["claim_name"] != affinity.PrimaryClaim || m["header_name"] != PrimaryHeader {
+				c.errorf("claim_to_headers %v, want claim %s into %s", m, affinity.PrimaryClaim, PrimaryHeader)
+			} else {
+				c.name(affinity.PrimaryClaim)
+				c.name(PrimaryHeader)
+			}
+		}
+		// A response header a matcher reads is the failover mark.
+		if typ, _ := v["@type"].(string); strings.HasSuffix(typ, "HttpResponseHeaderMatchInput") {
+			if v["header_name"] != PrimaryHeader {
+				c.errorf("a matcher reads response header %v, want %s", v["header_name"], PrimaryHeader)
+			}
+		}
+		// The opaque route's mark: a CEL expression on PrimaryKey.
+		if h, ok := v["header"].(map[string]any); ok {
+			if val, _ := h["value"].(string); strings.Contains(val, "%CEL(") && strings.Contains(val, MetadataNamespace) {
+				if h["key"] != PrimaryHeader || !strings.Contains(val, "['"+PrimaryKey+"']") {
+					c.errorf("route header %v = %q, want %s set from %s", h["key"], val, PrimaryHeader, PrimaryKey)
+				} else {
+					c.name(PrimaryHeader)
+					c.name(PrimaryKey)
+				}
+			}
+		}
 		// Envoy Gateway's EnvoyExtensionPolicy: the attributes it asks for.
 		if pm, ok := v["processingMode"].(map[string]any); ok {
 			if req, ok := pm["request"].(map[string]any); ok {
@@ -144,6 +179,12 @@ func (c *contractCheck) walk(n any) {
 // extProc checks one ext_proc filter's configuration.
 func (c *contractCheck) extProc(f map[string]any) {
 	c.attributes(f["request_attributes"])
+	for _, a := range stringList(f["response_attributes"]) {
+		if a != ClusterAttribute && a != CookieAttribute {
+			c.errorf("response attribute %q is not one the service reads (%s, %s)", a, ClusterAttribute, CookieAttribute)
+		}
+		c.name(a)
+	}
 	if mo, ok := f["metadata_options"].(map[string]any); ok {
 		for _, dir := range []string{"receiving_namespaces", "forwarding_namespaces"} {
 			ns, ok := mo[dir].(map[string]any)

@@ -11,6 +11,9 @@ const (
 	// DestinationKey holds "primary,successor" as ip:port for the
 	// override_host policy.
 	DestinationKey = "x-gateway-destination-endpoint"
+	// PrimaryKey holds the primary alone (ip:port), which the opaque route
+	// compares with the host that served to mark a failover (PrimaryHeader).
+	PrimaryKey = "x-affinity-primary"
 	// ServedKey is where override_host's selected_host_key writes the host
 	// that really served the request.
 	ServedKey = "x-gateway-destination-endpoint-served"
@@ -38,6 +41,19 @@ const (
 	SetCookieHeader = "set-cookie"
 	// StatusHeader is the response's status pseudo-header.
 	StatusHeader = ":status"
+	// PrimaryHeader carries a session's primary to Envoy and marks a
+	// failover on the way back. In verified mode jwt_authn copies the
+	// token's PrimaryClaim (base64 of ip:port) into this request header, and
+	// Envoy's stateful_session filter, reading it, sets it on the response
+	// only when another host served: the ext_proc then sends that response
+	// to the service. In opaque mode the route sets it (a constant) when
+	// upstream.address is not PrimaryKey. The service removes it from every
+	// response it sees.
+	PrimaryHeader = "x-affinity-primary"
+	// CookieAttribute is the response attribute (a CEL expression) that
+	// carries the request's Cookie header to the response message of a
+	// failed-over established session, whose request the service never saw.
+	CookieAttribute = "request.headers['cookie']"
 )
 
 // spoofableHeaders are request headers that name a host in some Envoy setups

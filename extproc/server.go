@@ -310,17 +310,33 @@ func setCookie(v string) *corev3.HeaderValueOption {
 }
 
 func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	up, marked := upstream(req, h)
 	var reply affinity.Reply
-	if d := ex.decision; d != nil {
-		reply = s.decider.Respond(d, upstream(req, h))
+	switch d := ex.decision; {
+	case d != nil:
+		reply = s.decider.Respond(d, up)
 		ex.decision = nil
-		if reply.Rebound != affinity.ReasonNone {
-			s.obs.Rebound(d.Pool, reply.Rebound)
+	case marked:
+		// A failed-over response of a session Envoy routed by itself.
+		up.Pool, up.Cluster = ex.pool, attribute(req, ClusterAttribute)
+		if c := attribute(req, CookieAttribute); c != "" {
+			up.RequestCookies = []string{c}
 		}
+		reply = s.decider.Respond(nil, up)
+	}
+	if reply.Rebound != affinity.ReasonNone {
+		s.obs.Rebound(reply.Pool, reply.Rebound)
 	}
 	common := &extprocv3.CommonResponse{}
+	if reply.SetCookie != "" || marked {
+		common.HeaderMutation = &extprocv3.HeaderMutation{}
+	}
 	if reply.SetCookie != "" {
-		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setCookie(reply.SetCookie)}}
+		common.HeaderMutation.SetHeaders = []*corev3.HeaderValueOption{setCookie(reply.SetCookie)}
+	}
+	if marked {
+		// The mark is for Envoy and the service, not the client.
+		common.HeaderMutation.RemoveHeaders = []string{PrimaryHeader}
 	}
 	return &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{Response: common}},
@@ -329,18 +345,21 @@ func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest,
 
 // upstream reads what Envoy tells of the response: the host that served it
 // (override_host's selected_host_key, forwarded in the envoy.lb metadata),
-// its status and its Set-Cookie headers.
-func upstream(req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) affinity.Upstream {
-	up := affinity.Upstream{Served: req.GetMetadataContext().GetFilterMetadata()[MetadataNamespace].GetFields()[ServedKey].GetStringValue()}
+// its status and its Set-Cookie headers; and whether the route marked it as
+// failed over.
+func upstream(req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (up affinity.Upstream, marked bool) {
+	up.Served = req.GetMetadataContext().GetFilterMetadata()[MetadataNamespace].GetFields()[ServedKey].GetStringValue()
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		switch key := hv.GetKey(); {
 		case key == StatusHeader:
 			up.Status, _ = strconv.Atoi(headerValue(hv))
 		case strings.EqualFold(key, SetCookieHeader):
 			up.SetCookies = append(up.SetCookies, headerValue(hv))
+		case strings.EqualFold(key, PrimaryHeader):
+			marked = true
 		}
 	}
-	return up
+	return up, marked
 }
 
 // headerList reads the request's headers for the key sources.
@@ -356,11 +375,14 @@ func (l headerList) Get(name string) (string, bool) {
 	return "", false
 }
 
-// destinationMetadata is {envoy.lb: {x-gateway-destination-endpoint: hosts}}.
+// destinationMetadata is {envoy.lb: {x-gateway-destination-endpoint:
+// hosts, x-affinity-primary: the first of them}}.
 func destinationMetadata(hosts string) *structpb.Struct {
+	primary, _, _ := strings.Cut(hosts, ",")
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
 		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
 			DestinationKey: structpb.NewStringValue(hosts),
+			PrimaryKey:     structpb.NewStringValue(primary),
 		}}),
 	}}
 }

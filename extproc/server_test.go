@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -67,7 +68,7 @@ func (f *fakeDecider) Decide(r affinity.Request) affinity.Decision {
 
 func (f *fakeDecider) Respond(d *affinity.Decision, up affinity.Upstream) affinity.Reply {
 	f.told = append(f.told, up)
-	if f.reply == (affinity.Reply{}) {
+	if f.reply == (affinity.Reply{}) && d != nil {
 		return affinity.Reply{SetCookie: d.SetCookie} // as decided
 	}
 	return f.reply
@@ -311,7 +312,7 @@ func TestProcessResponse(t *testing.T) {
 		counted        string // the re-binds reported
 	}{
 		{"the cookie as decided", "10.0.0.1:80", "200", affinity.Reply{SetCookie: "affinity=new"}, "affinity=new", ""},
-		{"re-bound to the host that served", "10.0.0.2:80", "200", affinity.Reply{SetCookie: "affinity=rebound", Rebound: affinity.ReasonServedElsewhere}, "affinity=rebound", "web served-elsewhere"},
+		{"re-bound to the host that served", "10.0.0.2:80", "200", affinity.Reply{SetCookie: "affinity=rebound", Rebound: affinity.ReasonServedElsewhere, Pool: "web"}, "affinity=rebound", "web served-elsewhere"},
 		{"a 5xx answer: its status told", "10.0.0.1:80", "503", affinity.Reply{}, "affinity=new", ""},
 	}
 	for _, tt := range tests {
@@ -349,4 +350,60 @@ func (*countingObserver) StreamClosed()                            {}
 func (*countingObserver) Decided(affinity.Decision, time.Duration) {}
 func (o *countingObserver) Rebound(pool string, r affinity.Reason) {
 	o.rebound = append(o.rebound, pool+" "+r.String())
+}
+
+// TestProcessFailedOverResponse: a response-only stream (an established
+// session Envoy routed by itself) is handed to the decider without a
+// decision only when Envoy marked it as served elsewhere, with the pool,
+// the request's cookies and the host that served; the mark never reaches
+// the client.
+func TestProcessFailedOverResponse(t *testing.T) {
+	response := func(marked bool) *extprocv3.ProcessingRequest {
+		md, _ := structpb.NewStruct(map[string]any{ServedKey: "10.0.0.2:80"})
+		attrs, _ := structpb.NewStruct(map[string]any{ClusterAttribute: "app", CookieAttribute: "a=1; affinity=tok"})
+		headers := []*corev3.HeaderValue{{Key: StatusHeader, RawValue: []byte("200")}}
+		if marked {
+			headers = append(headers, &corev3.HeaderValue{Key: PrimaryHeader, RawValue: []byte("MTAuMC4wLjI6ODA=")})
+		}
+		return &extprocv3.ProcessingRequest{
+			Request:         &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: headers}}},
+			MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: md}},
+			Attributes:      map[string]*structpb.Struct{AttributesKey: attrs},
+		}
+	}
+	for _, marked := range []bool{true, false} {
+		dec := &fakeDecider{reply: affinity.Reply{SetCookie: "affinity=rebound", Rebound: affinity.ReasonServedElsewhere, Pool: "web"}}
+		fs := &fakeStream{ctx: metadata.NewIncomingContext(context.Background(), metadata.Pairs(PoolMetadataKey, "web")), end: io.EOF,
+			reqs: []*extprocv3.ProcessingRequest{response(marked)}}
+		srv := NewServer(dec, nil)
+		obs := &countingObserver{}
+		srv.Observe(obs)
+		if err := srv.Process(fs); err != nil {
+			t.Fatal(err)
+		}
+		mut := fs.sent[0].GetResponseHeaders().GetResponse().GetHeaderMutation()
+		if !marked {
+			if len(dec.told) != 0 || mut != nil {
+				t.Fatalf("unmarked: told %+v, mutation %v", dec.told, mut)
+			}
+			continue
+		}
+		if len(dec.told) != 1 {
+			t.Fatalf("told %+v", dec.told)
+		}
+		up := dec.told[0]
+		if up.Pool != "web" || up.Cluster != "app" || up.Served != "10.0.0.2:80" || fmt.Sprint(up.RequestCookies) != "[a=1; affinity=tok]" {
+			t.Fatalf("told %+v", up)
+		}
+		set := mut.GetSetHeaders()
+		if len(set) != 1 || string(set[0].GetHeader().GetRawValue()) != "affinity=rebound" || !set[0].GetAppend().GetValue() {
+			t.Fatalf("set %v", set)
+		}
+		if !slices.Equal(mut.GetRemoveHeaders(), []string{PrimaryHeader}) {
+			t.Fatalf("removed %v, want the mark", mut.GetRemoveHeaders())
+		}
+		if fmt.Sprint(obs.rebound) != "[web served-elsewhere]" {
+			t.Fatalf("re-binds reported %v", obs.rebound)
+		}
+	}
 }

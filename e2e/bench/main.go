@@ -56,6 +56,9 @@ type settings struct {
 	quick    bool
 	// grpcClients compares Envoy's envoy_grpc and google_grpc clients.
 	grpcClients bool
+	// yamlRev, when set, compares verified.yaml and opaque.yaml with their
+	// versions at this git revision.
+	yamlRev string
 }
 
 func main() {
@@ -66,6 +69,7 @@ func main() {
 	flag.Float64Var(&st.rate, "rate", 1000, "open-loop rate (requests per second) of the latency runs")
 	flag.StringVar(&st.out, "out", "", "also put the table into this file, between its bench markers")
 	flag.BoolVar(&st.grpcClients, "grpc-clients", false, "compare Envoy's envoy_grpc (opaque.yaml) and google_grpc clients for the ext_proc call, beside the baseline")
+	flag.StringVar(&st.yamlRev, "yaml-rev", "", "compare envoy/verified.yaml and envoy/opaque.yaml with their versions at this git revision, beside the baseline")
 	flag.BoolVar(&st.quick, "quick", false, "a few seconds: one short round of four configurations, Go client only (make test runs it so the benchmark cannot rot)")
 	flag.Parse()
 	if st.quick {
@@ -119,6 +123,16 @@ func run(st settings) error {
 			return err
 		}
 		configs = []config{configs[0], configs[3], {name: "opaque, google_grpc client", mode: "opaque", yaml: variant}}
+	}
+	if st.yamlRev != "" {
+		configs = []config{configs[0]}
+		for _, mode := range []string{"verified", "opaque"} {
+			old, err := yamlAt(root, dir, st.yamlRev, mode)
+			if err != nil {
+				return err
+			}
+			configs = append(configs, config{name: mode, mode: mode}, config{name: mode + ", YAML of " + st.yamlRev, mode: mode, yaml: old})
+		}
 	}
 	results := make([][]sample, len(configs))
 	for r := 1; r <= rounds; r++ {
@@ -240,6 +254,19 @@ func googleGRPCVariant(root, dir string) (string, error) {
 	path := filepath.Join(dir, "opaque-google-grpc.yaml")
 	return path, launch.WriteVariant(filepath.Join(root, "envoy", "opaque.yaml"), path,
 		"envoy_grpc: {cluster_name: envoy_affinity}", `google_grpc: {target_uri: "127.0.0.1:9002", stat_prefix: envoy_affinity}`)
+}
+
+// yamlAt writes envoy/<mode>.yaml as it was at git revision rev and
+// returns its path.
+func yamlAt(root, dir, rev, mode string) (string, error) {
+	cmd := exec.Command("git", "show", rev+":envoy/"+mode+".yaml")
+	cmd.Dir = root
+	data, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("git show %s:envoy/%s.yaml: %w", rev, mode, err)
+	}
+	path := filepath.Join(dir, mode+"-"+rev+".yaml")
+	return path, os.WriteFile(path, data, 0o600)
 }
 
 // loadResult is affinity-load's output.
