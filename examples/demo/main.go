@@ -109,7 +109,8 @@ func run(ctx context.Context) error {
 	case "opaque":
 		fmt.Println("   Sessions already moved stay where they are (their cookie was re-bound).")
 	case "verified":
-		fmt.Println("   Tokens not yet refreshed still name backend-2 first: those sessions return to it.")
+		fmt.Println("   Envoy marked the moved sessions' first responses as served elsewhere; the service")
+		fmt.Println("   re-bound their tokens there: they stay where they are.")
 	case "native":
 		fmt.Println("   Envoy re-wrote the moved sessions' cookies: they stay where they are.")
 	}
