@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,8 +53,7 @@ func TestCrash(t *testing.T) {
 				}
 			}
 			var (
-				mu               sync.Mutex
-				phase            = "before"
+				load             phasedLoad
 				requests, failed int
 				othersMoved      int
 				servedBy         = map[*session]map[string]int{} // after the kill, by host
@@ -63,13 +61,7 @@ func TestCrash(t *testing.T) {
 				victimSessions   int
 				offSuccessor     int
 			)
-			stopLoad := sessionLoad(t, sessions, 3, func(ss *session) {
-				mu.Lock()
-				at := phase
-				mu.Unlock()
-				r, _, err := ss.c.Get("/")
-				mu.Lock()
-				defer mu.Unlock()
+			load.run(t, sessions, 3, func(ss *session, at string, r launch.Reply, err error) {
 				requests++
 				switch {
 				case err != nil:
@@ -90,19 +82,14 @@ func TestCrash(t *testing.T) {
 					}
 				}
 			}, nil)
-			setPhase := func(p string) {
-				mu.Lock()
-				phase = p
-				mu.Unlock()
-			}
 			time.Sleep(time.Second) // the load runs meanwhile
-			setPhase("killed")
+			load.set("killed")
 			s.Backends[1].Proc.Kill()
 			time.Sleep(2 * time.Second)
 			if err := s.StartBackend(context.Background(), 1); err != nil {
 				t.Fatal(err)
 			}
-			setPhase("restarted")
+			load.set("restarted")
 			// Back in Envoy's cluster (its health check passes again) with
 			// the load still running.
 			if err := launch.Eventually(context.Background(), 10*time.Second, func() error {
@@ -115,7 +102,7 @@ func TestCrash(t *testing.T) {
 				t.Fatal(err)
 			}
 			time.Sleep(time.Second)
-			stopLoad()
+			load.stop()
 			rebinds := servedElsewhere(t, s)
 
 			// Where each of backend-2's sessions is now.

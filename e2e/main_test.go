@@ -165,6 +165,48 @@ func sessionLoad(t *testing.T, sessions []*session, workers int, send func(*sess
 	return stop
 }
 
+// phasedLoad is a sessionLoad for a test that changes something under load
+// (kills a backend, stops the service): each request belongs to the phase it
+// started in. Its counts are the caller's, kept under mu.
+type phasedLoad struct {
+	mu    sync.Mutex
+	phase string
+	stop  func()
+}
+
+// run starts the load: each request of a session is sent and handed to
+// record with its phase, under mu; round (when not nil) runs after each
+// pass, as in sessionLoad.
+func (l *phasedLoad) run(t *testing.T, sessions []*session, workers int, record func(ss *session, phase string, r launch.Reply, err error), round func()) {
+	t.Helper()
+	l.mu.Lock()
+	if l.phase == "" {
+		l.phase = "before"
+	}
+	l.mu.Unlock()
+	l.stop = sessionLoad(t, sessions, workers, func(ss *session) {
+		at := l.now()
+		r, _, err := ss.c.Get("/")
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		record(ss, at, r, err)
+	}, round)
+}
+
+// set starts the next phase.
+func (l *phasedLoad) set(phase string) {
+	l.mu.Lock()
+	l.phase = phase
+	l.mu.Unlock()
+}
+
+// now is the current phase.
+func (l *phasedLoad) now() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.phase
+}
+
 // expectNewSession sends a request carrying cookie as the session cookie and
 // checks that it starts a new session (a new cookie whose sid is not
 // "forged") served by the host the new cookie names. It returns the number

@@ -373,22 +373,15 @@ func TestOutputHeaderCrash(t *testing.T) {
 				PoolYAML: p.pool + "    health:\n      active: {interval: 200ms, timeout: 150ms}\n"})
 			sessions := spreadSessions(t, s, 30)
 			var (
-				mu               sync.Mutex
+				load             phasedLoad
 				requests, failed int
 				othersMoved      int
 				inFlight         int // failed, sent before the kill
-				killed           bool
 			)
-			stopLoad := sessionLoad(t, sessions, 3, func(ss *session) {
-				mu.Lock()
-				sentAfterKill := killed
-				mu.Unlock()
-				r, _, err := ss.c.Get("/")
-				mu.Lock()
-				defer mu.Unlock()
+			load.run(t, sessions, 3, func(ss *session, at string, r launch.Reply, err error) {
 				requests++
 				switch {
-				case err != nil && !sentAfterKill && !p.retriesReset:
+				case err != nil && at == "before" && !p.retriesReset:
 					inFlight++
 				case err != nil:
 					failed++
@@ -400,8 +393,8 @@ func TestOutputHeaderCrash(t *testing.T) {
 			waitFor := func(n int) {
 				t.Helper()
 				if err := launch.Eventually(context.Background(), 20*time.Second, func() error {
-					mu.Lock()
-					defer mu.Unlock()
+					load.mu.Lock()
+					defer load.mu.Unlock()
 					if requests < n {
 						return fmt.Errorf("%d requests", requests)
 					}
@@ -412,15 +405,15 @@ func TestOutputHeaderCrash(t *testing.T) {
 			}
 			waitFor(150)
 			s.Backends[1].Proc.Kill() // returns once the process is gone
-			mu.Lock()
-			killed = true
+			load.mu.Lock()
+			load.phase = "killed"
 			atKill := requests
-			mu.Unlock()
+			load.mu.Unlock()
 			// The service's check takes backend-2 out; every one of its
 			// sessions then carries a cookie naming another host.
 			if err := launch.Eventually(context.Background(), 20*time.Second, func() error {
-				mu.Lock()
-				defer mu.Unlock()
+				load.mu.Lock()
+				defer load.mu.Unlock()
 				for _, ss := range sessions {
 					if ss.host == "backend-2" && s.CookieHost(ss.c.Cookie("affinity")) == "backend-2" {
 						return fmt.Errorf("a session of backend-2 still has its cookie")
@@ -430,11 +423,11 @@ func TestOutputHeaderCrash(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			mu.Lock()
+			load.mu.Lock()
 			atRebound := requests
-			mu.Unlock()
+			load.mu.Unlock()
 			waitFor(atRebound + 150)
-			stopLoad()
+			load.stop()
 			// Re-bound sessions stay on their new host.
 			moved := 0
 			for _, ss := range sessions {

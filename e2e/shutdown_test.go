@@ -26,21 +26,13 @@ func TestGracefulShutdown(t *testing.T) {
 	sessions := startSessions(t, s, 20)
 
 	var (
-		mu               sync.Mutex
+		load             phasedLoad
 		requests, failed int
 		newSessions      int
 		moved            = map[string]int{}
-		phase            = "before"
 		perPhase         = map[string]int{}
 	)
-	stopLoad := sessionLoad(t, sessions, 4, func(ss *session) {
-		// A request belongs to the phase it started in.
-		mu.Lock()
-		at := phase
-		mu.Unlock()
-		r, _, err := ss.c.Get("/")
-		mu.Lock()
-		defer mu.Unlock()
+	load.run(t, sessions, 4, func(ss *session, at string, r launch.Reply, err error) {
 		requests++
 		perPhase[at]++
 		switch {
@@ -55,23 +47,23 @@ func TestGracefulShutdown(t *testing.T) {
 	}, func() {
 		// A new session now and then, through the same shutdown.
 		_, _, err := launch.NewClient(s.URL("")).Get("/")
-		mu.Lock()
-		defer mu.Unlock()
+		load.mu.Lock()
+		defer load.mu.Unlock()
 		if err != nil {
 			failed++
-			t.Errorf("new session during %s: %v", phase, err)
+			t.Errorf("new session during %s: %v", load.phase, err)
 			return
 		}
 		newSessions++
 	})
-	setPhase := func(p string) { mu.Lock(); phase = p; mu.Unlock() }
+	setPhase := load.set
 	waitRequests := func(n int) {
 		t.Helper()
 		if err := launch.Eventually(context.Background(), 20*time.Second, func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			if perPhase[phase] < n {
-				return fmt.Errorf("%d requests in phase %s", perPhase[phase], phase)
+			load.mu.Lock()
+			defer load.mu.Unlock()
+			if perPhase[load.phase] < n {
+				return fmt.Errorf("%d requests in phase %s", perPhase[load.phase], load.phase)
 			}
 			return nil
 		}); err != nil {
@@ -127,7 +119,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	setPhase("after")
 	waitRequests(200)
-	stopLoad()
+	load.stop()
 	t.Logf("shutdown under load: %d requests, %d new sessions, %d failed; by phase (requests/moved): before SIGTERM %d/%d, not ready but serving %d/%d (failed open %d), stopping %d/%d, service gone %d/%d, after its restart %d/%d; Envoy saw NOT_SERVING: %v (healthy ext_proc hosts then: %d)",
 		requests, newSessions, failed, perPhase["before"], moved["before"], perPhase["not-ready"], moved["not-ready"], failOpenNotReady,
 		perPhase["stopping"], moved["stopping"], perPhase["gone"], moved["gone"], perPhase["after"], moved["after"], sawNotServing, healthy)
