@@ -13,11 +13,13 @@ type Upstream struct {
 	// SetCookies are the values of the response's Set-Cookie headers.
 	SetCookies []string
 	// Pool, Cluster and RequestCookies name the pool as a Request does and
-	// carry the request's Cookie headers. They are read only for a response
-	// without a decision: one Envoy marked as served elsewhere than the
-	// primary of a session it routed by itself.
+	// carry the request's Cookie headers, and Marked says whether Envoy
+	// marked the response as served elsewhere than on the session's
+	// primary. They are read only for a response without a decision: one
+	// of a session Envoy routed by itself.
 	Pool, Cluster  string
 	RequestCookies []string
+	Marked         bool
 }
 
 // Reply is what the response must carry back to the client.
@@ -90,7 +92,7 @@ func (e *Engine) Respond(d *Decision, up Upstream) Reply {
 func (e *Engine) failedOver(up Upstream) Reply {
 	snap := e.snap.Load()
 	p, ok := snap.Pool(up.Pool, up.Cluster)
-	if !ok || p.Mode == ModeNative || up.Served == "" {
+	if !ok || p.Mode == ModeNative {
 		return Reply{}
 	}
 	var token string
@@ -108,7 +110,17 @@ func (e *Engine) failedOver(up Upstream) Reply {
 	if p.Mode == ModeVerified {
 		primary, _, _ = strings.Cut(v.sess.Host, ",")
 	}
-	if primary == up.Served {
+	if p.Mode == ModeVerified && v.sess.Primary == "" && v.outcome == OutcomePinned && (!up.Marked || up.Served == "" || up.Served == primary) {
+		// A verified token issued before tokens named their primary
+		// (claim p): Envoy cannot tell its failovers and asks about every
+		// response (its stateful_session marks them all). Re-issued with
+		// p, bound where it is, once.
+		if c, ok := e.rebind(p.Name, v.sess, primary); ok {
+			return Reply{SetCookie: c, Pool: p.Name}
+		}
+		return Reply{}
+	}
+	if !up.Marked || up.Served == "" || primary == up.Served {
 		return Reply{}
 	}
 	if primary != "" {

@@ -148,7 +148,7 @@ func TestRespondFailedOver(t *testing.T) {
 			if tt.cookie != nil {
 				cookie = tt.cookie(d)
 			}
-			r := e.Respond(nil, Upstream{Served: tt.served(d), Status: 200, RequestCookies: []string{"a=1; " + cookie}})
+			r := e.Respond(nil, Upstream{Served: tt.served(d), Status: 200, RequestCookies: []string{"a=1; " + cookie}, Marked: true})
 			want := ""
 			if tt.reboundTo != nil {
 				want = tt.reboundTo(d)
@@ -171,6 +171,39 @@ func TestRespondFailedOver(t *testing.T) {
 				t.Fatalf("%s took %d new sessions; marked down = %v", d.HostID, n, tt.down)
 			}
 		})
+	}
+}
+
+// TestRespondTokenWithoutPrimary: a verified token without the p claim
+// (issued before tokens named their primary) makes Envoy send every response
+// of its session: it is re-issued with p, on the same host; a token with p
+// served by its primary is left alone.
+func TestRespondTokenWithoutPrimary(t *testing.T) {
+	clock := &fixedClock{t: t0}
+	e := NewEngine(modeSnapshot(t, ModeVerified, "web-1", "web-2", "web-3"), clock.now)
+	d := e.Decide(Request{})
+	token, _ := CookieValue(cookieHeader(d.SetCookie), DefaultCookieName)
+	sess, err := e.Snapshot().Codec.Verify(token, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.Respond(nil, Upstream{Served: d.Hosts[0], RequestCookies: []string{"affinity=" + token}, Marked: true}); r != (Reply{}) {
+		t.Fatalf("a token with p: %+v", r)
+	}
+	sess.Primary = "" // as issued by an earlier version
+	old, err := e.Snapshot().Codec.Sign(sess, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Envoy's stateful_session marks every response of such a token.
+	r := e.Respond(nil, Upstream{Served: d.Hosts[0], RequestCookies: []string{"affinity=" + old}, Marked: true})
+	fresh, _ := CookieValue(cookieHeader(r.SetCookie), DefaultCookieName)
+	got, err := e.Snapshot().Codec.Verify(fresh, t0)
+	if err != nil || r.Rebound != ReasonNone {
+		t.Fatalf("re-issued %+v: %v", r, err)
+	}
+	if got.ID != sess.ID || got.Host != sess.Host || got.Primary != base64.StdEncoding.EncodeToString([]byte(d.Hosts[0])) {
+		t.Fatalf("re-issued %+v, want session %s on %s with p", got, sess.ID, sess.Host)
 	}
 }
 

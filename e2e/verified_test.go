@@ -132,6 +132,46 @@ func reKid(token, kid string) string {
 	return hdr + "." + p[1] + "." + p[2]
 }
 
+// TestVerifiedTokenWithoutPrimary: a valid token issued before tokens named
+// their primary (no p claim) still routes by itself, and its first response
+// (one ext_proc stream: Envoy cannot mark its failovers) re-issues it with
+// p; from then on it costs no stream.
+func TestVerifiedTokenWithoutPrimary(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "verified")
+	ring := serverKeys(t, s)
+	sess := startSessions(t, s, 1)[0]
+	token := sess.c.Cookie("affinity")
+	old := affinity.Session{ID: launch.TokenClaim(token, "sid"), Host: launch.TokenClaim(token, affinity.HostClaim),
+		Start: time.Now().Add(-time.Minute), IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+	signed, err := affinity.NewTokenCodec(ring).Sign(old, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if launch.TokenClaim(signed, affinity.PrimaryClaim) != "" {
+		t.Fatal("the old-style token has a p claim")
+	}
+	sess.c.SetCookie("affinity", signed)
+	before := streams(t, s)
+	r, resp, err := sess.c.Get("/")
+	if err != nil || r.Host != sess.host || r.Count != 2 || streams(t, s)-before != 1 {
+		t.Fatalf("token without p: %+v, %v after %d streams; want its host, count 2, one stream", r, err, streams(t, s)-before)
+	}
+	fresh := sess.c.Cookie("affinity")
+	if len(resp.Header.Values("Set-Cookie")) != 1 || launch.TokenClaim(fresh, "sid") != old.ID || launch.TokenClaim(fresh, affinity.PrimaryClaim) == "" || s.CookieHost(fresh) != sess.host {
+		t.Fatalf("re-issued %q: want the same session and host, with p", fresh)
+	}
+	before = streams(t, s)
+	for i := range 10 {
+		if r, _, err := sess.c.Get("/"); err != nil || r.Host != sess.host {
+			t.Fatalf("request %d after the re-issue: %v on %s", i, err, r.Host)
+		}
+	}
+	if n := streams(t, s) - before; n != 0 {
+		t.Fatalf("10 requests after the re-issue took %d streams, want 0", n)
+	}
+}
+
 func TestVerifiedRefresh(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, "verified")

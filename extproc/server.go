@@ -316,9 +316,10 @@ func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest,
 	case d != nil:
 		reply = s.decider.Respond(d, up)
 		ex.decision = nil
-	case marked:
-		// A failed-over response of a session Envoy routed by itself.
-		up.Pool, up.Cluster = ex.pool, attribute(req, ClusterAttribute)
+	default:
+		// A response of a session Envoy routed by itself: marked when
+		// another host than its primary served it.
+		up.Pool, up.Cluster, up.Marked = ex.pool, attribute(req, ClusterAttribute), marked
 		if c := attribute(req, CookieAttribute); c != "" {
 			up.RequestCookies = []string{c}
 		}

@@ -354,9 +354,9 @@ func (o *countingObserver) Rebound(pool string, r affinity.Reason) {
 
 // TestProcessFailedOverResponse: a response-only stream (an established
 // session Envoy routed by itself) is handed to the decider without a
-// decision only when Envoy marked it as served elsewhere, with the pool,
-// the request's cookies and the host that served; the mark never reaches
-// the client.
+// decision, with the pool, the request's cookies, the host that served and
+// whether Envoy marked it as served elsewhere; the mark never reaches the
+// client.
 func TestProcessFailedOverResponse(t *testing.T) {
 	response := func(marked bool) *extprocv3.ProcessingRequest {
 		md, _ := structpb.NewStruct(map[string]any{ServedKey: "10.0.0.2:80"})
@@ -382,18 +382,18 @@ func TestProcessFailedOverResponse(t *testing.T) {
 			t.Fatal(err)
 		}
 		mut := fs.sent[0].GetResponseHeaders().GetResponse().GetHeaderMutation()
-		if !marked {
-			if len(dec.told) != 0 || mut != nil {
-				t.Fatalf("unmarked: told %+v, mutation %v", dec.told, mut)
-			}
-			continue
-		}
 		if len(dec.told) != 1 {
 			t.Fatalf("told %+v", dec.told)
 		}
 		up := dec.told[0]
-		if up.Pool != "web" || up.Cluster != "app" || up.Served != "10.0.0.2:80" || fmt.Sprint(up.RequestCookies) != "[a=1; affinity=tok]" {
+		if up.Marked != marked || up.Pool != "web" || up.Cluster != "app" || up.Served != "10.0.0.2:80" || fmt.Sprint(up.RequestCookies) != "[a=1; affinity=tok]" {
 			t.Fatalf("told %+v", up)
+		}
+		if !marked {
+			if len(mut.GetRemoveHeaders()) != 0 {
+				t.Fatalf("unmarked: removed %v", mut.GetRemoveHeaders())
+			}
+			continue
 		}
 		set := mut.GetSetHeaders()
 		if len(set) != 1 || string(set[0].GetHeader().GetRawValue()) != "affinity=rebound" || !set[0].GetAppend().GetValue() {
