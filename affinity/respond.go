@@ -38,8 +38,9 @@ type Reply struct {
 func (d *Decision) WantsResponse() bool { return d.SetCookie != "" || d.LearnCookie != "" }
 
 // Respond takes what happened to a request decided as d, or (d nil) to a
-// request Envoy routed by itself that it marked as failed over, and returns
-// what the response must carry. Everything the response means is judged
+// request of a session Envoy routed by itself (up.Marked: Envoy marked it
+// as served elsewhere than on the primary), and returns what the response
+// must carry. Everything the response means is judged
 // here:
 //   - a failed-over session (its token's primary is not the host that
 //     served) is re-bound to the host that served, so that it stays there
@@ -82,13 +83,14 @@ func (e *Engine) Respond(d *Decision, up Upstream) Reply {
 	return reply
 }
 
-// failedOver re-binds a session whose request Envoy routed by itself (the
-// session's token named its hosts) and served elsewhere than on the token's
-// primary: the primary could not be reached, was unhealthy or left Envoy's
-// cluster. The primary counts as failed for passive health. The session's
-// cookie is re-issued for the host that served, so that the session stays
-// there, where its data now is, when the primary comes back; a pool with
-// failback keeps the token, and the session returns to the primary.
+// failedOver judges the response of a session Envoy routed by itself (the
+// session's token named its hosts). Marked as served elsewhere than on the
+// token's primary (the primary could not be reached, was unhealthy or left
+// Envoy's cluster), the primary counts as failed for passive health and the
+// session's cookie is re-issued for the host that served, so that the
+// session stays there, where its data now is, when the primary comes back; a
+// pool with failback keeps the token, and the session returns to the
+// primary. A verified token without the p claim is re-issued with it.
 func (e *Engine) failedOver(up Upstream) Reply {
 	snap := e.snap.Load()
 	p, ok := snap.Pool(up.Pool, up.Cluster)
