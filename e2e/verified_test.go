@@ -161,14 +161,21 @@ func TestVerifiedTokenWithoutPrimary(t *testing.T) {
 	if len(resp.Header.Values("Set-Cookie")) != 1 || launch.TokenClaim(fresh, "sid") != old.ID || launch.TokenClaim(fresh, affinity.PrimaryClaim) == "" || s.CookieHost(fresh) != sess.host {
 		t.Fatalf("re-issued %q: want the same session and host, with p", fresh)
 	}
-	before = streams(t, s)
-	for i := range 10 {
-		if r, _, err := sess.c.Get("/"); err != nil || r.Host != sess.host {
-			t.Fatalf("request %d after the re-issue: %v on %s", i, err, r.Host)
+	envoyAlone(t, s, sess, 10)
+}
+
+// envoyAlone sends n requests of the session and checks that Envoy routes
+// each to the session's host without an ext_proc stream.
+func envoyAlone(t *testing.T, s *launch.Stack, ss *session, n int) {
+	t.Helper()
+	before := streams(t, s)
+	for i := range n {
+		if r, _, err := ss.c.Get("/"); err != nil || r.Host != ss.host {
+			t.Fatalf("request %d: %v on %s, want %s", i, err, r.Host, ss.host)
 		}
 	}
-	if n := streams(t, s) - before; n != 0 {
-		t.Fatalf("10 requests after the re-issue took %d streams, want 0", n)
+	if got := streams(t, s) - before; got != 0 {
+		t.Fatalf("%d requests took %d ext_proc streams, want 0", n, got)
 	}
 }
 
@@ -202,10 +209,7 @@ func TestVerifiedRefresh(t *testing.T) {
 		t.Fatalf("refreshed token names another session or host")
 	}
 	// Refreshed: Envoy alone again.
-	before = streams(t, s)
-	if _, _, err := sess.c.Get("/"); err != nil || streams(t, s) != before {
-		t.Fatalf("after the refresh: %v, %d streams", err, streams(t, s)-before)
-	}
+	envoyAlone(t, s, sess, 1)
 }
 
 func TestHostRemovedFromEnvoysCluster(t *testing.T) {
