@@ -170,19 +170,34 @@ func (v *verdict) settle(p *Pool) {
 // An application cookie the store does not know is no decision (false): the
 // next source is tried.
 func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time) (Decision, bool) {
-	bound, known := e.store.Binding(pool.Name, key, now)
+	var bound string
+	var known bool
+	if ks.Type == SourceAppCookie {
+		// Only the response that set an application cookie binds it.
+		bound, known = e.store.Binding(pool.Name, key, now)
+	} else {
+		// A new key is placed and bound in one step, so that replicas
+		// sharing a store agree on the first binding.
+		var placed Decision
+		if bound, known = e.store.Claim(pool.Name, key, now, func() string {
+			placed = e.place(pool, key, OutcomeNew, ReasonNewKey, now)
+			return placed.HostID
+		}); !known {
+			return placed, true
+		}
+	}
 	v := judgeKey(pool, ks.Type, bound, known, now)
 	switch v.outcome {
 	case OutcomePassThrough:
 		return Decision{}, false
 	case OutcomePinned:
-		e.store.Seen(pool.Name, key, v.host.ID, now)
+		e.store.Bind(pool.Name, key, v.host.ID, now)
 		return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: overrideList(pool.placement(), key, v.host, pool.OverrideListLen), HostID: v.host.ID}, true
 	case OutcomeRejected:
 		return Decision{Outcome: OutcomeRejected, Reason: v.reason, Pool: pool.Name, Status: 503, Body: StrictBody}, true
 	}
 	d := e.place(pool, key, v.outcome, v.reason, now)
-	e.store.Seen(pool.Name, key, d.HostID, now)
+	e.store.Bind(pool.Name, key, d.HostID, now)
 	return d, true
 }
 

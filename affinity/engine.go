@@ -54,7 +54,7 @@ func NewEngine(s *Snapshot, now func() time.Time) *Engine {
 	if max <= 0 {
 		max = DefaultMaxSessions
 	}
-	e := &Engine{now: now, store: NewMemoryStore(max, s.idleTimeout())}
+	e := &Engine{now: now, store: NewMemoryStore(max, s.IdleTimeout())}
 	e.established, _ = lru.New[string, establishedEntry](EstablishedCacheSize)
 	e.snap.Store(s)
 	return e

@@ -38,8 +38,8 @@ func (p *Pool) setHosts(specs []HostSpec) {
 func (e *Engine) Update(s *Snapshot) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if m, ok := e.store.(*MemoryStore); ok {
-		m.SetIdle(s.idleTimeout())
+	if m, ok := e.store.(IdleSetter); ok {
+		m.SetIdle(s.IdleTimeout())
 	}
 	for i, p := range s.Pools {
 		if specs, ok := e.discovered[p.Name]; ok && p.Source != nil {

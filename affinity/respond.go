@@ -152,7 +152,7 @@ func (e *Engine) learn(pool, value, served string) bool {
 	if !ok {
 		return false
 	}
-	e.store.Seen(p.Name, prefixAppCookie+value, host.ID, e.now())
+	e.store.Bind(p.Name, prefixAppCookie+value, host.ID, e.now())
 	return true
 }
 

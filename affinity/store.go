@@ -9,18 +9,34 @@ import (
 )
 
 // Store is what the service remembers beyond the cookie: which sessions are
-// active on which host. Decisions read and write it only through this
+// active on which host, and which host each key that is not our cookie
+// (a header, a query parameter, a client address, a learned application
+// cookie) is bound to. Decisions read and write it only through this
 // interface, so that a store shared by several replicas can take the place of
 // the in-memory one; nothing else may assume the state is local.
 type Store interface {
-	// Seen records that session sid of pool was active on host at now.
+	// Seen records that cookie session sid of pool was active on host at
+	// now. It only counts the session for bounded loads: a cookie session's
+	// binding is its token, so a shared store keeps Seen local.
 	Seen(pool, sid, host string, now time.Time)
 	// Load adds to dst, per host ID, the sessions of pool active at now:
 	// seen within the store's idle timeout.
 	Load(pool string, now time.Time, dst map[string]int)
-	// Binding returns the host a session (or key) of pool was last seen on,
-	// if it was seen within the idle timeout.
-	Binding(pool, sid string, now time.Time) (host string, ok bool)
+	// Binding returns the host a key of pool is bound to, if it was used
+	// within the idle timeout. It changes nothing.
+	Binding(pool, key string, now time.Time) (host string, ok bool)
+	// Claim returns the host a key of pool is bound to; when it has none,
+	// it binds the key to place() and reports bound false. A shared store
+	// makes the first claim of a key win across replicas.
+	Claim(pool, key string, now time.Time, place func() string) (host string, bound bool)
+	// Bind binds a key of pool to host at now (a re-binding, a learned
+	// application cookie, or the touch of a binding in use).
+	Bind(pool, key, host string, now time.Time)
+}
+
+// IdleSetter is a Store whose idle timeout follows the configuration.
+type IdleSetter interface {
+	SetIdle(idle time.Duration)
 }
 
 // DefaultMaxSessions is how many sessions the in-memory store tracks.
@@ -121,8 +137,8 @@ func (s *MemoryStore) Load(pool string, now time.Time, dst map[string]int) {
 }
 
 // Binding implements Store.
-func (s *MemoryStore) Binding(pool, sid string, now time.Time) (string, bool) {
-	k := memKey{sid: xxhash.Sum64String(sid), pool: xxhash.Sum64String(pool)}
+func (s *MemoryStore) Binding(pool, key string, now time.Time) (string, bool) {
+	k := memKey{sid: xxhash.Sum64String(key), pool: xxhash.Sum64String(pool)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.lru.Peek(k)
@@ -131,6 +147,19 @@ func (s *MemoryStore) Binding(pool, sid string, now time.Time) (string, bool) {
 	}
 	return e.host, true
 }
+
+// Claim implements Store.
+func (s *MemoryStore) Claim(pool, key string, now time.Time, place func() string) (string, bool) {
+	if host, ok := s.Binding(pool, key, now); ok {
+		return host, true
+	}
+	host := place()
+	s.Seen(pool, key, host, now)
+	return host, false
+}
+
+// Bind implements Store: in memory, a key is tracked as a session is.
+func (s *MemoryStore) Bind(pool, key, host string, now time.Time) { s.Seen(pool, key, host, now) }
 
 // Len is the number of tracked sessions.
 func (s *MemoryStore) Len() int {

@@ -61,3 +61,63 @@ func TestMemoryStoreBytesPerSession(t *testing.T) {
 	}
 	runtime.KeepAlive(s)
 }
+
+// countingStore counts the calls a decision makes to the key bindings.
+type countingStore struct {
+	*MemoryStore
+	bindingCalls int
+}
+
+func (c *countingStore) Binding(pool, key string, now time.Time) (string, bool) {
+	c.bindingCalls++
+	return c.MemoryStore.Binding(pool, key, now)
+}
+
+func (c *countingStore) Claim(pool, key string, now time.Time, place func() string) (string, bool) {
+	c.bindingCalls++
+	return c.MemoryStore.Claim(pool, key, now, place)
+}
+
+func (c *countingStore) Bind(pool, key, host string, now time.Time) {
+	c.bindingCalls++
+	c.MemoryStore.Bind(pool, key, host, now)
+}
+
+// A cookie session's binding is its token: its decisions never ask the
+// store for a binding (a shared store keeps Seen and Load local), in any
+// mode, new, established, refreshed or re-bound; a header key's do.
+func TestCookieSessionsNeverUseBindings(t *testing.T) {
+	for _, mode := range []Mode{ModeVerified, ModeOpaque, ModeNative} {
+		t.Run(string(mode), func(t *testing.T) {
+			clock := &fixedClock{t: t0}
+			sources := "    key_sources: [{type: cookie}, {type: header, name: x-user}]\n"
+			if mode == ModeNative {
+				sources = "" // Envoy's cookie only
+			}
+			snap := mustBuild(t, "keys: {env: K}\npools:\n  - mode: "+string(mode)+"\n    bounded_load: {}\n    session: {refresh_interval: 5m}\n"+
+				sources+"    hosts: [{name: a, address: '127.0.0.1:1'}, {name: b, address: '127.0.0.2:1'}, {name: c, address: '127.0.0.3:1'}]\n")
+			e := NewEngine(snap, clock.now)
+			store := &countingStore{MemoryStore: NewMemoryStore(100, time.Hour)}
+			e.SetStore(store)
+			for range 20 {
+				d := e.Decide(Request{Cluster: "app"})
+				if mode == ModeNative {
+					continue
+				}
+				cookie := cookieOf(t, d.SetCookie)
+				e.Decide(Request{Cluster: "app", CookieHeaders: []string{cookie}})
+				clock.t = clock.t.Add(6 * time.Minute) // expired: refreshed
+				e.Decide(Request{Cluster: "app", CookieHeaders: []string{cookie}})
+			}
+			if store.bindingCalls != 0 {
+				t.Fatalf("%d binding calls for cookie sessions", store.bindingCalls)
+			}
+			if mode != ModeNative {
+				e.Decide(Request{Cluster: "app", Headers: mapHeaders{"x-user": "alice"}})
+				if store.bindingCalls == 0 {
+					t.Fatal("a header key made no binding call: the counter counts nothing")
+				}
+			}
+		})
+	}
+}
