@@ -12,7 +12,7 @@ GO ?= go
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo envoy fuzz bench bench-placement clean
+.PHONY: help build test lint demo envoy redis fuzz bench bench-placement clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,7 +33,12 @@ $(ENVOY):
 	rm -rf "$$tmp"
 	@"$@" --version
 
-test: envoy lint ## run every test (after go vet and gofmt): unit, fuzz seeds, end to end with a real Envoy, each Go benchmark once, the load benchmark for a few seconds
+redis: ## install Debian's redis-server when it is missing (the shared-store tests start their own servers)
+	@command -v redis-server >/dev/null || { echo "installing redis-server (Debian package)"; \
+		apt-get install -y -qq redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }; }
+	@redis-server --version
+
+test: envoy redis lint ## run every test (after go vet and gofmt): unit, fuzz seeds, end to end with a real Envoy, each Go benchmark once, the load benchmark for a few seconds
 	$(GO) run ./e2e/bench -quick
 	$(GO) test -run '^$$' -bench 'Decide|Token|Stream|Lookup|Build|Rank' -benchtime 1x ./affinity ./extproc
 	$(GO) test -race -count=1 ./...

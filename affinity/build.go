@@ -7,7 +7,7 @@ import (
 
 // Build turns a validated configuration and its keys into a snapshot.
 func (c *Config) Build(keys *Keyring) *Snapshot {
-	s := &Snapshot{Codec: NewTokenCodec(keys), byName: map[string]*Pool{}, MaxSessions: c.Store.MaxSessions}
+	s := &Snapshot{Codec: NewTokenCodec(keys), byName: map[string]*Pool{}, MaxSessions: c.Store.MaxSessions, Redis: c.Store.Redis}
 	for _, pc := range c.Pools {
 		specs := make([]HostSpec, len(pc.Hosts))
 		for i, h := range pc.Hosts {

@@ -14,12 +14,74 @@ type Config struct {
 	Store StoreConfig `yaml:"store"`
 }
 
-// StoreConfig sizes the in-memory session store.
+// StoreConfig sizes the in-memory session store and, with Redis, shares
+// what is not in the cookie with the other replicas.
 type StoreConfig struct {
 	// MaxSessions is how many sessions are tracked at most (the least
 	// recently active are dropped first).
 	MaxSessions int `yaml:"max_sessions"`
+	// Redis, when set, is the store the replicas share: key bindings,
+	// active-session counts and the operator's drains. Without it each
+	// replica remembers on its own.
+	Redis *RedisConfig `yaml:"redis"`
 }
+
+// RedisConfig names the Redis deployment the replicas share and how to use it.
+type RedisConfig struct {
+	// Mode is single (default), sentinel or cluster.
+	Mode string `yaml:"mode"`
+	// Addresses are host:port of the server (single), of the Sentinels, or
+	// of some nodes of the Cluster.
+	Addresses []string `yaml:"addresses"`
+	// MasterName is the Sentinel master set (sentinel mode).
+	MasterName string `yaml:"master_name"`
+	// DB is the database number (not in cluster mode).
+	DB int `yaml:"db"`
+	// Username is the ACL user, or UsernameFile the file holding it.
+	Username     string `yaml:"username"`
+	UsernameFile string `yaml:"username_file"`
+	// PasswordFile holds the password (never inline in this file).
+	PasswordFile string `yaml:"password_file"`
+	// TLS, when set, encrypts the connections.
+	TLS *RedisTLSConfig `yaml:"tls"`
+	// KeyPrefix starts every key, so deployments can share a server
+	// (default "envoy-affinity:").
+	KeyPrefix string `yaml:"key_prefix"`
+	// Timeout bounds each request's wait for Redis (default 5ms); past it
+	// the replica answers from its local store.
+	Timeout time.Duration `yaml:"timeout"`
+	// TouchInterval is how often a binding in use has its idle expiry
+	// pushed back (default 1m, at most a quarter of the idle timeout).
+	TouchInterval time.Duration `yaml:"touch_interval"`
+	// SyncInterval is how often active-session counts are exchanged and
+	// the operator's drains read (default 1s).
+	SyncInterval time.Duration `yaml:"sync_interval"`
+}
+
+// RedisTLSConfig is TLS to Redis: the CA that signs the servers, and a
+// client certificate when the servers require one. Relative paths are
+// read from the configuration file's folder.
+type RedisTLSConfig struct {
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
+}
+
+// Redis modes.
+const (
+	RedisSingle   = "single"
+	RedisSentinel = "sentinel"
+	RedisCluster  = "cluster"
+)
+
+// Redis defaults.
+const (
+	DefaultRedisKeyPrefix     = "envoy-affinity:"
+	DefaultRedisTimeout       = 5 * time.Millisecond
+	DefaultRedisTouchInterval = time.Minute
+	DefaultRedisSyncInterval  = time.Second
+)
 
 // DiscoveryConfig names where a pool's hosts come from when they are not
 // listed in the file: Envoy's admin API or DNS (one of them).

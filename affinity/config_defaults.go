@@ -25,6 +25,12 @@ func (c *Config) applyDefaults() {
 	if c.Store.MaxSessions == 0 {
 		c.Store.MaxSessions = DefaultMaxSessions
 	}
+	if r := c.Store.Redis; r != nil {
+		r.Mode = cmp.Or(r.Mode, RedisSingle)
+		r.KeyPrefix = cmp.Or(r.KeyPrefix, DefaultRedisKeyPrefix)
+		r.Timeout = cmp.Or(r.Timeout, DefaultRedisTimeout)
+		r.SyncInterval = cmp.Or(r.SyncInterval, DefaultRedisSyncInterval)
+	}
 	if len(c.Pools) == 1 && c.Pools[0].Name == "" {
 		c.Pools[0].Name = DefaultPoolName
 		c.Pools[0].matchAll = true
@@ -104,6 +110,12 @@ func (c *Config) applyDefaults() {
 		}
 		if p.BoundedLoad != nil && p.BoundedLoad.Factor == nil {
 			p.BoundedLoad.Factor = ptr(DefaultLoadFactor)
+		}
+	}
+	if r := c.Store.Redis; r != nil && r.TouchInterval == 0 {
+		r.TouchInterval = DefaultRedisTouchInterval
+		for _, p := range c.Pools {
+			r.TouchInterval = min(r.TouchInterval, p.Session.IdleTimeout/4)
 		}
 	}
 }

@@ -31,7 +31,30 @@ func LoadFile(path string, getenv func(string) string, prev *Snapshot, now time.
 		prevKeys = prev.Codec.Keys()
 	}
 	keys.Carry(prevKeys, now, *cfg.Keys.SignDelay)
+	cfg.resolveRedisFiles(path)
 	return cfg.Build(keys), nil
+}
+
+// resolveRedisFiles makes the Redis block's file paths relative to the
+// configuration file's folder absolute.
+func (c *Config) resolveRedisFiles(configPath string) {
+	r := c.Store.Redis
+	if r == nil {
+		return
+	}
+	dir := filepath.Dir(configPath)
+	resolve := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	resolve(&r.UsernameFile)
+	resolve(&r.PasswordFile)
+	if t := r.TLS; t != nil {
+		resolve(&t.CAFile)
+		resolve(&t.CertFile)
+		resolve(&t.KeyFile)
+	}
 }
 
 // KeysFile is the path of the keys file, resolved against the config file's

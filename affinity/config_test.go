@@ -159,3 +159,68 @@ func TestLoadFileKeys(t *testing.T) {
 		})
 	}
 }
+
+func TestRedisConfig(t *testing.T) {
+	const pools = "pools:\n  - session: {idle_timeout: 2m}\n    hosts: [{address: '127.0.0.1:1'}]\n"
+	t.Run("defaults", func(t *testing.T) {
+		cfg, err := ParseConfig("c.yaml", []byte("keys: {env: K}\nstore:\n  redis: {addresses: ['127.0.0.1:6379']}\n"+pools))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := cfg.Store.Redis
+		// The touch interval follows the shortest idle timeout.
+		if r.Mode != RedisSingle || r.KeyPrefix != DefaultRedisKeyPrefix || r.Timeout != DefaultRedisTimeout ||
+			r.SyncInterval != DefaultRedisSyncInterval || r.TouchInterval != 30*time.Second {
+			t.Fatalf("defaults: %+v", r)
+		}
+	})
+	t.Run("without the block, no shared store", func(t *testing.T) {
+		cfg, err := ParseConfig("c.yaml", []byte("keys: {env: K}\n"+pools))
+		if err != nil || cfg.Store.Redis != nil {
+			t.Fatalf("redis %+v, err %v", cfg.Store.Redis, err)
+		}
+	})
+	errs := []struct {
+		name, block string
+		want        []string
+	}{
+		{"no address", "  redis: {}\n", []string{"c.yaml:3: store.redis.addresses: name the server"}},
+		{"bad mode and address", "  redis:\n    mode: replica\n    addresses: [redis]\n",
+			[]string{`c.yaml:4: store.redis.mode: "replica" is not one of`, `c.yaml:5: store.redis.addresses[0]: "redis" is not host:port`}},
+		{"single with two addresses", "  redis: {addresses: ['a:1', 'b:1']}\n", []string{"store.redis.addresses: a single server has one address"}},
+		{"sentinel without master", "  redis: {mode: sentinel, addresses: ['a:26379']}\n", []string{"store.redis.master_name: sentinel mode needs"}},
+		{"cluster with a db", "  redis: {mode: cluster, addresses: ['a:1'], db: 2}\n", []string{"store.redis.db: must be 0"}},
+		{"user twice", "  redis: {addresses: ['a:1'], username: u, username_file: f}\n", []string{"store.redis.username: set username or username_file"}},
+		{"touch past idle", "  redis: {addresses: ['a:1'], touch_interval: 5m}\n", []string{"store.redis.touch_interval: 5m0s must be positive and at most half of pools[0]'s idle timeout (2m0s)"}},
+		{"client cert without key", "  redis:\n    addresses: ['a:1']\n    tls: {cert_file: c.pem}\n", []string{"c.yaml:5: store.redis.tls: cert_file and key_file go together"}},
+		{"inline password", "  redis: {addresses: ['a:1'], password: secret}\n", []string{"field password not found"}},
+	}
+	for _, tt := range errs {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("c.yaml", []byte("keys: {env: K}\nstore:\n"+tt.block+pools))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q; got:\n%v", w, err)
+				}
+			}
+		})
+	}
+	t.Run("files relative to the config", func(t *testing.T) {
+		dir := t.TempDir()
+		cfg := "keys: {env: K}\nstore:\n  redis:\n    addresses: ['127.0.0.1:1']\n    password_file: secrets/pw\n    tls: {ca_file: /etc/ca.pem}\n" + pools
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := LoadFile(p, func(string) string { return "k1:" + testSecret }, nil, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := snap.Redis; r.PasswordFile != filepath.Join(dir, "secrets/pw") || r.TLS.CAFile != "/etc/ca.pem" {
+			t.Fatalf("paths: %+v %+v", r, r.TLS)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -27,6 +28,9 @@ func (c *Config) validate(v *validator) {
 	}
 	if c.Store.MaxSessions < 0 {
 		v.errorf("store.max_sessions", "must be positive")
+	}
+	if r := c.Store.Redis; r != nil {
+		r.validate(v, c.Pools)
 	}
 	if len(c.Pools) == 0 {
 		v.errorf("pools", "at least one pool is needed")
@@ -243,5 +247,54 @@ func (p *PoolConfig) validateOutput(v *validator, at string) {
 		if Mode(p.Mode) != ModeOpaque {
 			v.errorf(path, "needs mode opaque (the pool's mode is %s): in verified and native modes Envoy routes established sessions without asking the service, so the header Envoy reads would be the one the client sent", p.Mode)
 		}
+	}
+}
+
+func (r *RedisConfig) validate(v *validator, pools []PoolConfig) {
+	const at = "store.redis"
+	switch r.Mode {
+	case RedisSingle, RedisSentinel, RedisCluster:
+	default:
+		v.errorf(at+".mode", "%q is not one of single, sentinel, cluster", r.Mode)
+	}
+	switch {
+	case len(r.Addresses) == 0:
+		v.errorf(at+".addresses", "name the server, the Sentinels or nodes of the Cluster as host:port")
+	case r.Mode == RedisSingle && len(r.Addresses) > 1:
+		v.errorf(at+".addresses", "a single server has one address; several are Sentinels (mode: sentinel) or Cluster nodes (mode: cluster)")
+	}
+	for i, a := range r.Addresses {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			v.errorf(fmt.Sprintf("%s.addresses[%d]", at, i), "%q is not host:port", a)
+		}
+	}
+	if r.Mode == RedisSentinel && r.MasterName == "" {
+		v.errorf(at+".master_name", "sentinel mode needs the master set's name")
+	}
+	if r.Mode != RedisSentinel && r.MasterName != "" {
+		v.errorf(at+".master_name", "only sentinel mode has a master set")
+	}
+	if r.DB < 0 || (r.DB != 0 && r.Mode == RedisCluster) {
+		v.errorf(at+".db", "must be 0 or more, and 0 in cluster mode")
+	}
+	if r.Username != "" && r.UsernameFile != "" {
+		v.errorf(at+".username", "set username or username_file, not both")
+	}
+	if r.Timeout < 0 || r.Timeout > 10*time.Second {
+		v.errorf(at+".timeout", "%s: give a positive duration of a few milliseconds", r.Timeout)
+	}
+	if r.SyncInterval < 10*time.Millisecond {
+		v.errorf(at+".sync_interval", "%s is below 10ms", r.SyncInterval)
+	}
+	for i := range pools {
+		if idle := pools[i].Session.IdleTimeout; r.TouchInterval <= 0 || r.TouchInterval > idle/2 {
+			v.errorf(at+".touch_interval", "%s must be positive and at most half of pools[%d]'s idle timeout (%s), or bindings in use expire", r.TouchInterval, i, idle)
+		}
+	}
+	if t := r.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
+		v.errorf(at+".tls", "cert_file and key_file go together")
+	}
+	if strings.ContainsAny(r.KeyPrefix, " \r\n") {
+		v.errorf(at+".key_prefix", "%q has white space", r.KeyPrefix)
 	}
 }

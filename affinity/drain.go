@@ -3,6 +3,7 @@ package affinity
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 )
 
@@ -72,4 +73,18 @@ func (e *Engine) setOperatorState(pool, id string, o OperatorState) error {
 	e.operatorStates[pool][id] = o
 	e.rebuildLocked(e.now())
 	return nil
+}
+
+// SetOperatorStates replaces the runtime overrides of every pool by the
+// given ones (the fleet's, read from a shared store). Hosts a pool does not
+// have yet are kept, and apply when they appear.
+func (e *Engine) SetOperatorStates(states map[string]map[string]OperatorState) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	next := make(map[string]map[string]OperatorState, len(states))
+	for pool, hosts := range states {
+		next[pool] = maps.Clone(hosts)
+	}
+	e.operatorStates = next
+	e.rebuildLocked(e.now())
 }

@@ -142,6 +142,9 @@ type Snapshot struct {
 	Codec *TokenCodec
 	// MaxSessions sizes the in-memory store (read when the engine starts).
 	MaxSessions int
+	// Redis is the shared store's configuration, its files' paths
+	// resolved (nil: none; read when the service starts).
+	Redis *RedisConfig
 	byName      map[string]*Pool
 	// clientHeaders are the client headers every pool removes: a request no
 	// pool takes has the client's copies removed.
@@ -150,9 +153,9 @@ type Snapshot struct {
 	healthExpiry time.Time
 }
 
-// idleTimeout is the longest idle timeout of the pools: how long the store
+// IdleTimeout is the longest idle timeout of the pools: how long the store
 // keeps a session counted.
-func (s *Snapshot) idleTimeout() time.Duration {
+func (s *Snapshot) IdleTimeout() time.Duration {
 	var d time.Duration
 	for _, p := range s.Pools {
 		d = max(d, p.IdleTimeout)

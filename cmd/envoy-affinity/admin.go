@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/affinity/redisstore"
 )
 
 // serverState is what the admin endpoints report on.
@@ -23,6 +24,9 @@ type serverState struct {
 	metrics      *metrics
 	log          *slog.Logger
 	shuttingDown atomic.Bool
+	// shared is the store the replicas share (nil: none): drains made
+	// here are written to it for the others.
+	shared *redisstore.Store
 }
 
 // poolView is the JSON shape of /debug/pools.
@@ -188,6 +192,7 @@ const DefaultDrainTimeout = 5 * time.Minute
 func (s *serverState) drain(w http.ResponseWriter, r *http.Request) {
 	pool, host := r.PathValue("pool"), r.PathValue("host")
 	var err error
+	var st affinity.OperatorState
 	if strings.HasSuffix(r.URL.Path, "/undrain") {
 		err = s.engine.UndrainHost(pool, host)
 		if err == nil {
@@ -199,6 +204,7 @@ func (s *serverState) drain(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
+		st = affinity.OperatorState{Draining: true, Deadline: deadline}
 		err = s.engine.DrainHost(pool, host, deadline)
 		if err == nil {
 			s.log.Info("host draining", "pool", pool, "host", host, "until", deadline.UTC().Format(time.RFC3339))
@@ -208,15 +214,35 @@ func (s *serverState) drain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	reply := drainReply{hostView: hostView{ID: host}}
+	if s.shared != nil {
+		// In force here already; the other replicas read it from Redis
+		// within store.redis.sync_interval.
+		shared := true
+		if err := s.shared.PutOperatorState(pool, host, st); err != nil {
+			shared = false
+			reply.Warning = "not shared yet: " + err.Error()
+			s.log.Warn("operator change in force on this replica only until redis answers", "pool", pool, "host", host, "err", err)
+		}
+		reply.Shared = &shared
+	}
 	snap := s.engine.Snapshot()
 	p, _ := snap.Pool(pool, "")
 	for _, hv := range s.poolView(p, s.engine.Now()).Hosts {
 		if hv.ID == host {
-			writeJSON(w, http.StatusOK, hv)
-			return
+			reply.hostView = hv
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"id": host})
+	writeJSON(w, http.StatusOK, reply)
+}
+
+// drainReply is the answer to a drain or an undrain: the host as
+// /debug/pools shows it, and with a shared store whether the other
+// replicas have it.
+type drainReply struct {
+	hostView
+	Shared  *bool  `json:"shared,omitempty"`
+	Warning string `json:"warning,omitempty"`
 }
 
 // parseDeadline reads a drain deadline: a duration from now ("90s", "10m")

@@ -48,7 +48,7 @@ func TestMetricsGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics(engine, newDiscoveries(ctx, engine, nil), certs)
+	m := newMetrics(engine, newDiscoveries(ctx, engine, nil), certs, nil)
 	m.StreamOpened()
 	m.Decided(engine.Decide(affinity.Request{}), 3*time.Microsecond)
 	m.reloads.Inc()
@@ -107,7 +107,7 @@ func BenchmarkMetricsDecided(b *testing.B) {
 	cfg, _ := affinity.ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n"))
 	ring, _ := affinity.ParseKeyring(testKey)
 	engine := affinity.NewEngine(cfg.Build(ring), nil)
-	m := newMetrics(engine, newDiscoveries(context.Background(), engine, nil), nil)
+	m := newMetrics(engine, newDiscoveries(context.Background(), engine, nil), nil, nil)
 	d := affinity.Decision{Outcome: affinity.OutcomePinned, Pool: "default"}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/affinity/redisstore"
 	"github.com/envoy-affinity/envoy-affinity/extproc"
 )
 
@@ -198,6 +200,19 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	engine := affinity.NewEngine(snap, nil)
 	engine.OnChange(logHostChanges(log))
+	var shared *redisstore.Store
+	if snap.Redis != nil {
+		local := affinity.NewMemoryStore(snap.MaxSessions, snap.IdleTimeout())
+		if shared, err = redisstore.New(*snap.Redis, local, snap.IdleTimeout(), redisstore.Options{Logger: log.With("store", "redis")}); err != nil {
+			return err
+		}
+		engine.SetStore(shared)
+		// Before serving: a new replica answers like the others from its
+		// first request when Redis answers.
+		shared.Start(engine)
+		defer shared.Close()
+		log.Info("shared store", "redis", strings.Join(snap.Redis.Addresses, ","), "mode", snap.Redis.Mode, "replica", shared.Replica(), "shared", shared.Shared())
+	}
 	reload.engine = engine
 	logSnapshot(log, "config loaded", snap)
 	certs, err := newServerTLS(o, log)
@@ -221,7 +236,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	disc := newDiscoveries(ctx, engine, log)
-	met := newMetrics(engine, disc, certs)
+	met := newMetrics(engine, disc, certs, shared)
 	reload.metrics = met
 
 	healthSrv := health.NewServer()
@@ -237,8 +252,11 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	reload.onUpdate = func(s *affinity.Snapshot) {
 		disc.reconcile(s)
 		checks.reconcile(s)
+		if !reflect.DeepEqual(s.Redis, snap.Redis) {
+			log.Warn("store.redis changed: the change takes effect at the next start; the store in force stays")
+		}
 	}
-	state := &serverState{engine: engine, discoveries: disc, metrics: met, log: log}
+	state := &serverState{engine: engine, discoveries: disc, metrics: met, log: log, shared: shared}
 	errc := make(chan error, 3)
 	go func() { errc <- grpcSrv.Serve(grpcLn) }()
 	var adminSrv *http.Server

@@ -1,0 +1,358 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
+)
+
+// fakeEngine records the operator states the upkeep puts in force.
+type fakeEngine struct {
+	snap *affinity.Snapshot
+	mu   sync.Mutex
+	ops  map[string]map[string]affinity.OperatorState
+}
+
+func (f *fakeEngine) Snapshot() *affinity.Snapshot { return f.snap }
+
+func (f *fakeEngine) SetOperatorStates(m map[string]map[string]affinity.OperatorState) {
+	f.mu.Lock()
+	f.ops = m
+	f.mu.Unlock()
+}
+
+func (f *fakeEngine) state(pool, host string) (affinity.OperatorState, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, ok := f.ops[pool][host]
+	return st, ok
+}
+
+func newEngine(t *testing.T) *fakeEngine {
+	t.Helper()
+	cfg, err := affinity.ParseConfig("c.yaml", []byte("keys: {env: K}\npools:\n  - name: app\n    hosts: [{address: '127.0.0.1:1', name: h1}, {address: '127.0.0.1:2', name: h2}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := affinity.ParseKeyring("k1:" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fakeEngine{snap: cfg.Build(ring)}
+}
+
+func startRedis(t *testing.T, extra ...string) *launch.Redis {
+	t.Helper()
+	r, err := launch.StartRedis(context.Background(), t.TempDir(), extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+func redisConfig(mode string, addrs ...string) affinity.RedisConfig {
+	return affinity.RedisConfig{Mode: mode, Addresses: addrs, KeyPrefix: "test:", Timeout: 200 * time.Millisecond,
+		TouchInterval: time.Minute, SyncInterval: 50 * time.Millisecond}
+}
+
+// replica starts a store as one replica of the service would.
+func replica(t *testing.T, cfg affinity.RedisConfig, e *fakeEngine) *Store {
+	t.Helper()
+	s, err := New(cfg, affinity.NewMemoryStore(1000, time.Hour), time.Hour, Options{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(e)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	if err := launch.Eventually(context.Background(), 10*time.Second, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func TestClaimsAgreeAcrossReplicas(t *testing.T) {
+	r := startRedis(t)
+	cfg := redisConfig(affinity.RedisSingle, r.Addr())
+	e := newEngine(t)
+	a, b, c := replica(t, cfg, e), replica(t, cfg, e), replica(t, cfg, e)
+	if !a.Shared() {
+		t.Fatal("not shared after Start with Redis up")
+	}
+	now := time.Now()
+
+	host, bound := a.Claim("app", "h:alice", now, func() string { return "h1" })
+	if host != "h1" || bound {
+		t.Fatalf("first claim: %s %v", host, bound)
+	}
+	// Another replica placing the same key elsewhere (its loads differ)
+	// gets the first binding.
+	if host, bound = b.Claim("app", "h:alice", now, func() string { return "h2" }); host != "h1" || !bound {
+		t.Fatalf("second replica's claim: %s %v", host, bound)
+	}
+	if host, ok := c.Binding("app", "h:alice", now); host != "h1" || !ok {
+		t.Fatalf("third replica reads %s %v", host, ok)
+	}
+
+	// Many replicas claiming new keys at once: one binding per key.
+	const keys = 200
+	var wg sync.WaitGroup
+	got := make([][keys]string, 3)
+	for i, s := range []*Store{a, b, c} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range keys {
+				got[i][k], _ = s.Claim("app", "h:k"+strconv.Itoa(k), now, func() string { return "h" + strconv.Itoa(i+1) })
+			}
+		}()
+	}
+	wg.Wait()
+	for k := range keys {
+		if got[0][k] != got[1][k] || got[1][k] != got[2][k] {
+			t.Fatalf("key %d bound to %s, %s and %s", k, got[0][k], got[1][k], got[2][k])
+		}
+	}
+	if n := a.Counters().LocalAnswers.Load() + b.Counters().LocalAnswers.Load(); n != 0 {
+		t.Fatalf("%d local answers with Redis up", n)
+	}
+	// Keys are hashed: an application cookie is not stored as such.
+	if keys, _ := r.CLI("KEYS", "*alice*"); keys != "" {
+		t.Fatalf("key stored in clear: %s", keys)
+	}
+}
+
+func TestRebindingIsNotUndoneByATouch(t *testing.T) {
+	r := startRedis(t)
+	cfg := redisConfig(affinity.RedisSingle, r.Addr())
+	cfg.TouchInterval = time.Millisecond
+	e := newEngine(t)
+	a, b := replica(t, cfg, e), replica(t, cfg, e)
+	now := time.Now()
+	rkey := bindingKey(cfg.KeyPrefix, "app", "h:bob")
+
+	a.Claim("app", "h:bob", now, func() string { return "h1" })
+	// b reads h1, then a re-binds the key to h2 (h1 left).
+	if host, _ := b.Binding("app", "h:bob", now); host != "h1" {
+		t.Fatalf("b reads %s", host)
+	}
+	a.Bind("app", "h:bob", "h2", now)
+	eventually(t, "re-binding written", func() error {
+		if v, _ := r.CLI("GET", rkey); v != "h2" {
+			return fmt.Errorf("GET = %q", v)
+		}
+		return nil
+	})
+	// b's late touch of the binding it had read pushes the expiry back
+	// and leaves the host alone.
+	ttl0, _ := r.CLI("PTTL", rkey)
+	b.Bind("app", "h:bob", "h1", now.Add(time.Second))
+	eventually(t, "touch written", func() error {
+		if w := b.Counters().Writes.Load(); w == 0 {
+			return fmt.Errorf("no write from b")
+		}
+		if ttl, _ := r.CLI("PTTL", rkey); ttl == ttl0 {
+			return fmt.Errorf("expiry not pushed back (PTTL %s)", ttl)
+		}
+		return nil
+	})
+	if v, _ := r.CLI("GET", rkey); v != "h2" {
+		t.Fatalf("after b's touch the key is bound to %q", v)
+	}
+}
+
+func TestCookieSessionsNeverReachRedis(t *testing.T) {
+	r := startRedis(t)
+	cfg := redisConfig(affinity.RedisSingle, r.Addr())
+	a := replica(t, cfg, newEngine(t))
+	before := r.Info("commandstats", "cmdstat_get") + r.Info("commandstats", "cmdstat_set")
+	reads, writes := a.Counters().Reads.Load(), a.Counters().Writes.Load()
+	now := time.Now()
+	for i := range 500 {
+		a.Seen("app", "session-"+strconv.Itoa(i), "h1", now)
+	}
+	load := map[string]int{}
+	a.Load("app", now, load)
+	if load["h1"] != 500 {
+		t.Fatalf("load %v", load)
+	}
+	after := r.Info("commandstats", "cmdstat_get") + r.Info("commandstats", "cmdstat_set")
+	if before != after || a.Counters().Reads.Load() != reads {
+		t.Fatalf("cookie sessions reached Redis: GET/SET stats %q → %q, reads %d → %d", before, after, reads, a.Counters().Reads.Load())
+	}
+	_ = writes // the upkeep's count exchange writes on its own schedule
+}
+
+func TestLoadsAddUpAcrossReplicas(t *testing.T) {
+	r := startRedis(t)
+	cfg := redisConfig(affinity.RedisSingle, r.Addr())
+	e := newEngine(t)
+	a, b := replica(t, cfg, e), replica(t, cfg, e)
+	now := time.Now()
+	for i := range 5 {
+		a.Seen("app", "a"+strconv.Itoa(i), "h1", now)
+	}
+	for i := range 3 {
+		b.Seen("app", "b"+strconv.Itoa(i), "h2", now)
+	}
+	want := map[string]int{"h1": 5, "h2": 3}
+	for name, s := range map[string]*Store{"a": a, "b": b} {
+		eventually(t, name+" sees the fleet's sessions", func() error {
+			load := map[string]int{}
+			s.Load("app", time.Now(), load)
+			if fmt.Sprint(load) != fmt.Sprint(want) {
+				return fmt.Errorf("load %v, want %v", load, want)
+			}
+			return nil
+		})
+	}
+	// A replica that stops publishing drops out after three intervals.
+	b.Close()
+	eventually(t, "a forgets b", func() error {
+		load := map[string]int{}
+		a.Load("app", time.Now(), load)
+		if load["h2"] != 0 {
+			return fmt.Errorf("load %v", load)
+		}
+		return nil
+	})
+}
+
+func TestOperatorStatesReachEveryReplica(t *testing.T) {
+	r := startRedis(t)
+	cfg := redisConfig(affinity.RedisSingle, r.Addr())
+	ea, eb := newEngine(t), newEngine(t)
+	a := replica(t, cfg, ea)
+	replica(t, cfg, eb)
+	deadline := time.Now().Add(time.Hour).Truncate(time.Second)
+	if err := a.PutOperatorState("app", "h2", affinity.OperatorState{Draining: true, Deadline: deadline}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b drains h2", func() error {
+		if st, ok := eb.state("app", "h2"); !ok || !st.Draining || !st.Deadline.Equal(deadline) {
+			return fmt.Errorf("b: %+v %v", st, ok)
+		}
+		return nil
+	})
+	// A replica started later has it from its first request on.
+	ec := newEngine(t)
+	replica(t, cfg, ec)
+	if st, ok := ec.state("app", "h2"); !ok || !st.Draining {
+		t.Fatalf("new replica: %+v %v", st, ok)
+	}
+	if err := a.PutOperatorState("app", "h2", affinity.OperatorState{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b undrains h2", func() error {
+		if st, ok := eb.state("app", "h2"); !ok || st.Draining {
+			return fmt.Errorf("b: %+v %v", st, ok)
+		}
+		return nil
+	})
+}
+
+func TestRedisDownAnswersLocallyAndCatchesUp(t *testing.T) {
+	r := startRedis(t)
+	cfg := redisConfig(affinity.RedisSingle, r.Addr())
+	e := newEngine(t)
+	a := replica(t, cfg, e)
+	now := time.Now()
+	a.Claim("app", "h:before", now, func() string { return "h1" })
+
+	r.Kill()
+	// The first request after the crash finds out; none fails.
+	start := time.Now()
+	host, bound := a.Claim("app", "h:during", now, func() string { return "h2" })
+	if host != "h2" || bound {
+		t.Fatalf("claim while down: %s %v", host, bound)
+	}
+	if waited := time.Since(start); waited > cfg.Timeout+time.Second {
+		t.Fatalf("a claim waited %v with Redis down", waited)
+	}
+	if a.Shared() {
+		t.Fatal("still shared with Redis down")
+	}
+	// Known keys are answered from memory.
+	if host, bound := a.Claim("app", "h:before", now, func() string { return "h2" }); host != "h1" || !bound {
+		t.Fatalf("known key while down: %s %v", host, bound)
+	}
+	if err := a.PutOperatorState("app", "h1", affinity.OperatorState{Draining: true, Deadline: now.Add(time.Hour)}); err == nil {
+		t.Fatal("an operator change with Redis down reported as shared")
+	}
+	if a.Counters().Outages.Load() != 1 {
+		t.Fatalf("outages %d", a.Counters().Outages.Load())
+	}
+
+	// Redis comes back empty at the same address: the replica returns to
+	// shared mode by itself and writes back what it decided meanwhile.
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "shared again", func() error {
+		if !a.Shared() {
+			return fmt.Errorf("still local")
+		}
+		return nil
+	})
+	if v, _ := r.CLI("GET", bindingKey(cfg.KeyPrefix, "app", "h:during")); v != "h2" {
+		t.Fatalf("binding made while down: %q in Redis", v)
+	}
+	if v, _ := r.CLI("HGET", cfg.KeyPrefix+"o", "app/h1"); v == "" {
+		t.Fatal("drain made while down not written back")
+	}
+	b := replica(t, cfg, newEngine(t))
+	if host, bound := b.Claim("app", "h:during", now, func() string { return "h1" }); host != "h2" || !bound {
+		t.Fatalf("another replica after the outage: %s %v", host, bound)
+	}
+}
+
+func TestCluster(t *testing.T) {
+	c, err := launch.StartRedisCluster(context.Background(), t.TempDir(), 3, 0, "--cluster-require-full-coverage", "no")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	cfg := redisConfig(affinity.RedisCluster, c.Addrs()[0])
+	// A dead node's keys wait for the whole timeout.
+	cfg.Timeout = 100 * time.Millisecond
+	e := newEngine(t)
+	a, b := replica(t, cfg, e), replica(t, cfg, e)
+	now := time.Now()
+	const keys = 30
+	for k := range keys {
+		a.Claim("app", "h:"+strconv.Itoa(k), now, func() string { return "h" + strconv.Itoa(1+k%2) })
+	}
+	for k := range keys {
+		want := "h" + strconv.Itoa(1+k%2)
+		if host, bound := b.Claim("app", "h:"+strconv.Itoa(k), now, func() string { return "nowhere" }); host != want || !bound {
+			t.Fatalf("key %d: %s %v", k, host, bound)
+		}
+	}
+	// One node dies: its keys are answered from memory, the others' still
+	// from the cluster, and the store stays shared.
+	c.Nodes[2].Kill()
+	for k := range keys {
+		want := "h" + strconv.Itoa(1+k%2)
+		if host, _ := b.Claim("app", "h:"+strconv.Itoa(k), now, func() string { return "nowhere" }); host != want {
+			t.Fatalf("key %d with a node down: %s", k, host)
+		}
+	}
+	if b.Counters().LocalAnswers.Load() == 0 || b.Counters().LocalAnswers.Load() == keys {
+		t.Fatalf("%d of %d answers local with one of three nodes down", b.Counters().LocalAnswers.Load(), keys)
+	}
+	if !b.Shared() {
+		t.Fatal("one node down switched the whole store to local")
+	}
+}
+

@@ -1,0 +1,171 @@
+package launch
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Redis is a redis-server (Debian's package) on a loopback port, keeping
+// nothing on disk.
+type Redis struct {
+	Port int
+	dir  string
+	args []string
+	proc *Proc
+}
+
+// Addr is the server's host:port.
+func (r *Redis) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.Port) }
+
+// redisBinary finds redis-server and redis-cli.
+func redisBinary(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%s not found: apt-get install redis-server (make test installs it)", name)
+	}
+	return p, nil
+}
+
+// StartRedis starts a redis-server on a free loopback port, logging into
+// dir; extra are more redis-server arguments ("--requirepass", "x").
+func StartRedis(ctx context.Context, dir string, extra ...string) (*Redis, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	r := &Redis{Port: port, dir: dir, args: extra}
+	return r, r.Start(ctx)
+}
+
+// Start (re)starts the server at its port.
+func (r *Redis) Start(ctx context.Context) error {
+	bin, err := redisBinary("redis-server")
+	if err != nil {
+		return err
+	}
+	args := append([]string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--protected-mode", "no"}, r.args...)
+	name := "redis-" + strconv.Itoa(r.Port)
+	p, err := Start(name, r.dir, filepath.Join(r.dir, name+".log"), bin, args...)
+	if err != nil {
+		return err
+	}
+	r.proc = p
+	err = Eventually(ctx, 10*time.Second, func() error {
+		select {
+		case <-p.Done():
+			return fmt.Errorf("%s exited: %v\n%s", name, p.Err(), p.Tail())
+		default:
+		}
+		out, err := r.CLI("PING")
+		if err != nil || out != "PONG" {
+			return fmt.Errorf("%s not answering: %q %v", name, out, err)
+		}
+		return nil
+	})
+	if err != nil {
+		p.Kill()
+	}
+	return err
+}
+
+// CLI runs redis-cli against the server and returns its output, trimmed.
+func (r *Redis) CLI(args ...string) (string, error) {
+	bin, err := redisBinary("redis-cli")
+	if err != nil {
+		return "", err
+	}
+	args = append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(r.Port)}, args...)
+	for i, a := range r.args {
+		if a == "--requirepass" && i+1 < len(r.args) {
+			args = append([]string{"--no-auth-warning", "-a", r.args[i+1]}, args...)
+		}
+	}
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// Kill ends the server at once, as a crash would.
+func (r *Redis) Kill() { r.proc.Kill() }
+
+// Stop ends the server.
+func (r *Redis) Stop() { r.proc.Stop() }
+
+// Info returns one field of INFO's section (e.g. "commandstats",
+// "cmdstat_get"), or "" when absent.
+func (r *Redis) Info(section, field string) string {
+	out, _ := r.CLI("INFO", section)
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == field {
+			return v
+		}
+	}
+	return ""
+}
+
+// RedisCluster is a Redis Cluster of masters on loopback ports.
+type RedisCluster struct {
+	Nodes []*Redis
+}
+
+// Addrs are the nodes' host:port.
+func (c *RedisCluster) Addrs() []string {
+	out := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		out[i] = n.Addr()
+	}
+	return out
+}
+
+// Stop ends every node.
+func (c *RedisCluster) Stop() {
+	for _, n := range c.Nodes {
+		n.Stop()
+	}
+}
+
+// StartRedisCluster starts cluster-enabled servers and joins them with
+// redis-cli --cluster create: masters, each with replicas replicas; extra
+// are more redis-server arguments for every node.
+func StartRedisCluster(ctx context.Context, dir string, masters, replicas int, extra ...string) (*RedisCluster, error) {
+	c := &RedisCluster{}
+	for i := 0; i < masters*(1+replicas); i++ {
+		port, err := FreePort()
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		n := &Redis{Port: port, dir: dir, args: []string{"--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes-" + strconv.Itoa(port) + ".conf", "--cluster-node-timeout", "1000"}}
+		n.args = append(n.args, extra...)
+		if err := n.Start(ctx); err != nil {
+			c.Stop()
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs()...)
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	if out, err := c.Nodes[0].CLI(args...); err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	err := Eventually(ctx, 20*time.Second, func() error {
+		for _, n := range c.Nodes {
+			out, _ := n.CLI("CLUSTER", "INFO")
+			if !strings.Contains(out, "cluster_state:ok") {
+				return fmt.Errorf("%s: cluster not ready:\n%s", n.Addr(), out)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.Stop()
+	}
+	return c, err
+}
