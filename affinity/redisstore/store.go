@@ -73,6 +73,9 @@ type Stats struct {
 	// PendingDropped are bindings made while Redis was unreachable that
 	// did not fit in the queue written back after.
 	PendingDropped atomic.Uint64
+	// Restored are bindings Redis did not have (lost in a restart) that
+	// this replica answered from its memory and wrote back.
+	Restored atomic.Uint64
 }
 
 type touch struct {
@@ -80,12 +83,12 @@ type touch struct {
 	at   time.Time
 }
 
-// binding is one write of a key's binding: a new host, or with touchOnly
-// the expiry of the host it has.
+// binding is one write of a key's binding: a new host; with touchOnly the
+// expiry of the host it has; with ifAbsent a host unless the key has one.
 type binding struct {
 	rkey, pool, key, host string
 	at                    time.Time
-	touchOnly             bool
+	touchOnly, ifAbsent   bool
 }
 
 // Sizes of the bookkeeping.
@@ -164,13 +167,35 @@ func (s *Store) Binding(pool, key string, now time.Time) (string, bool) {
 		s.stats.LocalAnswers.Add(1)
 		return s.local.Binding(pool, key, now)
 	}
-	host, found, err := s.get(c, bindingKey(s.cfg.KeyPrefix, pool, key))
+	rkey := BindingKey(s.cfg.KeyPrefix, pool, key)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	host, found, err := s.get(ctx, c, rkey)
 	if err != nil {
 		s.failed(err)
 		s.stats.LocalAnswers.Add(1)
 		return s.local.Binding(pool, key, now)
 	}
-	return host, found
+	if !found {
+		return s.restore(pool, key, rkey, now)
+	}
+	return host, true
+}
+
+// restore answers for a key Redis does not have (it lost it, say in a
+// restart without persistence) from this replica's memory, and writes it
+// back unless another replica binds the key first.
+func (s *Store) restore(pool, key, rkey string, now time.Time) (string, bool) {
+	host, ok := s.local.Binding(pool, key, now)
+	if !ok {
+		return "", false
+	}
+	s.stats.Restored.Add(1)
+	select {
+	case s.writes <- binding{rkey: rkey, pool: pool, key: key, host: host, at: now, ifAbsent: true}:
+	default:
+	}
+	return host, true
 }
 
 // Claim implements affinity.Store: the key's binding in Redis, or a new
@@ -182,9 +207,11 @@ func (s *Store) Claim(pool, key string, now time.Time, place func() string) (str
 	if c == nil {
 		return s.claimLocal(pool, key, now, place)
 	}
-	rkey := bindingKey(s.cfg.KeyPrefix, pool, key)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	rkey := BindingKey(s.cfg.KeyPrefix, pool, key)
 	if _, known := s.local.Binding(pool, key, now); known {
-		host, found, err := s.get(c, rkey)
+		host, found, err := s.get(ctx, c, rkey)
 		switch {
 		case err != nil:
 			s.failed(err)
@@ -193,10 +220,11 @@ func (s *Store) Claim(pool, key string, now time.Time, place func() string) (str
 			s.local.Bind(pool, key, host, now)
 			return host, true
 		}
+		if host, ok := s.restore(pool, key, rkey, now); ok {
+			return host, true
+		}
 	}
 	host := place()
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-	defer cancel()
 	s.stats.Writes.Add(1)
 	old, err := (*c).Do(ctx, (*c).B().Set().Key(rkey).Value(host).Nx().Get().Px(s.idleTime()).Build()).ToString()
 	switch {
@@ -219,7 +247,7 @@ func (s *Store) claimLocal(pool, key string, now time.Time, place func() string)
 	s.stats.LocalAnswers.Add(1)
 	host, bound := s.local.Claim(pool, key, now, place)
 	if !bound {
-		s.addPending(binding{rkey: bindingKey(s.cfg.KeyPrefix, pool, key), pool: pool, key: key, host: host, at: now})
+		s.addPending(binding{rkey: BindingKey(s.cfg.KeyPrefix, pool, key), pool: pool, key: key, host: host, at: now})
 	}
 	return host, bound
 }
@@ -230,7 +258,7 @@ func (s *Store) claimLocal(pool, key string, now time.Time, place func() string)
 // that a late touch never undoes another replica's re-binding).
 func (s *Store) Bind(pool, key, host string, now time.Time) {
 	s.local.Bind(pool, key, host, now)
-	b := binding{rkey: bindingKey(s.cfg.KeyPrefix, pool, key), pool: pool, key: key, host: host, at: now}
+	b := binding{rkey: BindingKey(s.cfg.KeyPrefix, pool, key), pool: pool, key: key, host: host, at: now}
 	if s.current() == nil {
 		s.addPending(b)
 		return
@@ -258,9 +286,7 @@ func (s *Store) Bind(pool, key, host string, now time.Time) {
 }
 
 // get reads a binding through the client-side cache.
-func (s *Store) get(c *rueidis.Client, rkey string) (string, bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-	defer cancel()
+func (s *Store) get(ctx context.Context, c *rueidis.Client, rkey string) (string, bool, error) {
 	r := (*c).DoCache(ctx, (*c).B().Get().Key(rkey).Cache(), s.cfg.TouchInterval)
 	if r.IsCacheHit() {
 		s.stats.CacheHits.Add(1)
@@ -348,9 +374,11 @@ func (s *Store) toLocal(err error) {
 
 func (s *Store) idleTime() time.Duration { return time.Duration(s.idle.Load()) }
 
-// bindingKey is the Redis key of a key's binding: a hash of the key, so
+// BindingKey is the Redis key of a key's binding: a hash of the key, so
 // that application cookies and other identifiers are not stored as such.
-func bindingKey(prefix, pool, key string) string {
+// key is as the engine names it, its source's prefix first ("h:" for a
+// header, "c:" for an application cookie, "q:" query, "a:" client address).
+func BindingKey(prefix, pool, key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return prefix + "b:" + pool + ":" + base64.RawURLEncoding.EncodeToString(sum[:16])
 }

@@ -140,7 +140,7 @@ func TestRebindingIsNotUndoneByATouch(t *testing.T) {
 	e := newEngine(t)
 	a, b := replica(t, cfg, e), replica(t, cfg, e)
 	now := time.Now()
-	rkey := bindingKey(cfg.KeyPrefix, "app", "h:bob")
+	rkey := BindingKey(cfg.KeyPrefix, "app", "h:bob")
 
 	a.Claim("app", "h:bob", now, func() string { return "h1" })
 	// b reads h1, then a re-binds the key to h2 (h1 left).
@@ -305,7 +305,7 @@ func TestRedisDownAnswersLocallyAndCatchesUp(t *testing.T) {
 		}
 		return nil
 	})
-	if v, _ := r.CLI("GET", bindingKey(cfg.KeyPrefix, "app", "h:during")); v != "h2" {
+	if v, _ := r.CLI("GET", BindingKey(cfg.KeyPrefix, "app", "h:during")); v != "h2" {
 		t.Fatalf("binding made while down: %q in Redis", v)
 	}
 	if v, _ := r.CLI("HGET", cfg.KeyPrefix+"o", "app/h1"); v == "" {
@@ -314,6 +314,44 @@ func TestRedisDownAnswersLocallyAndCatchesUp(t *testing.T) {
 	b := replica(t, cfg, newEngine(t))
 	if host, bound := b.Claim("app", "h:during", now, func() string { return "h1" }); host != "h2" || !bound {
 		t.Fatalf("another replica after the outage: %s %v", host, bound)
+	}
+}
+
+func TestRedisThatLostItsDataIsRefilled(t *testing.T) {
+	r := startRedis(t)
+	cfg := redisConfig(affinity.RedisSingle, r.Addr())
+	a := replica(t, cfg, newEngine(t))
+	now := time.Now()
+	a.Claim("app", "h:carol", now, func() string { return "h2" })
+	a.Bind("app", "c:app-cookie", "h1", now)
+	rkey := BindingKey(cfg.KeyPrefix, "app", "c:app-cookie")
+	eventually(t, "learned cookie written", func() error {
+		if v, _ := r.CLI("GET", rkey); v != "h1" {
+			return fmt.Errorf("GET = %q", v)
+		}
+		return nil
+	})
+	if out, err := r.CLI("FLUSHALL"); err != nil {
+		t.Fatal(out, err)
+	}
+	// A key this replica knows is answered from its memory, not placed anew.
+	if host, bound := a.Claim("app", "h:carol", now, func() string { return "h1" }); host != "h2" || !bound {
+		t.Fatalf("claim after the loss: %s %v", host, bound)
+	}
+	if host, ok := a.Binding("app", "c:app-cookie", now); host != "h1" || !ok {
+		t.Fatalf("learned cookie after the loss: %s %v", host, ok)
+	}
+	eventually(t, "written back", func() error {
+		if v, _ := r.CLI("GET", rkey); v != "h1" {
+			return fmt.Errorf("learned cookie: GET = %q", v)
+		}
+		if v, _ := r.CLI("GET", BindingKey(cfg.KeyPrefix, "app", "h:carol")); v != "h2" {
+			return fmt.Errorf("header key: GET = %q", v)
+		}
+		return nil
+	})
+	if a.Counters().Restored.Load() != 2 {
+		t.Fatalf("restored %d", a.Counters().Restored.Load())
 	}
 }
 
@@ -355,4 +393,3 @@ func TestCluster(t *testing.T) {
 		t.Fatal("one node down switched the whole store to local")
 	}
 }
-

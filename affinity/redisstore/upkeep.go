@@ -204,9 +204,12 @@ func (s *Store) flush(batch []binding) {
 	idle := s.idleTime()
 	cmds := make(rueidis.Commands, len(batch))
 	for i, b := range batch {
-		if b.touchOnly {
+		switch {
+		case b.touchOnly:
 			cmds[i] = (*c).B().Pexpire().Key(b.rkey).Milliseconds(idle.Milliseconds()).Build()
-		} else {
+		case b.ifAbsent:
+			cmds[i] = (*c).B().Set().Key(b.rkey).Value(b.host).Nx().Px(idle).Build()
+		default:
 			cmds[i] = (*c).B().Set().Key(b.rkey).Value(b.host).Px(idle).Build()
 		}
 	}
@@ -215,7 +218,8 @@ func (s *Store) flush(batch []binding) {
 	s.stats.Writes.Add(uint64(len(cmds)))
 	var failure error
 	for i, r := range (*c).DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
+		// SET NX answers nil when the key has a host: not a failure.
+		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
 			failure = err
 			s.addPending(batch[i])
 			s.mu.Lock()
@@ -376,7 +380,9 @@ func (s *Store) syncOperatorStates(ctx context.Context, c rueidis.Client, e Engi
 	}
 	s.mu.Lock()
 	same := s.lastOps != nil && maps.EqualFunc(states, s.lastOps, func(a, b map[string]affinity.OperatorState) bool {
-		return maps.EqualFunc(a, b, func(x, y affinity.OperatorState) bool { return x.Draining == y.Draining && x.Deadline.Equal(y.Deadline) })
+		return maps.EqualFunc(a, b, func(x, y affinity.OperatorState) bool {
+			return x.Draining == y.Draining && x.Deadline.Equal(y.Deadline)
+		})
 	})
 	s.lastOps = states
 	s.mu.Unlock()

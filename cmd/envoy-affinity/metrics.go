@@ -73,13 +73,15 @@ var (
 		"Requests answered from the replica's own memory because Redis was unreachable or slow.", nil, nil)
 	storeOutagesDesc = prometheus.NewDesc(namespace+"_store_redis_outages_total",
 		"Changes from shared to local mode.", nil, nil)
+	storeRestoredDesc = prometheus.NewDesc(namespace+"_store_restored_total",
+		"Bindings Redis did not have (lost in a restart without persistence) answered from the replica's memory and written back.", nil, nil)
 	storeDroppedDesc = prometheus.NewDesc(namespace+"_store_pending_dropped_total",
 		"Bindings made while Redis was unreachable that did not fit in the queue written back after (100,000).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{storeSharedDesc, storeCommandsDesc, storeCacheHitsDesc, storeErrorsDesc, storeLocalDesc, storeOutagesDesc, storeDroppedDesc} {
+	for _, d := range []*prometheus.Desc{storeSharedDesc, storeCommandsDesc, storeCacheHitsDesc, storeErrorsDesc, storeLocalDesc, storeOutagesDesc, storeRestoredDesc, storeDroppedDesc} {
 		ch <- d
 	}
 }
@@ -98,6 +100,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(storeErrorsDesc, prometheus.CounterValue, float64(st.Errors.Load()))
 	ch <- prometheus.MustNewConstMetric(storeLocalDesc, prometheus.CounterValue, float64(st.LocalAnswers.Load()))
 	ch <- prometheus.MustNewConstMetric(storeOutagesDesc, prometheus.CounterValue, float64(st.Outages.Load()))
+	ch <- prometheus.MustNewConstMetric(storeRestoredDesc, prometheus.CounterValue, float64(st.Restored.Load()))
 	ch <- prometheus.MustNewConstMetric(storeDroppedDesc, prometheus.CounterValue, float64(st.PendingDropped.Load()))
 }
 

@@ -140,7 +140,14 @@ func StartRedisCluster(ctx context.Context, dir string, masters, replicas int, e
 			c.Stop()
 			return nil, err
 		}
-		n := &Redis{Port: port, dir: dir, args: []string{"--cluster-enabled", "yes",
+		// The cluster bus gets a free port too (by default port+10000,
+		// which nobody reserved).
+		bus, err := FreePort()
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		n := &Redis{Port: port, dir: dir, args: []string{"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
 			"--cluster-config-file", "nodes-" + strconv.Itoa(port) + ".conf", "--cluster-node-timeout", "1000"}}
 		n.args = append(n.args, extra...)
 		if err := n.Start(ctx); err != nil {
@@ -161,6 +168,14 @@ func StartRedisCluster(ctx context.Context, dir string, masters, replicas int, e
 			if !strings.Contains(out, "cluster_state:ok") {
 				return fmt.Errorf("%s: cluster not ready:\n%s", n.Addr(), out)
 			}
+			// Every node knows every replica, each linked to its master.
+			nodes, _ := n.CLI("CLUSTER", "NODES")
+			if got := strings.Count(nodes, "slave"); got != masters*replicas {
+				return fmt.Errorf("%s knows %d replicas, want %d", n.Addr(), got, masters*replicas)
+			}
+			if n.Info("replication", "role") == "slave" && n.Info("replication", "master_link_status") != "up" {
+				return fmt.Errorf("%s: replica not linked to its master yet", n.Addr())
+			}
 		}
 		return nil
 	})
@@ -168,4 +183,30 @@ func StartRedisCluster(ctx context.Context, dir string, masters, replicas int, e
 		c.Stop()
 	}
 	return c, err
+}
+
+// FailedOver reports nil once another node serves the slots dead served:
+// a live node marks it failed and the Cluster covers every slot.
+func (c *RedisCluster) FailedOver(dead *Redis) error {
+	for _, n := range c.Nodes {
+		if n == dead {
+			continue
+		}
+		nodes, err := n.CLI("CLUSTER", "NODES")
+		if err != nil {
+			continue
+		}
+		failed := false
+		for _, line := range strings.Split(nodes, "\n") {
+			if strings.Contains(line, dead.Addr()+"@") && strings.Contains(line, "fail") && !strings.Contains(line, "fail?") {
+				failed = true
+			}
+		}
+		info, _ := n.CLI("CLUSTER", "INFO")
+		if !failed || !strings.Contains(info, "cluster_slots_ok:16384") {
+			return fmt.Errorf("%s: not failed over yet", dead.Addr())
+		}
+		return nil
+	}
+	return fmt.Errorf("no live node")
 }

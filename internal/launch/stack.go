@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -63,12 +64,18 @@ type Options struct {
 	// PoolYAML is added to the pool's config as it is (fields indented by
 	// four spaces), e.g. key_sources.
 	PoolYAML string
+	// StoreYAML is the config's store block as it is (fields indented by
+	// two spaces), e.g. a redis block; empty: none.
+	StoreYAML string
 	// ServerArgs are extra flags for envoy-affinity.
 	ServerArgs []string
 	// Replicas is how many envoy-affinity processes run with the same
 	// config and keys (1 when 0). Replica i listens on the ports an Envoy
 	// YAML writes as 9002+10i (gRPC) and 9003+10i (admin).
 	Replicas int
+	// Later is how many of the last replicas are not started with the
+	// stack: StartReplica starts them (Envoy's health check finds them).
+	Later int
 	// BeforeEnvoy runs once the server is up, before Envoy starts (in Dir).
 	BeforeEnvoy func(*Stack) error
 }
@@ -106,11 +113,14 @@ type Stack struct {
 	Replicas   []*Replica
 	ConfigPath string
 	KeysPath   string
-	started    int
-	envoyDir   string
-	portMap    map[int]int
-	hosts      []int             // backends in the service's pool
-	draining   map[int]time.Time // backend index → drain deadline
+	// Gateways are Envoys added with AddEnvoy, beside Envoy.
+	Gateways  []*Gateway
+	envoyYAML []byte
+	started   int
+	envoyDir  string
+	portMap   map[int]int
+	hosts     []int             // backends in the service's pool
+	draining  map[int]time.Time // backend index → drain deadline
 }
 
 // StartStack starts the backends, the server (with every backend in its
@@ -183,7 +193,7 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 	if err := s.WriteConfig(all...); err != nil {
 		return nil, err
 	}
-	for i := range s.Replicas {
+	for i := range len(s.Replicas) - opts.Later {
 		if err := s.StartReplica(ctx, i); err != nil {
 			return nil, err
 		}
@@ -201,6 +211,7 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 		s.portMap[yamlServerPort+10*(i+1)] = r.GRPCPort
 		s.portMap[yamlServerAdminPort+10*(i+1)] = r.AdminPort
 	}
+	s.envoyYAML = yaml
 	rendered, err := RenderEnvoy(yaml, s.portMap)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.opts.EnvoyYAML, err)
@@ -274,7 +285,11 @@ func (s *Stack) Drain(i int, deadline time.Time) error {
 func (s *Stack) WriteConfig(backends ...int) error {
 	s.hosts = append([]int(nil), backends...)
 	var b strings.Builder
-	fmt.Fprintf(&b, "keys:\n  file: keys.txt\n  sign_delay: %s\npools:\n  - mode: %s\n    strict: %t\n    cookie:\n      secure: false\n", s.opts.SignDelay, s.opts.Mode, s.opts.Strict)
+	fmt.Fprintf(&b, "keys:\n  file: keys.txt\n  sign_delay: %s\n", s.opts.SignDelay)
+	if s.opts.StoreYAML != "" {
+		b.WriteString("store:\n" + s.opts.StoreYAML)
+	}
+	fmt.Fprintf(&b, "pools:\n  - mode: %s\n    strict: %t\n    cookie:\n      secure: false\n", s.opts.Mode, s.opts.Strict)
 	if s.opts.PoolName != "" {
 		fmt.Fprintf(&b, "    name: %s\n", s.opts.PoolName)
 	}
@@ -385,8 +400,10 @@ func (s *Stack) adminURL(path string) string {
 
 // PoolHosts returns the host IDs of the server's first pool, as it reports
 // them, each followed by "(draining)" when it is.
-func (s *Stack) PoolHosts() ([]string, error) {
-	resp, err := http.Get(s.ServerURL("/debug/pools"))
+func (s *Stack) PoolHosts() ([]string, error) { return s.poolHostsAt(s.ServerPort) }
+
+func (s *Stack) poolHostsAt(adminPort int) ([]string, error) {
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(adminPort) + "/debug/pools")
 	if err != nil {
 		return nil, err
 	}
@@ -415,18 +432,28 @@ func (s *Stack) PoolHosts() ([]string, error) {
 	return ids, nil
 }
 
-// WaitPoolHosts waits until the server's pool holds exactly the named hosts
-// (in any order).
+// WaitPoolHosts waits until every running replica's pool holds exactly the
+// named hosts (in any order).
 func (s *Stack) WaitPoolHosts(ctx context.Context, names ...string) error {
 	want := strings.Join(slices.Sorted(slices.Values(names)), ",")
 	return Eventually(ctx, 10*time.Second, func() error {
-		ids, err := s.PoolHosts()
-		if err != nil {
-			return err
-		}
-		slices.Sort(ids)
-		if got := strings.Join(ids, ","); got != want {
-			return fmt.Errorf("pool hosts %s, want %s", got, want)
+		for _, r := range s.Replicas {
+			if r.Proc == nil {
+				continue
+			}
+			select {
+			case <-r.Proc.Done():
+				continue
+			default:
+			}
+			ids, err := s.poolHostsAt(r.AdminPort)
+			if err != nil {
+				return err
+			}
+			slices.Sort(ids)
+			if got := strings.Join(ids, ","); got != want {
+				return fmt.Errorf("replica on %d: pool hosts %s, want %s", r.AdminPort, got, want)
+			}
 		}
 		return nil
 	})
@@ -472,8 +499,13 @@ func (s *Stack) SetHosts(ctx context.Context, backends ...int) error {
 }
 
 // EnvoyStat reads one counter or gauge from Envoy's admin API.
-func (s *Stack) EnvoyStat(name string) (int, error) {
-	resp, err := http.Get(s.adminURL("/stats?filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$"))
+func (s *Stack) EnvoyStat(name string) (int, error) { return envoyStat(s.AdminPort, name) }
+
+// Stat reads one counter or gauge from this Envoy's admin API.
+func (g *Gateway) Stat(name string) (int, error) { return envoyStat(g.AdminPort, name) }
+
+func envoyStat(adminPort int, name string) (int, error) {
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(adminPort) + "/stats?filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$")
 	if err != nil {
 		return 0, err
 	}
@@ -487,8 +519,56 @@ func (s *Stack) EnvoyStat(name string) (int, error) {
 	return 0, nil
 }
 
+// Gateway is one more Envoy running the stack's YAML on its own listener
+// and admin ports, as a second replica of a gateway.
+type Gateway struct {
+	Proc       *Proc
+	ListenPort int
+	AdminPort  int
+}
+
+// URL is the address clients send requests to through this Envoy.
+func (g *Gateway) URL(path string) string {
+	return "http://127.0.0.1:" + strconv.Itoa(g.ListenPort) + path
+}
+
+// AddEnvoy starts another Envoy with the stack's YAML (same clusters,
+// service replicas and endpoints file) and waits until it is ready.
+func (s *Stack) AddEnvoy(ctx context.Context) (*Gateway, error) {
+	g := &Gateway{}
+	var err error
+	if g.ListenPort, err = FreePort(); err != nil {
+		return nil, err
+	}
+	if g.AdminPort, err = FreePort(); err != nil {
+		return nil, err
+	}
+	ports := maps.Clone(s.portMap)
+	ports[yamlListenerPort], ports[yamlAdminPort] = g.ListenPort, g.AdminPort
+	rendered, err := RenderEnvoy(s.envoyYAML, ports)
+	if err != nil {
+		return nil, err
+	}
+	n := strconv.Itoa(len(s.Gateways) + 2)
+	config := filepath.Join(s.opts.Dir, "envoy-"+n+".yaml")
+	if err := os.WriteFile(config, rendered, 0o600); err != nil {
+		return nil, err
+	}
+	// Its own base id, so two Envoys may run on one machine.
+	g.Proc, err = Start("envoy-"+n, s.opts.Dir, filepath.Join(s.opts.Dir, "envoy-"+n+".log"), s.bins.Envoy,
+		"-c", config, "--disable-hot-restart", "--concurrency", "1", "-l", "warn", "--base-id", n)
+	if err != nil {
+		return nil, err
+	}
+	s.Gateways = append(s.Gateways, g)
+	return g, waitReady(ctx, g.Proc, "http://127.0.0.1:"+strconv.Itoa(g.AdminPort)+"/ready", "LIVE")
+}
+
 // Close stops Envoy, the server and the backends.
 func (s *Stack) Close() {
+	for _, g := range s.Gateways {
+		g.Proc.Stop()
+	}
 	if s.Envoy != nil {
 		s.Envoy.Stop()
 	}
