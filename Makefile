@@ -40,7 +40,7 @@ redis: ## install Debian's redis-server when it is missing (the shared-store tes
 
 test: envoy redis lint ## run every test (after go vet and gofmt): unit, fuzz seeds, end to end with a real Envoy, each Go benchmark once, the load benchmark for a few seconds
 	$(GO) run ./e2e/bench -quick
-	$(GO) test -run '^$$' -bench 'Decide|Token|Stream|Lookup|Build|Rank' -benchtime 1x ./affinity ./extproc
+	$(GO) test -run '^$$' -bench 'Decide|Token|Stream|Lookup|Build|Rank|Store' -benchtime 1x ./affinity ./affinity/redisstore ./extproc
 	$(GO) test -race -count=1 ./...
 
 lint: ## go vet and gofmt

@@ -62,9 +62,11 @@ type Store struct {
 
 // Stats are the store's counters since it started.
 type Stats struct {
-	// Reads and Writes are the commands sent on the request path and by
-	// the writer; CacheHits the reads answered from the client-side cache.
-	Reads, Writes, CacheHits atomic.Uint64
+	// Reads and Writes are the binding commands requests caused (reads on
+	// the request path, writes by the writer); CacheHits the reads
+	// answered from the client-side cache; Syncs the commands of the
+	// upkeep (count exchange, operator states, write-back).
+	Reads, Writes, CacheHits, Syncs atomic.Uint64
 	// Errors are the commands that failed or passed the timeout;
 	// LocalAnswers the requests answered from the local store instead.
 	Errors, LocalAnswers atomic.Uint64
@@ -78,9 +80,11 @@ type Stats struct {
 	Restored atomic.Uint64
 }
 
+// touch is what this replica knows of a key in Redis: its host, and when
+// it expires there (zero: unknown).
 type touch struct {
-	host string
-	at   time.Time
+	host    string
+	expires time.Time
 }
 
 // binding is one write of a key's binding: a new host; with touchOnly the
@@ -236,7 +240,7 @@ func (s *Store) Claim(pool, key string, now time.Time, place func() string) (str
 		s.failed(err)
 		return s.claimLocal(pool, key, now, func() string { return host })
 	}
-	s.noteRead(rkey, old)
+	s.noteRead(rkey, old, time.Time{})
 	s.local.Bind(pool, key, old, now)
 	return old, true
 }
@@ -263,12 +267,16 @@ func (s *Store) Bind(pool, key, host string, now time.Time) {
 		s.addPending(b)
 		return
 	}
+	// A key whose expiry some replica pushed back within the touch
+	// interval needs no touch: the fleet touches a key in use about once
+	// per interval, and every touch costs each replica's cached copy.
+	idle := s.idleTime()
 	s.mu.Lock()
 	t, ok := s.touched.Get(b.rkey)
 	b.touchOnly = ok && t.host == host
-	fresh := b.touchOnly && now.Sub(t.at) < s.cfg.TouchInterval
+	fresh := b.touchOnly && t.expires.Sub(now) > idle-s.cfg.TouchInterval
 	if !fresh {
-		s.touched.Add(b.rkey, touch{host: host, at: now})
+		s.touched.Add(b.rkey, touch{host: host, expires: now.Add(idle)})
 	}
 	s.mu.Unlock()
 	if fresh {
@@ -285,9 +293,11 @@ func (s *Store) Bind(pool, key, host string, now time.Time) {
 	}
 }
 
-// get reads a binding through the client-side cache.
+// get reads a binding through the client-side cache. The cached copy
+// lasts until Redis says the key changed (or it expires there), and tells
+// when the key expires, so that Bind touches only a key nobody touched.
 func (s *Store) get(ctx context.Context, c *rueidis.Client, rkey string) (string, bool, error) {
-	r := (*c).DoCache(ctx, (*c).B().Get().Key(rkey).Cache(), s.cfg.TouchInterval)
+	r := (*c).DoCache(ctx, (*c).B().Get().Key(rkey).Cache(), s.idleTime())
 	if r.IsCacheHit() {
 		s.stats.CacheHits.Add(1)
 	} else {
@@ -298,7 +308,11 @@ func (s *Store) get(ctx context.Context, c *rueidis.Client, rkey string) (string
 		return "", false, nil
 	}
 	if err == nil {
-		s.noteRead(rkey, host)
+		var expires time.Time
+		if ms := r.CachePTTL(); ms > 0 {
+			expires = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		}
+		s.noteRead(rkey, host, expires)
 	}
 	return host, err == nil, err
 }
@@ -306,17 +320,16 @@ func (s *Store) get(ctx context.Context, c *rueidis.Client, rkey string) (string
 // noteTouched records a write of rkey from this replica.
 func (s *Store) noteTouched(rkey, host string, now time.Time) {
 	s.mu.Lock()
-	s.touched.Add(rkey, touch{host: host, at: now})
+	s.touched.Add(rkey, touch{host: host, expires: now.Add(s.idleTime())})
 	s.mu.Unlock()
 }
 
-// noteRead records the host Redis holds for rkey; a later Bind to another
-// host is then a change, to the same one a touch.
-func (s *Store) noteRead(rkey, host string) {
+// noteRead records the host Redis holds for rkey and when the key expires
+// there (zero: unknown); a later Bind to another host is then a change, to
+// the same one a touch when the expiry is near enough.
+func (s *Store) noteRead(rkey, host string, expires time.Time) {
 	s.mu.Lock()
-	if t, ok := s.touched.Peek(rkey); !ok || t.host != host {
-		s.touched.Add(rkey, touch{host: host})
-	}
+	s.touched.Add(rkey, touch{host: host, expires: expires})
 	s.mu.Unlock()
 }
 

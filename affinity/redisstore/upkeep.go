@@ -142,7 +142,7 @@ func (s *Store) reconcile(ctx context.Context, c rueidis.Client) error {
 	if len(cmds) == 0 {
 		return nil
 	}
-	s.stats.Writes.Add(uint64(len(cmds)))
+	s.stats.Syncs.Add(uint64(len(cmds)))
 	var failure error
 	for i, r := range c.DoMulti(ctx, cmds...) {
 		if i >= len(bs) {
@@ -258,7 +258,7 @@ func (s *Store) syncLoads(ctx context.Context, c rueidis.Client, snap *affinity.
 	if len(cmds) == 0 {
 		return nil
 	}
-	s.stats.Writes.Add(uint64(len(cmds)))
+	s.stats.Syncs.Add(uint64(len(cmds)))
 	results := c.DoMulti(ctx, cmds...)
 	others := map[string]map[string]int{}
 	var stale rueidis.Commands
@@ -292,7 +292,7 @@ func (s *Store) syncLoads(ctx context.Context, c rueidis.Client, snap *affinity.
 	s.others = others
 	s.mu.Unlock()
 	if len(stale) > 0 {
-		s.stats.Writes.Add(uint64(len(stale)))
+		s.stats.Syncs.Add(uint64(len(stale)))
 		for _, r := range c.DoMulti(ctx, stale...) {
 			if err := r.Error(); err != nil {
 				return err
@@ -330,7 +330,7 @@ func (s *Store) PutOperatorState(pool, host string, st affinity.OperatorState) e
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.upkeepTimeout())
 	defer cancel()
-	s.stats.Writes.Add(1)
+	s.stats.Syncs.Add(1)
 	if err := (*c).Do(ctx, (*c).B().Hset().Key(s.cfg.KeyPrefix+"o").FieldValue().FieldValue(o.field(), o.json()).Build()).Error(); err != nil {
 		s.addPendingOp(o)
 		s.failed(err)
@@ -361,7 +361,7 @@ func (s *Store) addPendingOp(o operatorWrite) {
 func (s *Store) syncOperatorStates(ctx context.Context, c rueidis.Client, e Engine) error {
 	r := c.DoCache(ctx, c.B().Hgetall().Key(s.cfg.KeyPrefix+"o").Cache(), 10*s.cfg.SyncInterval)
 	if !r.IsCacheHit() {
-		s.stats.Reads.Add(1)
+		s.stats.Syncs.Add(1)
 	}
 	all, err := r.AsStrMap()
 	if err != nil {

@@ -64,7 +64,7 @@ var (
 	storeSharedDesc = prometheus.NewDesc(namespace+"_store_shared",
 		"1 while the replica answers from Redis, 0 while it answers from its own memory.", nil, nil)
 	storeCommandsDesc = prometheus.NewDesc(namespace+"_store_redis_commands_total",
-		"Commands sent to Redis: reads on the request path, writes (bindings, touches, the count exchange, drains).", []string{"kind"}, nil)
+		"Commands sent to Redis: kind read (bindings, on the request path), write (claims, re-bindings, touches) or sync (the count exchange, drains, write-back).", []string{"kind"}, nil)
 	storeCacheHitsDesc = prometheus.NewDesc(namespace+"_store_redis_cache_hits_total",
 		"Binding reads answered from the client-side cache (no round trip).", nil, nil)
 	storeErrorsDesc = prometheus.NewDesc(namespace+"_store_redis_errors_total",
@@ -96,6 +96,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(storeSharedDesc, prometheus.GaugeValue, shared)
 	ch <- prometheus.MustNewConstMetric(storeCommandsDesc, prometheus.CounterValue, float64(st.Reads.Load()), "read")
 	ch <- prometheus.MustNewConstMetric(storeCommandsDesc, prometheus.CounterValue, float64(st.Writes.Load()), "write")
+	ch <- prometheus.MustNewConstMetric(storeCommandsDesc, prometheus.CounterValue, float64(st.Syncs.Load()), "sync")
 	ch <- prometheus.MustNewConstMetric(storeCacheHitsDesc, prometheus.CounterValue, float64(st.CacheHits.Load()))
 	ch <- prometheus.MustNewConstMetric(storeErrorsDesc, prometheus.CounterValue, float64(st.Errors.Load()))
 	ch <- prometheus.MustNewConstMetric(storeLocalDesc, prometheus.CounterValue, float64(st.LocalAnswers.Load()))
