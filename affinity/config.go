@@ -50,8 +50,8 @@ type RedisConfig struct {
 	// Timeout bounds each request's wait for Redis (default 5ms); past it
 	// the replica answers from its local store.
 	Timeout time.Duration `yaml:"timeout"`
-	// TouchInterval is how often a binding in use has its idle expiry
-	// pushed back (default 1m, at most a quarter of the idle timeout).
+	// TouchInterval is how often the fleet pushes back the expiry of a
+	// binding in use (default: a quarter of the shortest idle timeout).
 	TouchInterval time.Duration `yaml:"touch_interval"`
 	// SyncInterval is how often active-session counts are exchanged and
 	// the operator's drains read (default 1s).
@@ -77,10 +77,9 @@ const (
 
 // Redis defaults.
 const (
-	DefaultRedisKeyPrefix     = "envoy-affinity:"
-	DefaultRedisTimeout       = 5 * time.Millisecond
-	DefaultRedisTouchInterval = time.Minute
-	DefaultRedisSyncInterval  = time.Second
+	DefaultRedisKeyPrefix    = "envoy-affinity:"
+	DefaultRedisTimeout      = 5 * time.Millisecond
+	DefaultRedisSyncInterval = time.Second
 )
 
 // DiscoveryConfig names where a pool's hosts come from when they are not

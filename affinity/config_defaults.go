@@ -113,9 +113,13 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	if r := c.Store.Redis; r != nil && r.TouchInterval == 0 {
-		r.TouchInterval = DefaultRedisTouchInterval
-		for _, p := range c.Pools {
-			r.TouchInterval = min(r.TouchInterval, p.Session.IdleTimeout/4)
+		// A quarter of the shortest idle timeout: each key in use costs
+		// the fleet about one touch (and one re-read per replica) per
+		// interval.
+		for i, p := range c.Pools {
+			if i == 0 || p.Session.IdleTimeout/4 < r.TouchInterval {
+				r.TouchInterval = p.Session.IdleTimeout / 4
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,15 +77,32 @@ func benchSnapshot(b *testing.B) *affinity.Snapshot {
 	return cfg.Build(ring)
 }
 
-// latencies runs op from 32 goroutines (as many concurrent streams of a
-// busy Envoy) and reports the p50 and p99 of one call beside ns/op.
+// latencies runs op from one caller and from 32 (as many concurrent
+// streams of a busy Envoy), reporting the p50 and p99 of one call beside
+// ns/op (the inverse of the throughput).
 func latencies(b *testing.B, op func(i int)) {
 	b.Helper()
+	b.Run("c=1", func(b *testing.B) { measure(b, 1, op) })
+	b.Run("c=32", func(b *testing.B) { measure(b, 32, op) })
+}
+
+func measure(b *testing.B, callers int, op func(i int)) {
 	var mu sync.Mutex
 	var all []time.Duration
 	var n atomic.Int64
-	b.SetParallelism(16)
 	b.ResetTimer()
+	if callers == 1 {
+		all = make([]time.Duration, 0, b.N)
+		for i := range b.N {
+			start := time.Now()
+			op(i)
+			all = append(all, time.Since(start))
+		}
+		b.StopTimer()
+		report(b, all)
+		return
+	}
+	b.SetParallelism(max(1, callers/runtime.GOMAXPROCS(0)))
 	b.RunParallel(func(pb *testing.PB) {
 		local := make([]time.Duration, 0, 1024)
 		for pb.Next() {
@@ -98,10 +116,14 @@ func latencies(b *testing.B, op func(i int)) {
 		mu.Unlock()
 	})
 	b.StopTimer()
+	report(b, all)
+}
+
+func report(b *testing.B, all []time.Duration) {
 	slices.Sort(all)
 	if len(all) > 0 {
-		b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
-		b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+		b.ReportMetric(float64(all[len(all)/2].Nanoseconds()), "p50-ns")
+		b.ReportMetric(float64(all[len(all)*99/100].Nanoseconds()), "p99-ns")
 	}
 }
 
@@ -155,6 +177,13 @@ func BenchmarkStoreDecide(b *testing.B) {
 		}
 		latencies(b, func(i int) {
 			e.Decide(affinity.Request{Cluster: "app", Headers: header{"x-user": "known-" + strconv.Itoa(i%1000)}})
+		})
+	})
+	b.Run("established-cookie-memory-store", func(b *testing.B) {
+		local := affinity.NewEngine(snap, nil)
+		token, _, _ := strings.Cut(local.Decide(affinity.Request{Cluster: "app"}).SetCookie, ";")
+		latencies(b, func(int) {
+			local.Decide(affinity.Request{Cluster: "app", CookieHeaders: []string{token}})
 		})
 	})
 	b.Run("established-cookie", func(b *testing.B) {

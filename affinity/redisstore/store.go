@@ -230,7 +230,10 @@ func (s *Store) Claim(pool, key string, now time.Time, place func() string) (str
 	}
 	host := place()
 	s.stats.Writes.Add(1)
-	old, err := (*c).Do(ctx, (*c).B().Set().Key(rkey).Value(host).Nx().Get().Px(s.idleTime()).Build()).ToString()
+	// With the key's remaining life in the same round trip, so that an
+	// existing binding is not touched again needlessly.
+	rs := (*c).DoMulti(ctx, (*c).B().Set().Key(rkey).Value(host).Nx().Get().Px(s.lifetime()).Build(), (*c).B().Pttl().Key(rkey).Build())
+	old, err := rs[0].ToString()
 	switch {
 	case rueidis.IsRedisNil(err):
 		s.local.Bind(pool, key, host, now)
@@ -240,7 +243,11 @@ func (s *Store) Claim(pool, key string, now time.Time, place func() string) (str
 		s.failed(err)
 		return s.claimLocal(pool, key, now, func() string { return host })
 	}
-	s.noteRead(rkey, old, time.Time{})
+	var expires time.Time
+	if ms, err := rs[1].AsInt64(); err == nil && ms > 0 {
+		expires = now.Add(time.Duration(ms) * time.Millisecond)
+	}
+	s.noteRead(rkey, old, expires)
 	s.local.Bind(pool, key, old, now)
 	return old, true
 }
@@ -270,13 +277,12 @@ func (s *Store) Bind(pool, key, host string, now time.Time) {
 	// A key whose expiry some replica pushed back within the touch
 	// interval needs no touch: the fleet touches a key in use about once
 	// per interval, and every touch costs each replica's cached copy.
-	idle := s.idleTime()
 	s.mu.Lock()
 	t, ok := s.touched.Get(b.rkey)
 	b.touchOnly = ok && t.host == host
-	fresh := b.touchOnly && t.expires.Sub(now) > idle-s.cfg.TouchInterval
+	fresh := b.touchOnly && t.expires.Sub(now) >= s.idleTime()
 	if !fresh {
-		s.touched.Add(b.rkey, touch{host: host, expires: now.Add(idle)})
+		s.touched.Add(b.rkey, touch{host: host, expires: now.Add(s.lifetime())})
 	}
 	s.mu.Unlock()
 	if fresh {
@@ -297,7 +303,7 @@ func (s *Store) Bind(pool, key, host string, now time.Time) {
 // lasts until Redis says the key changed (or it expires there), and tells
 // when the key expires, so that Bind touches only a key nobody touched.
 func (s *Store) get(ctx context.Context, c *rueidis.Client, rkey string) (string, bool, error) {
-	r := (*c).DoCache(ctx, (*c).B().Get().Key(rkey).Cache(), s.idleTime())
+	r := (*c).DoCache(ctx, (*c).B().Get().Key(rkey).Cache(), s.lifetime())
 	if r.IsCacheHit() {
 		s.stats.CacheHits.Add(1)
 	} else {
@@ -320,7 +326,7 @@ func (s *Store) get(ctx context.Context, c *rueidis.Client, rkey string) (string
 // noteTouched records a write of rkey from this replica.
 func (s *Store) noteTouched(rkey, host string, now time.Time) {
 	s.mu.Lock()
-	s.touched.Add(rkey, touch{host: host, expires: now.Add(s.idleTime())})
+	s.touched.Add(rkey, touch{host: host, expires: now.Add(s.lifetime())})
 	s.mu.Unlock()
 }
 
@@ -386,6 +392,11 @@ func (s *Store) toLocal(err error) {
 }
 
 func (s *Store) idleTime() time.Duration { return time.Duration(s.idle.Load()) }
+
+// lifetime is how long a binding lives in Redis after a write or a touch:
+// the idle timeout plus the touch interval, so that a key used at any time
+// since its last touch still has the idle timeout ahead of it.
+func (s *Store) lifetime() time.Duration { return s.idleTime() + s.cfg.TouchInterval }
 
 // BindingKey is the Redis key of a key's binding: a hash of the key, so
 // that application cookies and other identifiers are not stored as such.

@@ -172,6 +172,32 @@ func TestRebindingIsNotUndoneByATouch(t *testing.T) {
 	}
 }
 
+// A key in use is touched about once per interval by the whole fleet, not
+// once per replica.
+func TestTouchedOncePerInterval(t *testing.T) {
+	r := startRedis(t)
+	cfg := redisConfig(affinity.RedisSingle, r.Addr())
+	e := newEngine(t)
+	a, b := replica(t, cfg, e), replica(t, cfg, e)
+	now := time.Now()
+	a.Claim("app", "h:dave", now, func() string { return "h1" })
+	host, _ := b.Claim("app", "h:dave", now.Add(time.Second), func() string { return "h2" })
+	writes := b.Counters().Writes.Load()
+	b.Bind("app", "h:dave", host, now.Add(2*time.Second))
+	b.Bind("app", "h:dave", host, now.Add(cfg.TouchInterval/2))
+	if w := b.Counters().Writes.Load(); w != writes {
+		t.Fatalf("b touched a key a touched %v ago (%d writes)", cfg.TouchInterval/2, w-writes)
+	}
+	// Past the interval, the first use touches it.
+	b.Bind("app", "h:dave", host, now.Add(cfg.TouchInterval+5*time.Second))
+	eventually(t, "touch written", func() error {
+		if w := b.Counters().Writes.Load(); w != writes+1 {
+			return fmt.Errorf("%d writes, want 1", w-writes)
+		}
+		return nil
+	})
+}
+
 func TestCookieSessionsNeverReachRedis(t *testing.T) {
 	r := startRedis(t)
 	cfg := redisConfig(affinity.RedisSingle, r.Addr())

@@ -125,11 +125,11 @@ func (s *Store) reconcile(ctx context.Context, c rueidis.Client) error {
 	pend, ops := s.pending, s.ops
 	s.pending, s.ops = map[string]binding{}, map[string]operatorWrite{}
 	s.mu.Unlock()
-	now, idle := time.Now(), s.idleTime()
+	now, life := time.Now(), s.lifetime()
 	var cmds rueidis.Commands
 	var bs []binding
 	for _, b := range pend {
-		if left := idle - now.Sub(b.at); left > time.Millisecond {
+		if left := life - now.Sub(b.at); left > time.Millisecond {
 			cmds = append(cmds, c.B().Set().Key(b.rkey).Value(b.host).Nx().Get().Px(left).Build())
 			bs = append(bs, b)
 		}
@@ -201,16 +201,16 @@ func (s *Store) flush(batch []binding) {
 		}
 		return
 	}
-	idle := s.idleTime()
+	life := s.lifetime()
 	cmds := make(rueidis.Commands, len(batch))
 	for i, b := range batch {
 		switch {
 		case b.touchOnly:
-			cmds[i] = (*c).B().Pexpire().Key(b.rkey).Milliseconds(idle.Milliseconds()).Build()
+			cmds[i] = (*c).B().Pexpire().Key(b.rkey).Milliseconds(life.Milliseconds()).Build()
 		case b.ifAbsent:
-			cmds[i] = (*c).B().Set().Key(b.rkey).Value(b.host).Nx().Px(idle).Build()
+			cmds[i] = (*c).B().Set().Key(b.rkey).Value(b.host).Nx().Px(life).Build()
 		default:
-			cmds[i] = (*c).B().Set().Key(b.rkey).Value(b.host).Px(idle).Build()
+			cmds[i] = (*c).B().Set().Key(b.rkey).Value(b.host).Px(life).Build()
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.upkeepTimeout())
