@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -417,5 +419,102 @@ func TestCluster(t *testing.T) {
 	}
 	if !b.Shared() {
 		t.Fatal("one node down switched the whole store to local")
+	}
+}
+
+// TestSecuredRedis: ACL user and password read from files, TLS with the
+// server's CA, and TLS with a client certificate the server requires; a
+// wrong password leaves the replica answering from its memory.
+func TestSecuredRedis(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ca, err := launch.NewCA("redis-test-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ca.Server("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := ca.Client("envoy-affinity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, certFile, keyFile := write("ca.pem", ca.PEM), write("server.pem", server.CertPEM), write("server.key", server.KeyPEM)
+	clientCert, clientKey := write("client.pem", client.CertPEM), write("client.key", client.KeyPEM)
+	user, pass, wrong := write("user", []byte("alice\n")), write("pass", []byte("s3cret\n")), write("wrong", []byte("guess\n"))
+	acl := []string{"--user", "default", "off", "--user", "alice", "on", ">s3cret", "~*", "&*", "+@all"}
+	tlsArgs := func(clients string) []string {
+		return []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", caFile, "--tls-auth-clients", clients}
+	}
+	tests := []struct {
+		name   string
+		server launch.RedisOptions
+		config func(*affinity.RedisConfig)
+		shared bool
+	}{
+		{"ACL user and password from files", launch.RedisOptions{Args: acl, CLI: []string{"--user", "alice", "--pass", "s3cret"}},
+			func(c *affinity.RedisConfig) { c.UsernameFile, c.PasswordFile = user, pass }, true},
+		{"wrong password", launch.RedisOptions{Args: acl, CLI: []string{"--user", "alice", "--pass", "s3cret"}},
+			func(c *affinity.RedisConfig) { c.Username, c.PasswordFile = "alice", wrong }, false},
+		{"TLS", launch.RedisOptions{TLS: true, Args: tlsArgs("no"), CLI: []string{"--tls", "--cacert", caFile}},
+			func(c *affinity.RedisConfig) { c.TLS = &affinity.RedisTLSConfig{CAFile: caFile} }, true},
+		{"TLS without the CA", launch.RedisOptions{TLS: true, Args: tlsArgs("no"), CLI: []string{"--tls", "--cacert", caFile}},
+			func(c *affinity.RedisConfig) { c.TLS = &affinity.RedisTLSConfig{} }, false},
+		{"mutual TLS", launch.RedisOptions{TLS: true, Args: tlsArgs("yes"), CLI: []string{"--tls", "--cacert", caFile, "--cert", clientCert, "--key", clientKey}},
+			func(c *affinity.RedisConfig) {
+				c.TLS = &affinity.RedisTLSConfig{CAFile: caFile, CertFile: clientCert, KeyFile: clientKey}
+			}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := launch.StartRedisWith(context.Background(), t.TempDir(), tt.server)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(r.Stop)
+			cfg := redisConfig(affinity.RedisSingle, r.Addr())
+			tt.config(&cfg)
+			s := replica(t, cfg, newEngine(t))
+			if s.Shared() != tt.shared {
+				t.Fatalf("shared = %v, want %v", s.Shared(), tt.shared)
+			}
+			host, _ := s.Claim("app", "h:erin", time.Now(), func() string { return "h2" })
+			if host != "h2" {
+				t.Fatalf("claim: %s", host)
+			}
+			got, _ := r.CLI("GET", BindingKey(cfg.KeyPrefix, "app", "h:erin"))
+			if want := map[bool]string{true: "h2", false: ""}[tt.shared]; got != want {
+				t.Fatalf("Redis holds %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestSentinel: with mode sentinel the store finds the master through the
+// Sentinels.
+func TestSentinel(t *testing.T) {
+	master := startRedis(t)
+	sentinel, err := launch.StartRedisWith(context.Background(), t.TempDir(), launch.RedisOptions{
+		Sentinel: fmt.Sprintf("sentinel monitor main 127.0.0.1 %d 1\nsentinel down-after-milliseconds main 1000\n", master.Port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sentinel.Stop)
+	cfg := redisConfig(affinity.RedisSentinel, sentinel.Addr())
+	cfg.MasterName = "main"
+	s := replica(t, cfg, newEngine(t))
+	if !s.Shared() {
+		t.Fatal("not shared through the Sentinel")
+	}
+	s.Claim("app", "h:frank", time.Now(), func() string { return "h1" })
+	if got, _ := master.CLI("GET", BindingKey(cfg.KeyPrefix, "app", "h:frank")); got != "h1" {
+		t.Fatalf("the master holds %q", got)
 	}
 }

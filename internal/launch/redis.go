@@ -3,6 +3,7 @@ package launch
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -15,8 +16,22 @@ import (
 type Redis struct {
 	Port int
 	dir  string
-	args []string
+	opts RedisOptions
 	proc *Proc
+}
+
+// RedisOptions shape a redis-server beyond the defaults.
+type RedisOptions struct {
+	// Args are more redis-server arguments ("--user", "alice on >pw ~* +@all").
+	Args []string
+	// CLI are the redis-cli arguments that reach it ("--user", "alice",
+	// "--pass", "pw"; "--tls", "--cacert", "ca.pem").
+	CLI []string
+	// TLS: the port speaks only TLS (the certificate files are in Args).
+	TLS bool
+	// Sentinel is a Sentinel's configuration text: the server runs as a
+	// Sentinel of it.
+	Sentinel string
 }
 
 // Addr is the server's host:port.
@@ -32,13 +47,18 @@ func redisBinary(name string) (string, error) {
 }
 
 // StartRedis starts a redis-server on a free loopback port, logging into
-// dir; extra are more redis-server arguments ("--requirepass", "x").
+// dir; extra are more redis-server arguments.
 func StartRedis(ctx context.Context, dir string, extra ...string) (*Redis, error) {
+	return StartRedisWith(ctx, dir, RedisOptions{Args: extra})
+}
+
+// StartRedisWith starts a redis-server shaped by o on a free loopback port.
+func StartRedisWith(ctx context.Context, dir string, o RedisOptions) (*Redis, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	r := &Redis{Port: port, dir: dir, args: extra}
+	r := &Redis{Port: port, dir: dir, opts: o}
 	return r, r.Start(ctx)
 }
 
@@ -48,9 +68,25 @@ func (r *Redis) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", r.dir, "--protected-mode", "no"}, r.args...)
 	name := "redis-" + strconv.Itoa(r.Port)
+	var args []string
+	if r.opts.Sentinel != "" {
+		conf := filepath.Join(r.dir, name+".conf")
+		if err := os.WriteFile(conf, []byte(r.opts.Sentinel), 0o600); err != nil {
+			return err
+		}
+		args = []string{conf, "--sentinel"}
+	}
+	if r.opts.TLS {
+		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(r.Port))
+	} else {
+		args = append(args, "--port", strconv.Itoa(r.Port))
+	}
+	args = append(args, "--bind", "127.0.0.1", "--dir", r.dir, "--protected-mode", "no")
+	if r.opts.Sentinel == "" {
+		args = append(args, "--save", "", "--appendonly", "no")
+	}
+	args = append(args, r.opts.Args...)
 	p, err := Start(name, r.dir, filepath.Join(r.dir, name+".log"), bin, args...)
 	if err != nil {
 		return err
@@ -80,13 +116,8 @@ func (r *Redis) CLI(args ...string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	args = append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(r.Port)}, args...)
-	for i, a := range r.args {
-		if a == "--requirepass" && i+1 < len(r.args) {
-			args = append([]string{"--no-auth-warning", "-a", r.args[i+1]}, args...)
-		}
-	}
-	out, err := exec.Command(bin, args...).CombinedOutput()
+	all := append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(r.Port), "--no-auth-warning"}, r.opts.CLI...)
+	out, err := exec.Command(bin, append(all, args...)...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
 
@@ -147,9 +178,8 @@ func StartRedisCluster(ctx context.Context, dir string, masters, replicas int, e
 			c.Stop()
 			return nil, err
 		}
-		n := &Redis{Port: port, dir: dir, args: []string{"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
-			"--cluster-config-file", "nodes-" + strconv.Itoa(port) + ".conf", "--cluster-node-timeout", "1000"}}
-		n.args = append(n.args, extra...)
+		n := &Redis{Port: port, dir: dir, opts: RedisOptions{Args: append([]string{"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
+			"--cluster-config-file", "nodes-" + strconv.Itoa(port) + ".conf", "--cluster-node-timeout", "1000"}, extra...)}}
 		if err := n.Start(ctx); err != nil {
 			c.Stop()
 			return nil, err
