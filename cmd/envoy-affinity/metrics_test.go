@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/affinity/redisstore"
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
@@ -48,7 +49,14 @@ func TestMetricsGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics(engine, newDiscoveries(ctx, engine, nil), certs, nil)
+	// With a shared store (not started: its metrics exist before Redis
+	// answers), so that its metrics are pinned too.
+	shared, err := redisstore.New(affinity.RedisConfig{Mode: affinity.RedisSingle, Addresses: []string{"127.0.0.1:1"}, KeyPrefix: "t:",
+		Timeout: time.Millisecond, TouchInterval: time.Minute, SyncInterval: time.Second}, affinity.NewMemoryStore(10, time.Hour), time.Hour, redisstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics(engine, newDiscoveries(ctx, engine, nil), certs, shared)
 	m.StreamOpened()
 	m.Decided(engine.Decide(affinity.Request{}), 3*time.Microsecond)
 	m.reloads.Inc()
