@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -120,6 +121,13 @@ func (r *Redis) CLI(args ...string) (string, error) {
 	out, err := exec.Command(bin, append(all, args...)...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
+
+// Pause stops the server's process (SIGSTOP): it holds its connections and
+// answers nothing, as an overloaded or swapped-out server would.
+func (r *Redis) Pause() error { return r.proc.Signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server.
+func (r *Redis) Resume() error { return r.proc.Signal(syscall.SIGCONT) }
 
 // Kill ends the server at once, as a crash would.
 func (r *Redis) Kill() { r.proc.Kill() }
