@@ -384,6 +384,13 @@ func check(args []string, stdout, stderr io.Writer) error {
 	for _, p := range snap.Pools {
 		fmt.Fprintf(stdout, "pool %s: mode %s, %d hosts, cookie %s\n", p.Name, p.Mode, p.Hosts.Len(), p.Cookie.Name)
 	}
+	if r := snap.Redis; r != nil {
+		// Reads the credential and TLS files; connects to nothing.
+		if _, err := redisstore.New(*r, affinity.NewMemoryStore(1, time.Second), time.Second, redisstore.Options{}); err != nil {
+			return fmt.Errorf("%s: %w", config, err)
+		}
+		fmt.Fprintf(stdout, "store: redis %s %s, key prefix %q\n", r.Mode, strings.Join(r.Addresses, ","), r.KeyPrefix)
+	}
 	fmt.Fprintf(stdout, "%s: ok\n", config)
 	return nil
 }

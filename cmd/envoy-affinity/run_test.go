@@ -231,12 +231,16 @@ func TestRunRefusesBadInput(t *testing.T) {
 	good := filepath.Join(dir, "good.yaml")
 	writeFile(t, good, config("127.0.0.1:8081"))
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	noPassword := filepath.Join(dir, "redis.yaml")
+	writeFile(t, noPassword, "keys: {file: keys.txt}\nstore:\n  redis: {addresses: ['127.0.0.1:6379'], password_file: missing}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n")
 	tests := []struct {
 		name string
 		args []string
 		want []string
 	}{
 		{"no config", nil, []string{"-config is required"}},
+		{"redis password file missing", []string{"-config", noPassword}, []string{"store.redis.password_file: open", "missing"}},
+		{"check reads the redis files", []string{"check", "-config", noPassword}, []string{"redis.yaml: store.redis.password_file: open"}},
 		{"every problem of the file at once", []string{"-config", bad},
 			[]string{"bad.yaml:1: keys:", "bad.yaml:4: pools[0].hosts[0].address", "bad.yaml:5: pools[0].hosts[1].weight"}},
 		{"missing file", []string{"-config", filepath.Join(dir, "nope.yaml")}, []string{"nope.yaml: no such file"}},
@@ -269,6 +273,9 @@ func TestRunCommands(t *testing.T) {
 	good := filepath.Join(dir, "good.yaml")
 	writeFile(t, good, config("127.0.0.1:8081", "127.0.0.1:8082"))
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	withRedis := filepath.Join(dir, "redis.yaml")
+	writeFile(t, withRedis, "keys: {file: keys.txt}\nstore:\n  redis: {addresses: ['127.0.0.1:6379'], password_file: pw}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n")
+	writeFile(t, filepath.Join(dir, "pw"), "secret\n")
 	tests := []struct {
 		name string
 		args []string
@@ -277,6 +284,7 @@ func TestRunCommands(t *testing.T) {
 		{"help lists every flag with its default", []string{"-h"},
 			[]string{"-config", "-grpc-addr", `(default "127.0.0.1:9002")`, "-grpc-tls-cert", "-grpc-tls-key", "-grpc-client-ca", "-admin-addr", "-reload-interval", "-shutdown-grace", "-log-level", "-log-format", "keygen", "check"}},
 		{"check", []string{"check", "-config", good}, []string{"pool default: mode verified, 2 hosts, cookie affinity", "good.yaml: ok"}},
+		{"check with redis", []string{"check", "-config", withRedis}, []string{"store: redis single 127.0.0.1:6379, key prefix \"envoy-affinity:\"", "redis.yaml: ok"}},
 		{"keygen", []string{"keygen", "-id", "k7"}, []string{"k7:ed25519:"}},
 		{"version", []string{"version"}, []string{"envoy-affinity ", "(tested with Envoy " + testedEnvoy + ")"}},
 		{"keygen hs256", []string{"keygen", "-id", "k8", "-alg", "hs256"}, []string{"k8:hs256:"}},
