@@ -319,6 +319,7 @@ func TestExampleConfigsAreValid(t *testing.T) {
 	example, _, _ = strings.Cut(example, "```")
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, filepath.Join(dir, "redis-password"), "secret\n")
 	writeFile(t, filepath.Join(dir, "readme.yaml"), example)
 	for _, path := range []string{"../../examples/compose/config.yaml", filepath.Join(dir, "readme.yaml")} {
 		var out bytes.Buffer
