@@ -93,7 +93,7 @@ func (h *HealthConfig) policy() HealthPolicy {
 		return out
 	}
 	if p := h.Passive; p != nil {
-		out.Passive = &PassiveHealth{Backoff: p.Backoff, MaxBackoff: p.MaxBackoff, Status5xx: p.Status5xx, Window: p.Window}
+		out.Passive = &PassiveHealth{Backoff: p.Backoff, MaxBackoff: p.MaxBackoff, Status5xx: p.Status5xx, Window: p.Window, MaxDownPercent: *p.MaxDownPercent}
 	}
 	if a := h.Active; a != nil {
 		out.Active = &ActiveHealth{Path: a.Path, Interval: a.Interval, Timeout: a.Timeout,

@@ -268,6 +268,11 @@ type PassiveHealthConfig struct {
 	// (0: 5xx answers do not count).
 	Status5xx int           `yaml:"status_5xx"`
 	Window    time.Duration `yaml:"window"`
+	// MaxDownPercent caps the share of the pool's hosts passive signals
+	// may hold down at once (at least one host), as Envoy's outlier
+	// detection caps ejections: any client can cause 5xx answers and
+	// failed connections, so passive signals alone must not empty a pool.
+	MaxDownPercent *int `yaml:"max_down_percent"`
 }
 
 // ActiveHealthConfig checks hosts with GET Path.

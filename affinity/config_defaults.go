@@ -15,7 +15,9 @@ const (
 	DefaultSignDelay       = 60 * time.Second
 	DefaultIdleTimeout     = 30 * time.Minute
 	DefaultLoadFactor      = 1.25
-	MaxWeight              = 10000
+	// DefaultMaxDownPercent is Envoy's outlier detection default.
+	DefaultMaxDownPercent = 10
+	MaxWeight             = 10000
 )
 
 func (c *Config) applyDefaults() {
@@ -88,6 +90,9 @@ func (c *Config) applyDefaults() {
 				ph.Backoff = cmp.Or(ph.Backoff, 5*time.Second)
 				ph.MaxBackoff = cmp.Or(ph.MaxBackoff, 2*time.Minute)
 				ph.Window = cmp.Or(ph.Window, 10*time.Second)
+				if ph.MaxDownPercent == nil {
+					ph.MaxDownPercent = ptr(DefaultMaxDownPercent)
+				}
 			}
 			if ah := h.Active; ah != nil {
 				ah.Path = cmp.Or(ah.Path, "/healthz")

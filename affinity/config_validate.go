@@ -97,6 +97,9 @@ func (p *PoolConfig) validate(v *validator, at string) {
 		if ph := h.Passive; ph != nil && (ph.Backoff <= 0 || ph.MaxBackoff < ph.Backoff || ph.Status5xx < 0 || ph.Window <= 0) {
 			v.errorf(at+".health.passive", "backoff > 0, max_backoff ≥ backoff, status_5xx ≥ 0 and window > 0 are needed")
 		}
+		if ph := h.Passive; ph != nil && (*ph.MaxDownPercent < 0 || *ph.MaxDownPercent > 100) {
+			v.errorf(at+".health.passive.max_down_percent", "%d is not a percentage (0 to 100)", *ph.MaxDownPercent)
+		}
 		if ah := h.Active; ah != nil {
 			switch {
 			case ah.Interval < 100*time.Millisecond || ah.Timeout <= 0 || ah.Timeout > ah.Interval:

@@ -31,6 +31,8 @@ type Engine struct {
 	onChange func(before, after *Snapshot)
 	// unknownPool counts requests no pool took (passed through untouched).
 	unknownPool atomic.Uint64
+	// passiveRefused counts passive holds refused by the pool's cap.
+	passiveRefused atomic.Uint64
 }
 
 // ActiveSessions returns the pool's active sessions per host ID, as the

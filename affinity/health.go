@@ -16,10 +16,14 @@ type hostHealth struct {
 func (h *hostHealth) down(now time.Time) bool { return h.activeDown || now.Before(h.until) }
 
 // markDown records a passive failure of the host at served (ip:port) of the
-// pool: it is down for its backoff, which doubles each time. It reports
-// whether the host is now down.
+// pool: it is down for its backoff, which doubles each time, unless the
+// pool already has as many hosts held down passively as it allows. It
+// reports whether the host is now down.
 func (e *Engine) markDown(pool, served string) bool {
 	return e.health(pool, served, func(p *Pool, h *hostHealth, now time.Time) {
+		if !e.passiveRoom(p, h, now) {
+			return
+		}
 		ph := p.Health.Passive
 		switch {
 		case h.backoff == 0 || now.Sub(h.upSince) >= ph.MaxBackoff && !h.down(now):
@@ -44,7 +48,7 @@ func (e *Engine) count5xx(pool, served string) bool {
 			}
 		}
 		h.fails = append(keep, now)
-		if len(h.fails) >= ph.Status5xx {
+		if len(h.fails) >= ph.Status5xx && e.passiveRoom(p, h, now) {
 			if !h.down(now) {
 				h.backoff = min(max(2*h.backoff, ph.Backoff), ph.MaxBackoff)
 			}
@@ -55,6 +59,30 @@ func (e *Engine) count5xx(pool, served string) bool {
 		return p.Health.Passive != nil && p.Health.Passive.Status5xx > 0
 	})
 }
+
+// passiveRoom reports whether passive signals may hold h down: it is down
+// already, or fewer of the pool's hosts than MaxDownPercent (at least one)
+// are held down passively now. A refused hold is counted. It runs under
+// the writer lock.
+func (e *Engine) passiveRoom(p *Pool, h *hostHealth, now time.Time) bool {
+	if now.Before(h.until) {
+		return true
+	}
+	held := 0
+	for _, o := range e.hostHealth[p.Name] {
+		if now.Before(o.until) {
+			held++
+		}
+	}
+	if held < max(1, len(p.Specs)*p.Health.Passive.MaxDownPercent/100) {
+		return true
+	}
+	e.passiveRefused.Add(1)
+	return false
+}
+
+// PassiveHoldsRefused is how many passive holds the cap refused.
+func (e *Engine) PassiveHoldsRefused() uint64 { return e.passiveRefused.Load() }
 
 // SetActiveHealth records the active check's verdict on the host at addr.
 func (e *Engine) SetActiveHealth(pool, addr string, healthy bool) {

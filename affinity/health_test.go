@@ -1,6 +1,8 @@
 package affinity
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -83,5 +85,49 @@ func TestActiveHealthVerdicts(t *testing.T) {
 	e.SetActiveHealth(DefaultPoolName, "127.0.0.2:80", true)
 	if placedOn(e, 100)["web-2"] == 0 {
 		t.Fatal("a recovered host took no session")
+	}
+}
+
+// TestPassiveHealthCap: passive signals, which any client can cause (a
+// cookie-less request answered 500), hold down at most max_down_percent of
+// a pool's hosts, and at least one.
+func TestPassiveHealthCap(t *testing.T) {
+	tests := []struct {
+		name     string
+		percent  string // "" for the default
+		wantDown int
+	}{
+		{"default: 10% of 9 hosts, at least one", "", 1},
+		{"50% of 9", "max_down_percent: 50, ", 4},
+		{"100%: every host may go", "max_down_percent: 100, ", 9},
+		{"0%: still one", "max_down_percent: 0, ", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := &fixedClock{t: t0}
+			var b strings.Builder
+			b.WriteString("keys: {env: K}\npools:\n  - mode: opaque\n    health:\n      passive: {" + tt.percent + "status_5xx: 1}\n    hosts:\n")
+			for i := 1; i <= 9; i++ {
+				fmt.Fprintf(&b, "      - {name: web-%d, address: '127.0.0.%d:80'}\n", i, i)
+			}
+			e := NewEngine(mustBuild(t, b.String()), clock.now)
+			// Nine cookie-less requests, each answered 500 by another host.
+			for i := 1; i <= 9; i++ {
+				e.count5xx(DefaultPoolName, fmt.Sprintf("127.0.0.%d:80", i))
+			}
+			p, _ := e.Snapshot().Pool(DefaultPoolName, "")
+			if down := 9 - p.Active.Len(); down != tt.wantDown {
+				t.Fatalf("%d hosts held down, want %d", down, tt.wantDown)
+			}
+			if refused := e.PassiveHoldsRefused(); refused != uint64(9-tt.wantDown) {
+				t.Fatalf("%d holds refused, want %d", refused, 9-tt.wantDown)
+			}
+			// Once a hold ends, another host may be held.
+			clock.t = t0.Add(time.Minute)
+			e.markDown(DefaultPoolName, "127.0.0.9:80")
+			if p, _ := e.Snapshot().Pool(DefaultPoolName, ""); p.Active.Len() != 8 {
+				t.Fatalf("after the holds ended, %d active hosts, want 8", p.Active.Len())
+			}
+		})
 	}
 }

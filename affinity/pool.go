@@ -259,6 +259,9 @@ type PassiveHealth struct {
 	Backoff, MaxBackoff time.Duration
 	Status5xx           int
 	Window              time.Duration
+	// MaxDownPercent of the pool's hosts (at least one) may be held down
+	// by passive signals at once.
+	MaxDownPercent int
 }
 
 // ActiveHealth checks every host with GET Path each Interval; a host turns

@@ -164,6 +164,8 @@ var (
 		"Good reads of a pool's host source.", []string{"pool", "source"}, nil)
 	sourceErrorDesc = prometheus.NewDesc(namespace+"_discovery_errors_total",
 		"Failed or empty reads of a pool's host source (the last good hosts stayed).", []string{"pool", "source"}, nil)
+	passiveRefusedDesc = prometheus.NewDesc(namespace+"_passive_holds_refused_total",
+		"Passive health holds refused because the pool already had health.passive.max_down_percent of its hosts held down.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -171,10 +173,12 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- hostStateDesc
 	ch <- sourceRefreshDesc
 	ch <- sourceErrorDesc
+	ch <- passiveRefusedDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
+	ch <- prometheus.MustNewConstMetric(passiveRefusedDesc, prometheus.CounterValue, float64(c.engine.PassiveHoldsRefused()))
 	for _, p := range c.engine.Snapshot().Pools {
 		load := c.engine.ActiveSessions(p.Name, now)
 		for _, hs := range hostStates(p) {
