@@ -390,10 +390,22 @@ func TestFleetDrain(t *testing.T) {
 	took := time.Since(start)
 	newKeysAvoid := func(prefix string) {
 		t.Helper()
+		skipped := 0
 		for i := range 60 {
-			if host := f.openHeader(t, fmt.Sprintf("%s-%d", prefix, i), i); host == "backend-2" {
-				t.Fatalf("new key %d placed on the draining host (requests failed open so far: %d)", i, f.failedOpen())
+			// A request Envoy sent on without a decision (a replica's
+			// connection lost in a restart) was not placed by the service.
+			before := f.failedOpen()
+			host := f.openHeader(t, fmt.Sprintf("%s-%d", prefix, i), i)
+			if f.failedOpen() != before {
+				skipped++
+				continue
 			}
+			if host == "backend-2" {
+				t.Fatalf("new key %d placed on the draining host", i)
+			}
+		}
+		if skipped > 10 {
+			t.Fatalf("%d of 60 requests failed open", skipped)
 		}
 	}
 	newKeysAvoid("after-drain")

@@ -116,6 +116,13 @@ func (c *contractCheck) walk(n any) {
 		if typ, _ := v["@type"].(string); strings.HasSuffix(typ, "ext_proc.v3.ExternalProcessor") {
 			c.extProc(v)
 		}
+		// Envoy queues streams past the server's limit on one connection
+		// unless its own limit is at most the server's.
+		if h2, ok := v["http2_protocol_options"].(map[string]any); ok && strings.HasPrefix(c.file, "envoy/") {
+			if n, _ := h2["max_concurrent_streams"].(int); n < 1 || n > MaxConcurrentStreams {
+				c.errorf("http2_protocol_options.max_concurrent_streams %v: set it to at most %d", h2["max_concurrent_streams"], MaxConcurrentStreams)
+			}
+		}
 		if srcs, ok := v["override_host_sources"].([]any); ok {
 			for _, s := range srcs {
 				if md, ok := s.(map[string]any)["metadata"].(map[string]any); ok {
