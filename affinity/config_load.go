@@ -32,7 +32,9 @@ func LoadFile(path string, getenv func(string) string, prev *Snapshot, now time.
 	}
 	keys.Carry(prevKeys, now, *cfg.Keys.SignDelay)
 	cfg.resolveRedisFiles(path)
-	return cfg.Build(keys), nil
+	snap := cfg.Build(keys)
+	snap.KeysFile = cfg.KeysFile(path)
+	return snap, nil
 }
 
 // resolveRedisFiles makes the Redis block's file paths relative to the

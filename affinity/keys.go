@@ -104,7 +104,10 @@ func (k *Keyring) SignFrom(id string) time.Time {
 
 // Carry keeps the signing times of keys that prev already had and gives
 // each new key now+delay. With no prev (the first load) every key may sign
-// at once.
+// at once. When no key of the new ring may sign yet (the signing key was
+// replaced), prev's signer stays in the ring, last, and signs until the new
+// key's delay has passed, so that Envoy never meets a token signed with a
+// key it has not fetched; the next reload drops it.
 func (k *Keyring) Carry(prev *Keyring, now time.Time, delay time.Duration) {
 	for i, key := range k.keys {
 		switch {
@@ -119,6 +122,27 @@ func (k *Keyring) Carry(prev *Keyring, now time.Time, delay time.Duration) {
 			}
 		}
 	}
+	if prev == nil || k.canSign(now) {
+		return
+	}
+	old := prev.Signer(now)
+	for _, key := range k.keys {
+		if key.ID == old.ID {
+			return // another key under its id: it cannot stay beside it
+		}
+	}
+	k.keys = append(k.keys, old)
+	k.signFrom = append(k.signFrom, time.Time{})
+}
+
+// canSign reports whether some key may sign at now.
+func (k *Keyring) canSign(now time.Time) bool {
+	for _, from := range k.signFrom {
+		if !now.Before(from) {
+			return true
+		}
+	}
+	return false
 }
 
 // jwk is one JSON Web Key (RFC 7517) as Envoy's jwt_authn reads it.

@@ -82,6 +82,39 @@ func TestKeyringSignDelay(t *testing.T) {
 	}
 }
 
+// TestKeyringReplacedSigner: a reload whose keys file holds only a new key
+// keeps the key that signed until the new one's delay has passed (still
+// published), and the next reload drops it.
+func TestKeyringReplacedSigner(t *testing.T) {
+	first := testKeyring(t, "k1:"+testSecret)
+	first.Carry(nil, t0, time.Minute)
+	replaced := testKeyring(t, "k2:ed25519:"+edSeed)
+	replaced.Carry(first, t0.Add(time.Hour), time.Minute)
+	tests := []struct {
+		at   time.Duration
+		want string
+	}{{time.Hour, "k1"}, {time.Hour + 59*time.Second, "k1"}, {time.Hour + time.Minute, "k2"}}
+	for _, tt := range tests {
+		if got := replaced.Signer(t0.Add(tt.at)).ID; got != tt.want {
+			t.Errorf("at +%v signer %s, want %s", tt.at, got, tt.want)
+		}
+	}
+	if _, ok := replaced.Lookup("k1"); !ok {
+		t.Fatal("the replaced signer no longer verifies its tokens")
+	}
+	later := testKeyring(t, "k2:ed25519:"+edSeed)
+	later.Carry(replaced, t0.Add(2*time.Hour), time.Minute)
+	if got := strings.Join(later.IDs(), ","); got != "k2" {
+		t.Fatalf("after the delay a reload keeps %s", got)
+	}
+	// A zero delay (a leaked key retired at once) signs with the new key.
+	now := testKeyring(t, "k2:ed25519:"+edSeed)
+	now.Carry(first, t0.Add(time.Hour), 0)
+	if got := now.Signer(t0.Add(time.Hour)).ID; got != "k2" || len(now.IDs()) != 1 {
+		t.Fatalf("with no delay: signer %s, keys %v", got, now.IDs())
+	}
+}
+
 func TestJWKS(t *testing.T) {
 	ring := testKeyring(t, "e1:ed25519:"+edSeed, "h1:"+testSecret)
 	pub := string(ring.JWKS(false))

@@ -144,8 +144,11 @@ type Snapshot struct {
 	MaxSessions int
 	// Redis is the shared store's configuration, its files' paths
 	// resolved (nil: none; read when the service starts).
-	Redis  *RedisConfig
-	byName map[string]*Pool
+	Redis *RedisConfig
+	// KeysFile is the keys file read (empty: the keys came from the
+	// environment).
+	KeysFile string
+	byName   map[string]*Pool
 	// clientHeaders are the client headers every pool removes: a request no
 	// pool takes has the client's copies removed.
 	clientHeaders []string

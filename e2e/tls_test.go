@@ -47,7 +47,7 @@ func newMTLSStack(t *testing.T, ca *launch.CA, envoyID launch.Cert) *mtls {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const protocol = "        explicit_http_config:\n          http2_protocol_options: {}\n    # grpc.health.v1"
+	const protocol = "        explicit_http_config:\n"
 	const paths = "filename: /etc/envoy/tls/"
 	if strings.Count(string(yaml), paths) != 3 || !strings.Contains(string(yaml), protocol) {
 		t.Fatal("opaque-mtls.yaml: not three /etc/envoy/tls/ files, or no envoy_affinity protocol options to rewrite")

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -61,6 +63,50 @@ type hostView struct {
 	Operator string `json:"operator,omitempty"`
 }
 
+// adminTimeouts bound the admin server's connections: a slow client cannot
+// hold one open, and an idle keep-alive connection is closed. The write
+// timeout leaves room for a 30-second CPU profile (-pprof).
+var adminTimeouts = struct{ readHeader, read, write, idle time.Duration }{
+	readHeader: 5 * time.Second, read: 10 * time.Second, write: 60 * time.Second, idle: 60 * time.Second,
+}
+
+// newAdminServer is the admin HTTP server, with adminTimeouts.
+func newAdminServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: adminTimeouts.readHeader, ReadTimeout: adminTimeouts.read,
+		WriteTimeout: adminTimeouts.write, IdleTimeout: adminTimeouts.idle}
+}
+
+// stateChange guards an endpoint that changes state (drain, undrain)
+// against a web page in the operator's browser: cross-origin requests are
+// refused (Go's CrossOriginProtection: Sec-Fetch-Site, or Origin against
+// Host), and without an admin token the Host must be an IP address or
+// localhost, which a page on another name reaching the API through DNS
+// rebinding cannot send.
+func stateChange(token *bearerToken, next http.Handler) http.Handler {
+	crossOrigin := http.NewCrossOriginProtection()
+	return crossOrigin.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token == nil && !directHost(r.Host) {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": fmt.Sprintf(
+				"Host %q: without -admin-token-file, state changes are taken only for an IP address or localhost", r.Host)})
+			return
+		}
+		next.ServeHTTP(w, r)
+	}))
+}
+
+// directHost reports whether host (with or without a port) is an IP
+// literal or localhost.
+func directHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return strings.EqualFold(host, "localhost")
+}
+
 // adminHandler serves the admin API. With a token, every endpoint but the
 // probes and the public keys requires it.
 func adminHandler(s *serverState, token *bearerToken, pprofOn bool) http.Handler {
@@ -92,8 +138,8 @@ func adminHandler(s *serverState, token *bearerToken, pprofOn bool) http.Handler
 	})
 	private.HandleFunc("GET /debug/pools", s.pools)
 	private.HandleFunc("GET /debug/explain", s.explain)
-	private.HandleFunc("POST /pools/{pool}/hosts/{host}/drain", s.drain)
-	private.HandleFunc("POST /pools/{pool}/hosts/{host}/undrain", s.drain)
+	private.Handle("POST /pools/{pool}/hosts/{host}/drain", stateChange(token, http.HandlerFunc(s.drain)))
+	private.Handle("POST /pools/{pool}/hosts/{host}/undrain", stateChange(token, http.HandlerFunc(s.drain)))
 	if pprofOn {
 		private.HandleFunc("/debug/pprof/", pprof.Index)
 		private.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -217,5 +218,94 @@ func TestAdminToken(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "n3w-token") || strings.Contains(logs.String(), "s3cret") {
 		t.Fatal("the token reached the log")
+	}
+}
+
+// TestAdminRefusesCrossSiteStateChanges: a web page in the operator's
+// browser cannot drain a host: cross-origin requests are refused, and
+// without a token so is a Host that is not an IP address or localhost (DNS
+// rebinding makes the page same-origin, but not its Host).
+func TestAdminRefusesCrossSiteStateChanges(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, cfg, "keys: {file: keys.txt}\npools:\n  - name: web\n    hosts:\n      - {name: a, address: '127.0.0.1:8081'}\n      - {name: b, address: '127.0.0.1:8082'}\n")
+	tokenFile := filepath.Join(dir, "admin-token")
+	writeFile(t, tokenFile, "s3cret\n")
+	var logs syncBuffer
+	_, open := startRun(t, &logs, "-config", cfg)
+	_, guarded := startRun(t, &logs, "-config", cfg, "-admin-token-file", tokenFile)
+	tests := []struct {
+		name, admin, host string
+		headers           []string
+		want              int
+	}{
+		{"curl on loopback", open, "", nil, http.StatusOK},
+		{"localhost by name", open, "localhost", nil, http.StatusOK},
+		{"a cross-site fetch", open, "", []string{"Sec-Fetch-Site", "cross-site"}, http.StatusForbidden},
+		{"another origin", open, "", []string{"Origin", "http://evil.example"}, http.StatusForbidden},
+		{"DNS rebinding: same origin, a name as Host", open, "evil.example:9003", []string{"Origin", "http://evil.example:9003", "Sec-Fetch-Site", "same-origin"}, http.StatusForbidden},
+		{"a name as Host with the token", guarded, "affinity.internal:9003", []string{"Authorization", "Bearer s3cret"}, http.StatusOK},
+		{"a cross-site fetch with the token", guarded, "", []string{"Authorization", "Bearer s3cret", "Sec-Fetch-Site", "cross-site"}, http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest("POST", "http://"+tt.admin+"/pools/web/hosts/b/drain?deadline=10m", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.host != "" {
+				req.Host = tt.host
+			}
+			for i := 0; i+1 < len(tt.headers); i += 2 {
+				req.Header.Set(tt.headers[i], tt.headers[i+1])
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+		})
+	}
+}
+
+// TestAdminClosesIdleConnections: a keep-alive connection that sends
+// nothing more is closed after the idle timeout, and a request that does
+// not finish its headers after the header timeout.
+func TestAdminClosesIdleConnections(t *testing.T) {
+	saved := adminTimeouts
+	adminTimeouts.idle, adminTimeouts.readHeader = 100*time.Millisecond, 100*time.Millisecond
+	t.Cleanup(func() { adminTimeouts = saved })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newAdminServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	for _, tt := range []struct{ name, send string }{
+		{"idle after a request", "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"},
+		{"headers never finished", "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := conn.Write([]byte(tt.send)); err != nil {
+				t.Fatal(err)
+			}
+			// Read until the server closes; the deadline only ends a test
+			// whose server never does.
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.Copy(io.Discard, conn)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the server kept the connection open")
+			}
+		})
 	}
 }

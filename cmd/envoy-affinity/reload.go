@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"log/slog"
 	"os"
 	"time"
@@ -25,6 +26,35 @@ type reloader struct {
 	// certs are the gRPC listener's TLS files, checked at the same pace
 	// (nil when TLS is off).
 	certs *serverTLS
+	// keysMode warns about a keys file others may read.
+	keysMode keysFileMode
+}
+
+// keysFileMode warns, once per file and mode, when the keys file can be
+// read by its group or by others: the signing keys forge every session.
+type keysFileMode struct {
+	log  *slog.Logger
+	last string
+}
+
+func (k *keysFileMode) check(path string) {
+	if path == "" {
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	mode := fi.Mode().Perm()
+	seen := fmt.Sprintf("%s %o", path, mode)
+	if seen == k.last {
+		return
+	}
+	k.last = seen
+	if mode&0o077 != 0 {
+		k.log.Warn("the keys file can be read by others than its owner: anyone who reads it can forge sessions; chmod 600 it",
+			"file", path, "mode", fmt.Sprintf("%04o", mode))
+	}
 }
 
 // newReloader fingerprints the files as they are now. Create it before the
@@ -78,6 +108,7 @@ func (r *reloader) reload(force bool) {
 		return
 	}
 	r.engine.Update(snap)
+	r.keysMode.check(snap.KeysFile)
 	if r.metrics != nil {
 		r.metrics.reloads.Inc()
 	}

@@ -214,6 +214,8 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		log.Info("shared store", "redis", strings.Join(snap.Redis.Addresses, ","), "mode", snap.Redis.Mode, "replica", shared.Replica(), "shared", shared.Shared())
 	}
 	reload.engine = engine
+	reload.keysMode = keysFileMode{log: log}
+	reload.keysMode.check(snap.KeysFile)
 	logSnapshot(log, "config loaded", snap)
 	certs, err := newServerTLS(o, log)
 	if err != nil {
@@ -264,7 +266,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		if token == nil && !isLoopback(adminLn.Addr()) {
 			log.Warn("the admin API (drain, explain, metrics) listens beyond loopback without -admin-token-file", "admin", adminLn.Addr().String())
 		}
-		adminSrv = &http.Server{Handler: adminHandler(state, token, o.pprof), ReadHeaderTimeout: 5 * time.Second}
+		adminSrv = newAdminServer(adminHandler(state, token, o.pprof))
 		go func() { errc <- adminSrv.Serve(adminLn) }()
 	}
 	// SIGHUP is caught before anything reports ready, so a reload request

@@ -364,3 +364,30 @@ func TestTestedEnvoyMatchesMakefile(t *testing.T) {
 		t.Fatalf("internal/launch expects Envoy %s, the binary says %s", launch.EnvoyVersion, testedEnvoy)
 	}
 }
+
+// TestKeysFileModeWarning: a keys file its group or others may read is
+// warned about once at start (a reload warns again only if the mode
+// changed); one only its owner reads is not.
+func TestKeysFileModeWarning(t *testing.T) {
+	const warning = "the keys file can be read by others than its owner"
+	for _, tt := range []struct {
+		name string
+		mode os.FileMode
+		warn bool
+	}{{"0600", 0o600, false}, {"0644", 0o644, true}, {"0640", 0o640, true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg, keys := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "keys.txt")
+			writeFile(t, keys, testKey+"\n")
+			if err := os.Chmod(keys, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, cfg, config("127.0.0.1:8081"))
+			var logs syncBuffer
+			startRun(t, &logs, "-config", cfg, "-reload-interval", "20ms")
+			if got := strings.Count(logs.String(), warning); got != map[bool]int{true: 1, false: 0}[tt.warn] {
+				t.Fatalf("%d warnings for mode %o:\n%s", got, tt.mode, logs.String())
+			}
+		})
+	}
+}
