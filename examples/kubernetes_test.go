@@ -33,6 +33,7 @@ type k8s struct {
 	config     configMap
 	service    service
 	pdb        podDisruptionBudget
+	policy     networkPolicy
 	web        service // the app's Service
 	webPods    service // the app's headless Service
 	flags      map[string]string
@@ -50,6 +51,7 @@ func loadK8s(t *testing.T) k8s {
 	k.config = mustDecode[configMap](t, find(t, docs, "ConfigMap", "envoy-affinity-config"))
 	k.service = mustDecode[service](t, find(t, docs, "Service", "envoy-affinity"))
 	k.pdb = mustDecode[podDisruptionBudget](t, find(t, docs, "PodDisruptionBudget", "envoy-affinity"))
+	k.policy = mustDecode[networkPolicy](t, find(t, docs, "NetworkPolicy", "envoy-affinity"))
 	k.web = mustDecode[service](t, find(t, docs, "Service", "web"))
 	k.webPods = mustDecode[service](t, find(t, docs, "Service", "web-pods"))
 	k.flags = argFlags(t, k.container.Args)
@@ -213,6 +215,40 @@ func TestKubernetesWiring(t *testing.T) {
 		t.Error("GOMEMLIMIT should follow the container's memory limit")
 	}
 
+	// Safe as shipped: the admin token comes from a Secret mounted
+	// read-only, and only labelled clients reach the two ports.
+	tokenFile := k.flags["admin-token-file"]
+	var tokenMounted bool
+	for _, m := range c.VolumeMounts {
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName != "" && filepath.Dir(tokenFile) == filepath.Clean(m.MountPath) && m.ReadOnly {
+				tokenMounted = v.Secret.DefaultMode&0o077 == 0
+			}
+		}
+	}
+	if tokenFile == "" || !tokenMounted {
+		t.Errorf("-admin-token-file %q must be a file of a Secret mounted read-only there, readable by its owner only", tokenFile)
+	}
+	np := k.policy.Spec
+	if !subset(np.PodSelector.MatchLabels, labels) || !slices.Equal(np.PolicyTypes, []string{"Ingress"}) || len(np.Ingress) == 0 {
+		t.Errorf("NetworkPolicy %s must select the pods and restrict their ingress", k.policy.Metadata.Name)
+	}
+	for _, rule := range np.Ingress {
+		if len(rule.From) == 0 || len(rule.Ports) == 0 {
+			t.Errorf("NetworkPolicy rule %+v lets every client or every port in", rule)
+		}
+		for _, from := range rule.From {
+			if from.PodSelector == nil || len(from.PodSelector.MatchLabels) == 0 {
+				t.Errorf("NetworkPolicy peer %+v is not limited to labelled pods", from)
+			}
+		}
+		for _, p := range rule.Ports {
+			if port := k.containerPort(t, p.Port); port != grpcPort && port != adminPort {
+				t.Errorf("NetworkPolicy opens port %q, not the gRPC or admin listener", p.Port)
+			}
+		}
+	}
+
 	// Shutdown: -shutdown-delay (serving, not ready, while the pod leaves
 	// the Endpoints) and -shutdown-grace fit in the grace period.
 	grace, err := time.ParseDuration(k.flags["shutdown-grace"])
@@ -369,6 +405,11 @@ func TestDeploymentRunsTheBinary(t *testing.T) {
 			args[i+1] = "127.0.0.1:" + strconv.Itoa(grpcPort)
 		case "-admin-addr":
 			args[i+1] = "127.0.0.1:" + strconv.Itoa(adminPort)
+		case "-admin-token-file":
+			args[i+1] = filepath.Join(dir, "admin-token")
+			if err := os.WriteFile(args[i+1], []byte("s3cret\n"), 0o400); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 
@@ -448,7 +489,10 @@ func TestDeploymentRunsTheBinary(t *testing.T) {
 	if !slices.Contains(dns.Asked(), name+".") {
 		t.Errorf("DNS was asked %v, not %s", dns.Asked(), name)
 	}
-	if _, body, err := get(admin + "/debug/pools"); err != nil || !strings.Contains(body, `"address": "127.0.0.1:8080"`) {
+	if code, _, err := get(admin + "/debug/pools"); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("/debug/pools without the admin token: %d %v, want 401", code, err)
+	}
+	if _, body, err := get(admin+"/debug/pools", "Bearer s3cret"); err != nil || !strings.Contains(body, `"address": "127.0.0.1:8080"`) {
 		t.Errorf("/debug/pools does not show the host DNS gave: %v\n%s", err, body)
 	}
 
@@ -518,9 +562,17 @@ func quantityBytes(t *testing.T, q string) int64 {
 }
 
 // get answers a GET's status and body.
-func get(url string) (int, string, error) {
+// get fetches url, with an Authorization header when one is given.
+func get(url string, authorization ...string) (int, string, error) {
 	client := &http.Client{Timeout: time.Second}
-	resp, err := client.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	for _, a := range authorization {
+		req.Header.Set("Authorization", a)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, "", err
 	}

@@ -98,6 +98,10 @@ type podSpec struct {
 		ConfigMap *struct {
 			Name string `yaml:"name"`
 		} `yaml:"configMap"`
+		Secret *struct {
+			SecretName  string `yaml:"secretName"`
+			DefaultMode int    `yaml:"defaultMode"`
+		} `yaml:"secret"`
 	} `yaml:"volumes"`
 }
 
@@ -173,6 +177,25 @@ type servicePort struct {
 	Port        int         `yaml:"port"`
 	TargetPort  intOrString `yaml:"targetPort"`
 	AppProtocol string      `yaml:"appProtocol"`
+}
+
+type networkPolicy struct {
+	typeMeta `yaml:",inline"`
+	Metadata meta `yaml:"metadata"`
+	Spec     struct {
+		PodSelector labelSelector `yaml:"podSelector"`
+		PolicyTypes []string      `yaml:"policyTypes"`
+		Ingress     []struct {
+			From []struct {
+				NamespaceSelector *labelSelector `yaml:"namespaceSelector"`
+				PodSelector       *labelSelector `yaml:"podSelector"`
+			} `yaml:"from"`
+			Ports []struct {
+				Port     intOrString `yaml:"port"`
+				Protocol string      `yaml:"protocol"`
+			} `yaml:"ports"`
+		} `yaml:"ingress"`
+	} `yaml:"spec"`
 }
 
 type podDisruptionBudget struct {
@@ -322,6 +345,7 @@ var kinds = map[string]func() any{
 	"v1/Service":                                          func() any { return &service{} },
 	"apps/v1/Deployment":                                  func() any { return &deployment{} },
 	"policy/v1/PodDisruptionBudget":                       func() any { return &podDisruptionBudget{} },
+	"networking.k8s.io/v1/NetworkPolicy":                  func() any { return &networkPolicy{} },
 	"gateway.networking.k8s.io/v1/HTTPRoute":              func() any { return &httpRoute{} },
 	"gateway.networking.k8s.io/v1beta1/ReferenceGrant":    func() any { return &referenceGrant{} },
 	"gateway.envoyproxy.io/v1alpha1/EnvoyExtensionPolicy": func() any { return &envoyExtensionPolicy{} },

@@ -260,6 +260,13 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	state := &serverState{engine: engine, discoveries: disc, metrics: met, log: log, shared: shared}
 	errc := make(chan error, 3)
+	if certs.mode() != "mutual TLS" && !isLoopback(grpcLn.Addr()) {
+		// Any client that reaches the port can pose as Envoy: ask for
+		// decisions (host addresses opaque mode hides), report responses
+		// that hold hosts down or teach application-cookie bindings.
+		log.Warn("the ext_proc gRPC listener listens beyond loopback without client authentication: let only Envoy reach it (a NetworkPolicy) or require its certificate (-grpc-client-ca)",
+			"grpc", grpcLn.Addr().String(), "grpc_security", certs.mode())
+	}
 	go func() { errc <- grpcSrv.Serve(grpcLn) }()
 	var adminSrv *http.Server
 	if adminLn != nil {

@@ -391,3 +391,78 @@ func TestKeysFileModeWarning(t *testing.T) {
 		})
 	}
 }
+
+// TestWarnsAboutOpenListeners: the service says at start when a listener
+// others can reach has no client authentication: the admin API without a
+// token, the gRPC listener without mutual TLS.
+func TestWarnsAboutOpenListeners(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, cfg, config("127.0.0.1:8081"))
+	writeFile(t, filepath.Join(dir, "token"), "s3cret\n")
+	ca, err := launch.NewCA("warning test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Server("envoy-affinity.internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "tls.crt"), string(cert.CertPEM))
+	writeFile(t, filepath.Join(dir, "tls.key"), string(cert.KeyPEM))
+	writeFile(t, filepath.Join(dir, "ca.crt"), string(ca.PEM))
+	mtls := []string{"-grpc-tls-cert", filepath.Join(dir, "tls.crt"), "-grpc-tls-key", filepath.Join(dir, "tls.key"), "-grpc-client-ca", filepath.Join(dir, "ca.crt")}
+	const grpcWarning, adminWarning = "ext_proc gRPC listener listens beyond loopback", "the admin API (drain, explain, metrics) listens beyond loopback"
+	tests := []struct {
+		name              string
+		grpcAll, adminAll bool
+		flags             []string
+		want, notWant     []string
+	}{
+		{"both on loopback", false, false, nil, nil, []string{grpcWarning, adminWarning}},
+		{"gRPC on every interface, plaintext", true, false, nil, []string{grpcWarning}, []string{adminWarning}},
+		{"gRPC on every interface, TLS without client certificates", true, false, mtls[:4], []string{grpcWarning}, nil},
+		{"gRPC on every interface, mutual TLS", true, false, mtls, nil, []string{grpcWarning}},
+		{"admin on every interface without a token", false, true, nil, []string{adminWarning}, []string{grpcWarning}},
+		{"admin on every interface with a token", false, true, []string{"-admin-token-file", filepath.Join(dir, "token")}, nil, []string{adminWarning}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := func(all bool) string {
+				a := freeAddr(t)
+				if all {
+					return strings.Replace(a, "127.0.0.1", "0.0.0.0", 1)
+				}
+				return a
+			}
+			grpcAddr, adminAddr := addr(tt.grpcAll), addr(tt.adminAll)
+			var logs syncBuffer
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- Run(ctx, append([]string{"-config", cfg, "-grpc-addr", grpcAddr, "-admin-addr", adminAddr}, tt.flags...), &logs, &logs)
+			}()
+			eventually(t, func() error {
+				if !strings.Contains(logs.String(), "msg=serving") {
+					return fmt.Errorf("not serving yet")
+				}
+				return nil
+			})
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(logs.String(), w) {
+					t.Errorf("no warning %q:\n%s", w, logs.String())
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(logs.String(), w) {
+					t.Errorf("a warning %q:\n%s", w, logs.String())
+				}
+			}
+		})
+	}
+}
