@@ -104,6 +104,7 @@ func (e *Engine) issue(snap *Snapshot, pool *Pool, sess Session, d *Decision, no
 	if deadline, ok := pool.Draining[d.HostID]; ok && sess.ExpiresAt.After(deadline) && deadline.After(now) {
 		sess.ExpiresAt = deadline
 	}
+	sess.Pool = pool.Name
 	if pool.Mode == ModeVerified {
 		sess.Host, sess.Primary = strings.Join(d.Hosts, ","), base64.StdEncoding.EncodeToString([]byte(d.Hosts[0]))
 	} else {

@@ -112,6 +112,10 @@ func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, now time.Ti
 	return d
 }
 
+// tokenRounding is the slack on a token's lifetime: iat and exp are whole
+// seconds.
+const tokenRounding = 2 * time.Second
+
 // verdict is what a session token means under a pool, before placement:
 // pinned to host, or a new, re-bound or rejected session and why.
 type verdict struct {
@@ -126,12 +130,23 @@ type verdict struct {
 // nothing, so that explaining a cookie is the very decision a request gets.
 func judge(snap *Snapshot, pool *Pool, token string, now time.Time) verdict {
 	sess, err := snap.Codec.Verify(token, now)
+	if err == nil && sess.ExpiresAt.Sub(sess.IssuedAt) > pool.RefreshInterval+tokenRounding {
+		// Valid for longer than this pool issues tokens (say its refresh
+		// interval was shortened): it is refreshed, like an expired one.
+		err = ErrTokenExpired
+	}
 	v := verdict{sess: sess, err: err, outcome: OutcomeNew}
 	switch {
-	case err == nil:
-	case errors.Is(err, ErrTokenExpired) && !now.Before(sess.Start.Add(pool.AbsoluteTimeout)):
+	case (err == nil || errors.Is(err, ErrTokenExpired)) && sess.Pool != "" && sess.Pool != pool.Name:
+		// Another pool's token, whatever hosts the two share.
+		v.reason = ReasonInvalidCookie
+		return v
+	case (err == nil || errors.Is(err, ErrTokenExpired)) && !now.Before(sess.Start.Add(pool.AbsoluteTimeout)):
+		// Checked at every verification: a lowered absolute timeout ends
+		// sessions whose tokens are still valid.
 		v.reason = ReasonExpired
 		return v
+	case err == nil:
 	case errors.Is(err, ErrTokenExpired) && now.Sub(sess.IssuedAt) > pool.IdleTimeout+pool.RefreshInterval:
 		// The token was issued when the service last saw the session; a
 		// request in the refresh interval after that would have refreshed

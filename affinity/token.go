@@ -33,7 +33,14 @@ type Session struct {
 	IssuedAt time.Time
 	// ExpiresAt is when the token stops being valid and must be refreshed.
 	ExpiresAt time.Time
+	// Pool is the aud claim: the pool the token was issued for (empty in
+	// tokens issued before tokens named it).
+	Pool string
 }
+
+// MaxClockSkew is how far in the future a token's iat or nbf may be (the
+// clocks of the replicas that issue and verify it differ).
+const MaxClockSkew = time.Minute
 
 // Token errors. Every one of them means "treat the request as a new session".
 var (
@@ -93,7 +100,7 @@ func (c *TokenCodec) Sign(s Session, now time.Time) (string, error) {
 	if key.Alg == AlgEdDSA {
 		method = jwt.SigningMethodEdDSA
 	}
-	tok := jwt.NewWithClaims(method, claims{
+	cl := claims{
 		SID: s.ID,
 		H:   s.Host,
 		P:   s.Primary,
@@ -102,7 +109,11 @@ func (c *TokenCodec) Sign(s Session, now time.Time) (string, error) {
 			IssuedAt:  jwt.NewNumericDate(s.IssuedAt),
 			ExpiresAt: jwt.NewNumericDate(s.ExpiresAt),
 		},
-	})
+	}
+	if s.Pool != "" {
+		cl.Audience = jwt.ClaimStrings{s.Pool}
+	}
+	tok := jwt.NewWithClaims(method, cl)
 	tok.Header["kid"] = key.ID
 	delete(tok.Header, "typ") // a few bytes less in every cookie
 	return tok.SignedString(key.signingKey())
@@ -132,10 +143,18 @@ func (c *TokenCodec) Verify(token string, now time.Time) (Session, error) {
 	if err != nil {
 		return Session{}, fmt.Errorf("%w: %v", ErrTokenInvalid, err)
 	}
-	if cl.SID == "" || cl.H == "" || cl.SS == nil || cl.ExpiresAt == nil || cl.IssuedAt == nil {
+	if cl.SID == "" || cl.H == "" || cl.SS == nil || cl.ExpiresAt == nil || cl.IssuedAt == nil || len(cl.Audience) > 1 {
 		return Session{}, fmt.Errorf("%w: missing claims", ErrTokenInvalid)
 	}
+	// Issued, or valid from, in the future (beyond the replicas' clock
+	// skew): not a token this service issued as it is.
+	if late := now.Add(MaxClockSkew); cl.IssuedAt.After(late) || cl.NotBefore != nil && cl.NotBefore.After(late) || cl.SS.After(late) {
+		return Session{}, fmt.Errorf("%w: issued in the future", ErrTokenInvalid)
+	}
 	s := Session{ID: cl.SID, Host: cl.H, Primary: cl.P, Start: cl.SS.Time, IssuedAt: cl.IssuedAt.Time, ExpiresAt: cl.ExpiresAt.Time}
+	if len(cl.Audience) == 1 {
+		s.Pool = cl.Audience[0]
+	}
 	if !now.Before(s.ExpiresAt) {
 		return s, ErrTokenExpired
 	}

@@ -223,3 +223,53 @@ func BenchmarkTokenSign(b *testing.B) {
 		})
 	}
 }
+
+// TestTokenBinding: a token is honoured only by the pool it was issued
+// for, only for as long as the pool issues tokens, and not before it was
+// issued; the absolute timeout holds at every verification.
+func TestTokenBinding(t *testing.T) {
+	clock := &fixedClock{t: t0}
+	snap := modeSnapshot(t, ModeOpaque, "web-1", "web-2", "web-3") // refresh 5m, absolute 1h
+	e := NewEngine(snap, clock.now)
+	sign := func(s Session) string {
+		t.Helper()
+		tok, err := snap.Codec.Sign(s, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "affinity=" + tok
+	}
+	base := Session{ID: "s1", Host: "web-2", Start: t0.Add(-time.Minute), IssuedAt: t0, ExpiresAt: t0.Add(5 * time.Minute), Pool: DefaultPoolName}
+	with := func(f func(*Session)) Session { s := base; f(&s); return s }
+	tests := []struct {
+		name    string
+		sess    Session
+		outcome Outcome
+		reason  Reason
+		sameSID bool
+	}{
+		{"its own pool", base, OutcomePinned, ReasonNone, true},
+		{"issued before tokens named their pool", with(func(s *Session) { s.Pool = "" }), OutcomePinned, ReasonNone, true},
+		{"another pool's token", with(func(s *Session) { s.Pool = "shop" }), OutcomeNew, ReasonInvalidCookie, false},
+		{"issued in the future", with(func(s *Session) { s.IssuedAt = t0.Add(2 * time.Minute) }), OutcomeNew, ReasonInvalidCookie, false},
+		{"valid for a hundred years: refreshed", with(func(s *Session) { s.ExpiresAt = t0.AddDate(100, 0, 0) }), OutcomePinned, ReasonExpired, true},
+		{"past the absolute timeout while valid", with(func(s *Session) { s.Start = t0.Add(-2 * time.Hour) }), OutcomeNew, ReasonExpired, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.Decide(Request{CookieHeaders: []string{sign(tt.sess)}})
+			if d.Outcome != tt.outcome || d.Reason != tt.reason {
+				t.Fatalf("outcome %v reason %v, want %v %v", d.Outcome, d.Reason, tt.outcome, tt.reason)
+			}
+			if tt.sameSID && d.Outcome == OutcomePinned && d.HostID != "web-2" {
+				t.Fatalf("pinned to %s, want web-2", d.HostID)
+			}
+			if d.SetCookie != "" {
+				s, err := snap.Codec.Verify(strings.TrimPrefix(strings.SplitN(d.SetCookie, ";", 2)[0], "affinity="), t0)
+				if err != nil || (s.ID == "s1") != tt.sameSID || s.Pool != DefaultPoolName || s.ExpiresAt.After(t0.Add(5*time.Minute)) {
+					t.Fatalf("issued %+v, %v", s, err)
+				}
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,6 +106,17 @@ func TestVerifiedBadTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Validly signed for another pool whose hosts this pool shares.
+	otherPool, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: "forged", Host: want3, Primary: base64.StdEncoding.EncodeToString([]byte(s.Backends[2].Address())),
+		Start: now, IssuedAt: now, ExpiresAt: now.Add(time.Minute), Pool: "shop"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	future, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: "forged", Host: want3, Primary: base64.StdEncoding.EncodeToString([]byte(s.Backends[2].Address())),
+		Start: now.Add(time.Hour), IssuedAt: now.Add(time.Hour), ExpiresAt: now.Add(time.Hour + time.Minute), Pool: "default"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct{ name, cookie string }{
 		{"payload swapped under the old signature", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + parts[2]},
 		{"signed by another Ed25519 key under the same kid", otherKey},
@@ -112,6 +124,8 @@ func TestVerifiedBadTokens(t *testing.T) {
 		{"HS256 keyed with the public key", confused},
 		{"past the absolute timeout", old},
 		{"truncated", token[:len(token)-9]},
+		{"another pool's token", otherPool},
+		{"issued an hour from now", future},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,6 +136,35 @@ func TestVerifiedBadTokens(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVerifiedLongLivedToken: a validly signed token of the pool whose exp
+// is a hundred years away is not routed by Envoy (max_lifetime): the service
+// refreshes it, same session and host, with a token of one refresh interval.
+func TestVerifiedLongLivedToken(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "verified")
+	ring := serverKeys(t, s)
+	sess := startSessions(t, s, 1)[0]
+	token := sess.c.Cookie("affinity")
+	now := time.Now()
+	long, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: launch.TokenClaim(token, "sid"), Host: launch.TokenClaim(token, affinity.HostClaim),
+		Primary: launch.TokenClaim(token, affinity.PrimaryClaim), Start: now, IssuedAt: now, ExpiresAt: now.AddDate(100, 0, 0), Pool: "default"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.c.SetCookie("affinity", long)
+	before := streams(t, s)
+	r, _, err := sess.c.Get("/")
+	if err != nil || r.Host != sess.host || streams(t, s)-before != 1 {
+		t.Fatalf("a hundred-year token: %+v, %v after %d streams; want its host through the service", r, err, streams(t, s)-before)
+	}
+	fresh := sess.c.Cookie("affinity")
+	exp, _ := strconv.ParseInt(launch.TokenClaim(fresh, "exp"), 10, 64)
+	if launch.TokenClaim(fresh, "sid") != launch.TokenClaim(token, "sid") || time.Until(time.Unix(exp, 0)) > 5*time.Minute+time.Second {
+		t.Fatalf("re-issued %q: want the same session with a token of one refresh interval", fresh)
+	}
+	envoyAlone(t, s, sess, 5)
 }
 
 // reKid rewrites a token's header to name another kid (its signature then

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -96,6 +97,11 @@ func TokenClaim(token, claim string) string {
 	if json.Unmarshal(payload, &m) != nil {
 		return ""
 	}
-	s, _ := m[claim].(string)
-	return s
+	switch v := m[claim].(type) {
+	case string:
+		return v
+	case float64: // iat, exp: whole seconds
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return ""
 }
