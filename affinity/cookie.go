@@ -82,23 +82,41 @@ func (c *CookieSpec) Expire() string {
 	return spec.SetCookie("", time.Time{}, time.Time{}) + "; Max-Age=0"
 }
 
-// CookieValue finds the named cookie in a Cookie request header value
-// ("a=1; b=2"). Only the first occurrence counts; quotes around the value are
-// removed as RFC 6265 allows. It never fails: anything malformed is skipped.
+// CookieValue finds the named cookie in one Cookie request header value
+// ("a=1; b=2") exactly as Envoy does (Http::Utility::parseCookieValue),
+// which jwt_authn reads verified tokens with, so that the service and Envoy
+// never judge different values: the parts between semicolons (empty ones
+// skipped); a part's name runs from its first character other than a space
+// (a tab is not skipped) to its first '=', with nothing trimmed after it;
+// the value is the rest, untrimmed, less one pair of surrounding double
+// quotes. The first part so named counts. It never fails.
 func CookieValue(header, name string) (string, bool) {
 	for len(header) > 0 {
 		var part string
 		part, header, _ = strings.Cut(header, ";")
-		part = strings.TrimSpace(part)
-		k, v, ok := strings.Cut(part, "=")
-		if !ok || strings.TrimSpace(k) != name {
+		eq := strings.IndexByte(part, '=')
+		if eq < 0 {
 			continue
 		}
-		v = strings.TrimSpace(v)
+		if strings.TrimLeft(part[:eq], " ") != name {
+			continue
+		}
+		v := part[eq+1:]
 		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
 			v = v[1 : len(v)-1]
 		}
 		return v, true
+	}
+	return "", false
+}
+
+// RequestCookie finds the named cookie among a request's Cookie headers as
+// Envoy 1.40 does: the first header that has it (TestCookieParsingMatchesEnvoy).
+func RequestCookie(headers []string, name string) (string, bool) {
+	for _, h := range headers {
+		if v, ok := CookieValue(h, name); ok {
+			return v, true
+		}
 	}
 	return "", false
 }

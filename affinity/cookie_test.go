@@ -41,12 +41,29 @@ func TestCookieValue(t *testing.T) {
 		{";;;=;", "affinity", "", false},
 		{"", "affinity", "", false},
 		{"affinity=", "affinity", "", true},
+		// As Envoy parses them (and jwt_authn reads the token so): no
+		// trimming but of the spaces before a name.
+		{"affinity =A; affinity=B", "affinity", "B", true},
+		{"x=1;\taffinity=A; affinity=B", "affinity", "B", true},
+		{"  affinity=A", "affinity", "A", true},
+		{"affinity= A; affinity=B", "affinity", " A", true},
+		{"affinity=A ; x=1", "affinity", "A ", true},
+		{`affinity="A`, "affinity", `"A`, true},
+		{`affinity=""`, "affinity", "", true},
+		{"=A; affinity=B", "affinity", "B", true},
 	}
 	for _, tt := range tests {
 		got, found := CookieValue(tt.header, tt.name)
 		if got != tt.want || found != tt.found {
 			t.Errorf("CookieValue(%q) = %q, %v; want %q, %v", tt.header, got, found, tt.want, tt.found)
 		}
+	}
+	// Several Cookie headers: the first that has it, as Envoy reads them.
+	if got, _ := RequestCookie([]string{"affinity=A", "affinity=B"}, "affinity"); got != "A" {
+		t.Errorf("two Cookie headers: %q, want A", got)
+	}
+	if got, _ := RequestCookie([]string{"other=A", "affinity=B"}, "affinity"); got != "B" {
+		t.Errorf("the later header when the first has none: %q", got)
 	}
 }
 

@@ -45,10 +45,8 @@ func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time)
 	for i := range pool.KeySources {
 		ks := &pool.KeySources[i]
 		if ks.Type == SourceCookie {
-			for _, h := range req.CookieHeaders {
-				if token, found := CookieValue(h, pool.Cookie.Name); found {
-					return e.fromToken(snap, pool, token, now), false
-				}
+			if token, found := RequestCookie(req.CookieHeaders, pool.Cookie.Name); found {
+				return e.fromToken(snap, pool, token, now), false
 			}
 			continue
 		}

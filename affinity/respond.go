@@ -97,13 +97,7 @@ func (e *Engine) failedOver(up Upstream) Reply {
 	if !ok || p.Mode == ModeNative {
 		return Reply{}
 	}
-	var token string
-	for _, h := range up.RequestCookies {
-		if v, found := CookieValue(h, p.Cookie.Name); found {
-			token = v
-			break
-		}
-	}
+	token, _ := RequestCookie(up.RequestCookies, p.Cookie.Name)
 	v := judge(snap, p, token, e.now())
 	if v.outcome != OutcomePinned && v.outcome != OutcomeRebound {
 		return Reply{} // no session to keep: its next request decides

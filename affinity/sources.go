@@ -55,10 +55,8 @@ func (ks *KeySourceSpec) key(req *Request) string {
 			return prefixHeader + v
 		}
 	case SourceAppCookie:
-		for _, h := range req.CookieHeaders {
-			if v, ok := CookieValue(h, ks.Name); ok && v != "" {
-				return prefixAppCookie + v
-			}
+		if v, ok := RequestCookie(req.CookieHeaders, ks.Name); ok && v != "" {
+			return prefixAppCookie + v
 		}
 	case SourceQuery:
 		path, _ := req.header(":path")

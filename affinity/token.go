@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -128,6 +129,9 @@ func (c *TokenCodec) Verify(token string, now time.Time) (Session, error) {
 	if len(token) > MaxTokenBytes {
 		return Session{}, ErrTokenTooLong
 	}
+	// Envoy's base64 decoding ignores white space after the signature (a
+	// cookie written "affinity=TOKEN ; x=1" verifies there): so here.
+	token = strings.TrimRight(token, " \t")
 	var cl claims
 	_, err := c.parser.ParseWithClaims(token, &cl, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)

@@ -273,3 +273,22 @@ func TestTokenBinding(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyIgnoresTrailingWhiteSpace: Envoy verifies "TOKEN " (its base64
+// decoding ignores the space), so the service does too; a leading space is
+// refused by both.
+func TestVerifyIgnoresTrailingWhiteSpace(t *testing.T) {
+	codec := NewTokenCodec(testKeyring(t, "k1:"+testSecret))
+	tok, err := codec.Sign(Session{ID: "s", Host: "h", Start: t0, IssuedAt: t0, ExpiresAt: t0.Add(time.Minute)}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		token string
+		ok    bool
+	}{{tok + " ", true}, {tok + " \t ", true}, {" " + tok, false}} {
+		if _, err := codec.Verify(tt.token, t0); (err == nil) != tt.ok {
+			t.Errorf("Verify(%q): %v, want ok %v", tt.token, err, tt.ok)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -502,5 +503,80 @@ func TestVerifiedHS256WithLocalJWKS(t *testing.T) {
 	}
 	if got := streams(t, s) - before; got != 0 {
 		t.Fatalf("10 established requests with an HS256 token took %d ext_proc streams, want 0", got)
+	}
+}
+
+// TestCookieParsingMatchesEnvoy: Envoy's jwt_authn and the service read
+// the same value out of the same Cookie headers. Two valid tokens, A on
+// backend-1 and B on backend-2, and a broken one, X, are combined as a
+// client could; when Envoy's pick is valid it routes by it alone, and when
+// it is not the service, which must pick the same value, starts a new
+// session. A service that trimmed what Envoy does not would honour A where
+// Envoy saw garbage.
+func TestCookieParsingMatchesEnvoy(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "verified")
+	ring := serverKeys(t, s)
+	now := time.Now()
+	token := func(id string, primary, successor int) string {
+		a, b := s.Backends[primary].Address(), s.Backends[successor].Address()
+		tok, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: id, Host: a + "," + b, Primary: base64.StdEncoding.EncodeToString([]byte(a)),
+			Start: now, IssuedAt: now, ExpiresAt: now.Add(time.Minute), Pool: "default"}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	a, b, x := token("session-a", 0, 1), token("session-b", 1, 0), "not-a-token"
+	tests := []struct {
+		name    string
+		cookies []string
+		want    string // the session Envoy routes by, or "" for a new one the service starts
+	}{
+		{"one cookie", []string{"affinity=" + a}, "session-a"},
+		{"quoted", []string{`affinity="` + a + `"`}, "session-a"},
+		{"spaces before the name", []string{"x=1;   affinity=" + a}, "session-a"},
+		{"a space before '=' is part of the name", []string{"affinity =" + a + "; affinity=" + b}, "session-b"},
+		{"a tab before the name is part of it", []string{"x=1;\taffinity=" + a + "; affinity=" + b}, "session-b"},
+		{"a space after '=' is part of the value", []string{"affinity= " + a + "; affinity=" + b}, ""},
+		// The value is "A " in both; Envoy's base64 decoding ignores the
+		// trailing space, and so does the service's verification.
+		{"a space before ';' ends up after the signature", []string{"affinity=" + a + " ; x=1"}, "session-a"},
+		{"the first of two in one header", []string{"affinity=" + x + "; affinity=" + a}, ""},
+		{"the first of two headers", []string{"affinity=" + x, "affinity=" + b}, ""},
+		{"the first of two headers, valid", []string{"affinity=" + a, "affinity=" + x}, "session-a"},
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, s.URL("/"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range tt.cookies {
+				req.Header.Add("Cookie", c)
+			}
+			before := streams(t, s)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			asked := streams(t, s) - before
+			var fresh string
+			for _, sc := range resp.Header.Values("Set-Cookie") {
+				if v, ok := strings.CutPrefix(strings.SplitN(sc, ";", 2)[0], "affinity="); ok {
+					fresh = v
+				}
+			}
+			switch {
+			case resp.StatusCode != http.StatusOK:
+				t.Fatalf("status %d", resp.StatusCode)
+			case tt.want != "" && (asked != 0 || fresh != ""):
+				t.Fatalf("Envoy should route by %s alone: %d streams, new cookie %v", tt.want, asked, fresh != "")
+			case tt.want == "" && (asked != 1 || fresh == "" || strings.HasPrefix(launch.TokenClaim(fresh, "sid"), "session-")):
+				t.Fatalf("the service should start a new session: %d streams, cookie for %q", asked, launch.TokenClaim(fresh, "sid"))
+			}
+		})
 	}
 }
