@@ -122,9 +122,10 @@ type KeySourceConfig struct {
 	Type string `yaml:"type"`
 	// Name is the header, cookie or query parameter (header, app_cookie, query).
 	Name string `yaml:"name"`
-	// TrustedHops (client_address): 0 takes the connection's address; n > 0
-	// takes the n-th address from the right of x-forwarded-for, as Envoy's
-	// xff_num_trusted_hops does.
+	// TrustedHops (client_address): 0 takes the source address; n > 0
+	// takes the address n entries left of the last one of
+	// x-forwarded-for (which Envoy appended), as Envoy's
+	// xff_num_trusted_hops: n does.
 	TrustedHops int `yaml:"trusted_hops"`
 }
 

@@ -73,15 +73,19 @@ func (ks *KeySourceSpec) key(req *Request) string {
 	return ""
 }
 
-// clientAddress is the connection's address, or with n trusted hops the
-// n-th address from the right of x-forwarded-for (the address the last
-// trusted proxy saw), as Envoy's xff_num_trusted_hops picks it.
+// clientAddress is the request's source address as Envoy reports it, or
+// with n trusted hops the address n entries left of the last one of
+// x-forwarded-for, which Envoy (use_remote_address) appended: the client
+// as Envoy's xff_num_trusted_hops: n picks it
+// (TestClientAddressBehindATrustedProxy).
 func clientAddress(req *Request, hops int) netip.Addr {
 	if hops > 0 {
+		// Envoy (use_remote_address) has appended the connection's
+		// address: the client is hops entries left of it.
 		xff, _ := req.header("x-forwarded-for")
 		parts := strings.Split(xff, ",")
-		if len(parts) >= hops {
-			if ip, err := netip.ParseAddr(strings.TrimSpace(parts[len(parts)-hops])); err == nil {
+		if i := len(parts) - 1 - hops; i >= 0 {
+			if ip, err := netip.ParseAddr(strings.TrimSpace(parts[i])); err == nil {
 				return ip.Unmap()
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/extproc"
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
@@ -162,6 +163,68 @@ func TestPoolFromInitialMetadata(t *testing.T) {
 	for _, ss := range startSessions(t, s, 10) {
 		if ss.c.Cookie("affinity") == "" {
 			t.Fatal("no session cookie: the pool named in the metadata did not take the request")
+		}
+	}
+}
+
+// TestClientAddressBehindATrustedProxy: Envoy behind one trusted proxy
+// (use_remote_address, xff_num_trusted_hops: 1) and the pool keyed by
+// client_address with trusted_hops: 1 agree on who the client is: the
+// address the trusted proxy put last in x-forwarded-for, not the proxy's
+// own, nor one a client wrote before it.
+func TestClientAddressBehindATrustedProxy(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	hcm, trusted := filepath.Join(dir, "hcm.yaml"), filepath.Join(dir, "opaque-xff.yaml")
+	const prefix = "          stat_prefix: ingress\n"
+	if err := launch.WriteVariant(envoyYAML("opaque.yaml"), hcm, prefix, prefix+"          use_remote_address: true\n          xff_num_trusted_hops: 1\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Envoy says whom it took for the client.
+	const headers = "                response_headers_to_add:\n"
+	if err := launch.WriteVariant(hcm, trusted, headers, headers+"                - header: {key: x-envoy-client, value: \"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\"}\n"); err != nil {
+		t.Fatal(err)
+	}
+	s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: trusted, PoolYAML: "    key_sources:\n      - {type: client_address, trusted_hops: 1}\n"})
+	client := &http.Client{Timeout: 5 * time.Second}
+	for i := range 12 {
+		ip := fmt.Sprintf("198.51.100.%d", i+1)
+		xff := ip // what the trusted proxy sends: the client it saw
+		if i%2 == 1 {
+			xff = "203.0.113.66, " + ip // with a client's own entry before it
+		}
+		req, err := http.NewRequest(http.MethodGet, s.URL("/"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Forwarded-For", xff)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r launch.Reply
+		err = json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.Header.Get("x-envoy-client"); got != ip {
+			t.Fatalf("Envoy took %q for the client of x-forwarded-for %q, want %s", got, xff, ip)
+		}
+		var x struct {
+			Host string `json:"host"`
+		}
+		eresp, err := client.Get(s.ServerURL("/debug/explain?key=" + ip))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(eresp.Body).Decode(&x)
+		eresp.Body.Close()
+		if err != nil || x.Host == "" {
+			t.Fatalf("explain %s: %+v %v", ip, x, err)
+		}
+		if r.Host != x.Host {
+			t.Fatalf("x-forwarded-for %q: served by %s, but the client %s's host is %s: the service keyed another address", xff, r.Host, ip, x.Host)
 		}
 	}
 }
