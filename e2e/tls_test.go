@@ -253,3 +253,57 @@ func TestMTLSYAMLFollowsOpaque(t *testing.T) {
 		t.Fatal("opaque-mtls.yaml adds no transport_socket")
 	}
 }
+
+// TestJWKSOverTLS: with -admin-tls-cert, Envoy fetches the JWKS over TLS
+// (the admin cluster's transport socket checks the service's certificate):
+// for a service that does not run on Envoy's host. Established sessions are
+// then verified and routed by Envoy alone.
+func TestJWKSOverTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, err := launch.NewCA("admin CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Server(serviceName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"admin.crt": cert.CertPEM, "admin.key": cert.KeyPEM, "ca.crt": ca.PEM} {
+		write(t, filepath.Join(dir, name), data)
+	}
+	yaml, err := os.ReadFile(envoyYAML("verified.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const uri, cluster = "uri: http://127.0.0.1:9003/", "  - name: envoy_affinity_admin\n    type: STATIC\n    connect_timeout: 0.25s\n"
+	if !strings.Contains(string(yaml), uri) || !strings.Contains(string(yaml), cluster) {
+		t.Fatal("verified.yaml: no JWKS uri or admin cluster to rewrite")
+	}
+	variant := strings.Replace(string(yaml), uri, "uri: https://127.0.0.1:9003/", 1)
+	variant = strings.Replace(variant, cluster, cluster+`    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: `+serviceName+`
+        common_tls_context:
+          validation_context:
+            trusted_ca: {filename: `+filepath.Join(dir, "ca.crt")+`}
+            match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: `+serviceName+`}}]
+`, 1)
+	path := filepath.Join(dir, "verified-jwks-tls.yaml")
+	write(t, path, []byte(variant))
+	s := newStackWith(t, launch.Options{Mode: "verified", EnvoyYAML: path, AdminCA: ca.PEM, AdminServerName: serviceName,
+		ServerArgs: []string{"-admin-tls-cert", filepath.Join(dir, "admin.crt"), "-admin-tls-key", filepath.Join(dir, "admin.key")}})
+	for _, ss := range startSessions(t, s, 3) {
+		envoyAlone(t, s, ss, 5)
+	}
+	if n, _ := s.EnvoyStat("cluster.envoy_affinity_admin.ssl.handshake"); n == 0 {
+		t.Fatal("Envoy made no TLS handshake with the admin listener")
+	}
+	resp, err := s.AdminClient().Get(s.ServerURL("/.well-known/jwks.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,7 +26,7 @@ type metrics struct {
 
 const namespace = "envoy_affinity"
 
-func newMetrics(engine *affinity.Engine, disc *discoveries, certs *serverTLS, shared *redisstore.Store) *metrics {
+func newMetrics(engine *affinity.Engine, disc *discoveries, shared *redisstore.Store, certs ...*serverTLS) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -48,8 +49,14 @@ func newMetrics(engine *affinity.Engine, disc *discoveries, certs *serverTLS, sh
 		}),
 	}
 	m.reg.MustRegister(m.decisions, m.latency, m.streams, m.reloads, m.reloadFails, &stateCollector{engine: engine, disc: disc})
-	if certs != nil {
-		m.reg.MustRegister(&tlsCollector{certs: certs})
+	tc := &tlsCollector{}
+	for _, c := range certs {
+		if c != nil {
+			tc.certs = append(tc.certs, c)
+		}
+	}
+	if len(tc.certs) > 0 {
+		m.reg.MustRegister(tc)
 	}
 	if shared != nil {
 		m.reg.MustRegister(&storeCollector{store: shared})
@@ -122,17 +129,17 @@ func (m *metrics) Rebound(pool string, reason affinity.Reason) {
 	m.decisions.WithLabelValues(pool, affinity.OutcomeRebound.String(), reason.String()).Inc()
 }
 
-// tlsCollector reports the gRPC listener's certificate: when it expires, and
-// how its reloads went (registered only when TLS is on).
-type tlsCollector struct{ certs *serverTLS }
+// tlsCollector reports the listeners' certificates: when each expires, and
+// how its reloads went (registered only when TLS is on for one).
+type tlsCollector struct{ certs []*serverTLS }
 
 var (
 	tlsExpiryDesc = prometheus.NewDesc(namespace+"_tls_certificate_expiry_timestamp_seconds",
-		"When the gRPC listener's certificate in force expires (Unix time).", nil, nil)
+		"When the listener's certificate in force expires (Unix time).", []string{"listener"}, nil)
 	tlsReloadsDesc = prometheus.NewDesc(namespace+"_tls_reloads_total",
-		"Changed TLS files of the gRPC listener put in force.", nil, nil)
+		"Changed TLS files of the listener put in force.", []string{"listener"}, nil)
 	tlsRefusedDesc = prometheus.NewDesc(namespace+"_tls_reload_errors_total",
-		"Changed TLS files refused (the previous certificate stayed).", nil, nil)
+		"Changed TLS files refused (the previous certificate stayed).", []string{"listener"}, nil)
 )
 
 func (c *tlsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -142,9 +149,12 @@ func (c *tlsCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *tlsCollector) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(tlsExpiryDesc, prometheus.GaugeValue, float64(c.certs.notAfter().Unix()))
-	ch <- prometheus.MustNewConstMetric(tlsReloadsDesc, prometheus.CounterValue, float64(c.certs.reloads.Load()))
-	ch <- prometheus.MustNewConstMetric(tlsRefusedDesc, prometheus.CounterValue, float64(c.certs.refused.Load()))
+	for _, s := range c.certs {
+		l := strings.ToLower(s.listener)
+		ch <- prometheus.MustNewConstMetric(tlsExpiryDesc, prometheus.GaugeValue, float64(s.notAfter().Unix()), l)
+		ch <- prometheus.MustNewConstMetric(tlsReloadsDesc, prometheus.CounterValue, float64(s.reloads.Load()), l)
+		ch <- prometheus.MustNewConstMetric(tlsRefusedDesc, prometheus.CounterValue, float64(s.refused.Load()), l)
+	}
 }
 
 // stateCollector reads hosts, their state and active sessions, and the host

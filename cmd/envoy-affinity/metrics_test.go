@@ -56,7 +56,7 @@ func TestMetricsGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics(engine, newDiscoveries(ctx, engine, nil), certs, shared)
+	m := newMetrics(engine, newDiscoveries(ctx, engine, nil), shared, certs)
 	m.StreamOpened()
 	m.Decided(engine.Decide(affinity.Request{}), 3*time.Microsecond)
 	m.reloads.Inc()
@@ -115,7 +115,7 @@ func BenchmarkMetricsDecided(b *testing.B) {
 	cfg, _ := affinity.ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n"))
 	ring, _ := affinity.ParseKeyring(testKey)
 	engine := affinity.NewEngine(cfg.Build(ring), nil)
-	m := newMetrics(engine, newDiscoveries(context.Background(), engine, nil), nil, nil)
+	m := newMetrics(engine, newDiscoveries(context.Background(), engine, nil), nil)
 	d := affinity.Decision{Outcome: affinity.OutcomePinned, Pool: "default"}
 	b.ReportAllocs()
 	for b.Loop() {

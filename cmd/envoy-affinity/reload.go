@@ -26,6 +26,8 @@ type reloader struct {
 	// certs are the gRPC listener's TLS files, checked at the same pace
 	// (nil when TLS is off).
 	certs *serverTLS
+	// adminCerts are the admin listener's (nil when TLS is off).
+	adminCerts *serverTLS
 	// keysMode warns about a keys file others may read.
 	keysMode keysFileMode
 }
@@ -75,9 +77,11 @@ func (r *reloader) run(ctx context.Context, every time.Duration, hup <-chan os.S
 		case <-t.C:
 			r.reload(false)
 			r.certs.check()
+			r.adminCerts.check()
 		case <-hup:
 			r.reload(true)
 			r.certs.check()
+			r.adminCerts.check()
 		}
 	}
 }

@@ -93,6 +93,8 @@ type options struct {
 	tlsCert        string
 	tlsKey         string
 	clientCA       string
+	adminTLSCert   string
+	adminTLSKey    string
 }
 
 // Run is the whole program: it parses args, then serves until ctx is done.
@@ -145,6 +147,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.tlsCert, "grpc-tls-cert", "", "PEM certificate (chain) `file` of the gRPC listener; with -grpc-tls-key it speaks TLS 1.2 or later. Re-read when it changes")
 	fs.StringVar(&o.tlsKey, "grpc-tls-key", "", "PEM private key `file` of -grpc-tls-cert")
 	fs.StringVar(&o.clientCA, "grpc-client-ca", "", "PEM CA bundle `file`: gRPC clients must present a certificate it signed (mutual TLS); needs -grpc-tls-cert")
+	fs.StringVar(&o.adminTLSCert, "admin-tls-cert", "", "PEM certificate (chain) `file` of the admin listener (JWKS, token, drains); with -admin-tls-key it speaks only TLS 1.2 or later. Re-read when it changes")
+	fs.StringVar(&o.adminTLSKey, "admin-tls-key", "", "PEM private key `file` of -admin-tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -166,6 +170,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		errs = append(errs, errors.New("-grpc-tls-cert and -grpc-tls-key go together"))
+	}
+	if (o.adminTLSCert == "") != (o.adminTLSKey == "") {
+		errs = append(errs, errors.New("-admin-tls-cert and -admin-tls-key go together"))
 	}
 	if o.clientCA != "" && o.tlsCert == "" {
 		errs = append(errs, errors.New("-grpc-client-ca needs -grpc-tls-cert and -grpc-tls-key"))
@@ -222,6 +229,11 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	reload.certs = certs
+	adminCerts, err := newAdminTLS(o, log)
+	if err != nil {
+		return err
+	}
+	reload.adminCerts = adminCerts
 
 	grpcLn, err := net.Listen("tcp", o.grpcAddr)
 	if err != nil {
@@ -238,7 +250,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	disc := newDiscoveries(ctx, engine, log)
-	met := newMetrics(engine, disc, certs, shared)
+	met := newMetrics(engine, disc, shared, certs, adminCerts)
 	reload.metrics = met
 
 	healthSrv := health.NewServer()
@@ -274,7 +286,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 			log.Warn("the admin API (drain, explain, metrics) listens beyond loopback without -admin-token-file", "admin", adminLn.Addr().String())
 		}
 		adminSrv = newAdminServer(adminHandler(state, token, o.pprof))
-		go func() { errc <- adminSrv.Serve(adminLn) }()
+		go func() { errc <- adminSrv.Serve(adminCerts.listen(adminLn)) }()
 	}
 	// SIGHUP is caught before anything reports ready, so a reload request
 	// never meets the default action (exit).
@@ -284,7 +296,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		defer close(reloadDone)
 		reload.run(ctx, o.reloadInterval, hup)
 	}()
-	log.Info("serving", "grpc", grpcLn.Addr().String(), "grpc_security", certs.mode(), "admin", addrOf(adminLn))
+	log.Info("serving", "grpc", grpcLn.Addr().String(), "grpc_security", certs.mode(), "admin", addrOf(adminLn), "admin_security", adminCerts.mode())
 
 	var serveErr error
 	select {

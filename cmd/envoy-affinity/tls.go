@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync/atomic"
 	"time"
@@ -17,13 +18,19 @@ import (
 	"google.golang.org/grpc/credentials"
 )
 
-// serverTLS is the gRPC listener's TLS: the certificate it presents and, for
-// mutual TLS, the CA bundle a client's certificate must chain to. The files
-// are re-read when their content changes; every new connection takes the set
-// in force, and a set that does not load (a key that does not fit, a file
-// half written) is refused while the previous one stays.
+// serverTLS is a listener's TLS (the gRPC one's or the admin one's): the
+// certificate it presents and, for mutual TLS, the CA bundle a client's
+// certificate must chain to. The files are re-read when their content
+// changes; every new connection takes the set in force, and a set that does
+// not load (a key that does not fit, a file half written) is refused while
+// the previous one stays.
 type serverTLS struct {
+	// listener names it in logs and metrics ("gRPC", "admin"); the flags
+	// name its files in errors.
+	listener                  string
+	certFlag, keyFlag, caFlag string
 	certFile, keyFile, caFile string
+	nextProtos                []string
 	log                       *slog.Logger
 	current                   atomic.Pointer[tls.Config]
 	// reloads and refused count changed file sets put in force and refused.
@@ -31,13 +38,27 @@ type serverTLS struct {
 	last             [sha256.Size]byte // only the reload goroutine reads or writes it after start
 }
 
-// newServerTLS loads the files the flags name: nil when TLS is off, an error
-// naming the file and the reason when they do not load.
+// newServerTLS loads the gRPC listener's files the flags name: nil when TLS
+// is off, an error naming the file and the reason when they do not load.
 func newServerTLS(o options, log *slog.Logger) (*serverTLS, error) {
 	if o.tlsCert == "" {
 		return nil, nil
 	}
-	s := &serverTLS{certFile: o.tlsCert, keyFile: o.tlsKey, caFile: o.clientCA, log: log}
+	// gRPC clients insist on ALPN h2.
+	return loadServerTLS(&serverTLS{listener: "gRPC", certFlag: "-grpc-tls-cert", keyFlag: "-grpc-tls-key", caFlag: "-grpc-client-ca",
+		certFile: o.tlsCert, keyFile: o.tlsKey, caFile: o.clientCA, nextProtos: []string{"h2"}, log: log})
+}
+
+// newAdminTLS loads the admin listener's files: nil when TLS is off.
+func newAdminTLS(o options, log *slog.Logger) (*serverTLS, error) {
+	if o.adminTLSCert == "" {
+		return nil, nil
+	}
+	return loadServerTLS(&serverTLS{listener: "admin", certFlag: "-admin-tls-cert", keyFlag: "-admin-tls-key",
+		certFile: o.adminTLSCert, keyFile: o.adminTLSKey, nextProtos: []string{"http/1.1"}, log: log})
+}
+
+func loadServerTLS(s *serverTLS) (*serverTLS, error) {
 	files, fp, err := s.read()
 	if err != nil {
 		return nil, err
@@ -48,8 +69,22 @@ func newServerTLS(o options, log *slog.Logger) (*serverTLS, error) {
 	}
 	s.current.Store(cfg)
 	s.last = fp
-	s.logInForce("gRPC TLS on", cfg)
+	s.logInForce(s.listener+" TLS on", cfg)
 	return s, nil
+}
+
+// listen wraps an admin listener in TLS with the set in force (ln as it is
+// when TLS is off).
+func (s *serverTLS) listen(ln net.Listener) net.Listener {
+	if s == nil {
+		return ln
+	}
+	return tls.NewListener(ln, &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.current.Load(), nil
+		},
+	})
 }
 
 // serverOptions are the gRPC server options that turn TLS on (none when it
@@ -97,12 +132,12 @@ func (s *serverTLS) check() {
 	}
 	if err != nil {
 		s.refused.Add(1)
-		s.log.Error("gRPC TLS files refused, the previous certificate stays in force", "error", err)
+		s.log.Error(s.listener+" TLS files refused, the previous certificate stays in force", "error", err)
 		return
 	}
 	s.reloads.Add(1)
 	s.current.Store(cfg)
-	s.logInForce("gRPC TLS files reloaded", cfg)
+	s.logInForce(s.listener+" TLS files reloaded", cfg)
 }
 
 // tlsFiles is the content of the certificate, key and CA files.
@@ -118,9 +153,9 @@ func (s *serverTLS) read() (tlsFiles, [sha256.Size]byte, error) {
 		flag, path string
 		into       *[]byte
 	}{
-		{"-grpc-tls-cert", s.certFile, &f.cert},
-		{"-grpc-tls-key", s.keyFile, &f.key},
-		{"-grpc-client-ca", s.caFile, &f.ca},
+		{s.certFlag, s.certFile, &f.cert},
+		{s.keyFlag, s.keyFile, &f.key},
+		{s.caFlag, s.caFile, &f.ca},
 	} {
 		if file.path == "" {
 			continue
@@ -143,20 +178,20 @@ func (s *serverTLS) read() (tlsFiles, [sha256.Size]byte, error) {
 func (s *serverTLS) parse(f tlsFiles, now time.Time) (*tls.Config, error) {
 	chain, err := parseCertificates(f.cert)
 	if err != nil {
-		return nil, fmt.Errorf("-grpc-tls-cert %s: %w", s.certFile, err)
+		return nil, fmt.Errorf("%s %s: %w", s.certFlag, s.certFile, err)
 	}
 	if leaf := chain[0]; now.After(leaf.NotAfter) {
-		return nil, fmt.Errorf("-grpc-tls-cert %s: the certificate expired at %s", s.certFile, leaf.NotAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%s %s: the certificate expired at %s", s.certFlag, s.certFile, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	pair, err := tls.X509KeyPair(f.cert, f.key)
 	if err != nil {
-		return nil, fmt.Errorf("-grpc-tls-key %s: %w (certificate %s)", s.keyFile, err, s.certFile)
+		return nil, fmt.Errorf("%s %s: %w (certificate %s)", s.keyFlag, s.keyFile, err, s.certFile)
 	}
 	pair.Leaf = chain[0] // the log reads it; GODEBUG x509keypairleaf=0 would leave it nil
 	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{pair},
-		NextProtos:   []string{"h2"}, // gRPC clients insist on ALPN h2
+		NextProtos:   s.nextProtos,
 		// A resumed session shows no certificate: Envoy resumes, so it
 		// would keep the one from before a rotation on every new
 		// connection. Envoy keeps its connections for long, so a full
@@ -166,7 +201,7 @@ func (s *serverTLS) parse(f tlsFiles, now time.Time) (*tls.Config, error) {
 	if s.caFile != "" {
 		cas, err := parseCertificates(f.ca)
 		if err != nil {
-			return nil, fmt.Errorf("-grpc-client-ca %s: %w", s.caFile, err)
+			return nil, fmt.Errorf("%s %s: %w", s.caFlag, s.caFile, err)
 		}
 		pool := x509.NewCertPool()
 		for _, ca := range cas {

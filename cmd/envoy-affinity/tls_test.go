@@ -356,9 +356,9 @@ func TestRunTLSRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]float64{
-		"envoy_affinity_tls_reloads_total":                        2,
-		"envoy_affinity_tls_reload_errors_total":                  float64(len(bad)),
-		"envoy_affinity_tls_certificate_expiry_timestamp_seconds": float64(leaf.NotAfter.Unix()),
+		`envoy_affinity_tls_reloads_total{listener="grpc"}`:                        2,
+		`envoy_affinity_tls_reload_errors_total{listener="grpc"}`:                  float64(len(bad)),
+		`envoy_affinity_tls_certificate_expiry_timestamp_seconds{listener="grpc"}`: float64(leaf.NotAfter.Unix()),
 	} {
 		if got := metricValue(string(body), name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
@@ -366,8 +366,8 @@ func TestRunTLSRotation(t *testing.T) {
 	}
 }
 
-// metricValue reads an unlabelled metric's value from Prometheus text (-1
-// when absent).
+// metricValue reads a metric's value from Prometheus text, name with its
+// labels as Prometheus writes them (-1 when absent).
 func metricValue(text, name string) float64 {
 	for _, line := range strings.Split(text, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
@@ -474,4 +474,63 @@ func TestRunTLSRefusesBadFiles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunAdminTLS: with -admin-tls-cert the admin listener (the JWKS Envoy
+// fetches, the token, drains) speaks only TLS, and a new certificate is in
+// force for the next connection, as on the gRPC listener; a plain HTTP
+// client gets nothing.
+func TestRunAdminTLS(t *testing.T) {
+	issue := mustCert(t)
+	f := newTLSFixture(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	writeFile(t, cfg, config("127.0.0.1:8081"))
+	grpcAddr, adminAddr := freeAddr(t), freeAddr(t)
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, []string{"-config", cfg, "-grpc-addr", grpcAddr, "-admin-addr", adminAddr, "-reload-interval", "20ms",
+			"-admin-tls-cert", f.cert, "-admin-tls-key", f.key}, &logs, &logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	tlsCfg := clientTLS(t, f.ca, nil)
+	tlsCfg.NextProtos = nil
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+	eventually(t, func() error {
+		resp, err := client.Get("https://" + adminAddr + "/.well-known/jwks.json")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("JWKS over TLS: %d", resp.StatusCode)
+		}
+		return nil
+	})
+	if resp, err := http.Get("http://" + adminAddr + "/healthz"); err == nil && resp.StatusCode == http.StatusOK {
+		resp.Body.Close()
+		t.Fatal("the admin listener answered plain HTTP")
+	}
+	if !strings.Contains(logs.String(), "admin TLS on") || !strings.Contains(logs.String(), "admin_security=TLS") {
+		t.Fatalf("no admin TLS in the log:\n%s", logs.String())
+	}
+	// Rotated in place: the next connection gets the new certificate.
+	next := issue(f.ca.Server(serverName))
+	writeFile(t, f.key, string(next.KeyPEM))
+	writeFile(t, f.cert, string(next.CertPEM))
+	eventually(t, serialIs(adminAddr, tlsCfg, next.Serial))
+	eventually(t, func() error {
+		if !strings.Contains(logs.String(), "admin TLS files reloaded") {
+			return fmt.Errorf("the rotation is not logged")
+		}
+		return nil
+	})
 }

@@ -245,7 +245,11 @@ func Eventually(ctx context.Context, timeout time.Duration, cond func() error) e
 
 // waitReady polls url until it answers 200 with a body containing want.
 func waitReady(ctx context.Context, p *Proc, url, want string) error {
-	client := &http.Client{Timeout: time.Second}
+	return waitReadyWith(ctx, &http.Client{Timeout: time.Second}, p, url, want)
+}
+
+// waitReadyWith is waitReady with a client of the caller's (TLS).
+func waitReadyWith(ctx context.Context, client *http.Client, p *Proc, url, want string) error {
 	err := Eventually(ctx, 20*time.Second, func() error {
 		select {
 		case <-p.done:

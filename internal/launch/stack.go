@@ -3,6 +3,8 @@ package launch
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -76,6 +78,11 @@ type Options struct {
 	// Later is how many of the last replicas are not started with the
 	// stack: StartReplica starts them (Envoy's health check finds them).
 	Later int
+	// AdminCA, when set, is the PEM CA the service's admin certificate
+	// chains to (ServerArgs carry -admin-tls-cert and -admin-tls-key):
+	// the stack then reaches the admin listener over TLS, by AdminServerName.
+	AdminCA         []byte
+	AdminServerName string
 	// BeforeEnvoy runs once the server is up, before Envoy starts (in Dir).
 	BeforeEnvoy func(*Stack) error
 }
@@ -381,7 +388,26 @@ func (s *Stack) StartReplica(ctx context.Context, i int) error {
 	if i == 0 {
 		s.Server = p
 	}
-	return waitReady(ctx, p, "http://127.0.0.1:"+strconv.Itoa(r.AdminPort)+ready, want)
+	return waitReadyWith(ctx, s.AdminClient(), p, s.adminScheme()+"://127.0.0.1:"+strconv.Itoa(r.AdminPort)+ready, want)
+}
+
+// AdminClient is an HTTP client for the service's admin listener (one that
+// trusts Options.AdminCA when it is set).
+func (s *Stack) AdminClient() *http.Client {
+	c := &http.Client{Timeout: 5 * time.Second}
+	if s.opts.AdminCA != nil {
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(s.opts.AdminCA)
+		c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: s.opts.AdminServerName}}
+	}
+	return c
+}
+
+func (s *Stack) adminScheme() string {
+	if s.opts.AdminCA != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // URL is the address clients send requests to (Envoy's listener) plus path.
@@ -389,9 +415,10 @@ func (s *Stack) URL(path string) string {
 	return "http://127.0.0.1:" + strconv.Itoa(s.ListenPort) + path
 }
 
-// ServerURL is a URL on envoy-affinity's admin listener.
+// ServerURL is a URL on envoy-affinity's admin listener (https with
+// Options.AdminCA: fetch it with AdminClient).
 func (s *Stack) ServerURL(path string) string {
-	return "http://127.0.0.1:" + strconv.Itoa(s.ServerPort) + path
+	return s.adminScheme() + "://127.0.0.1:" + strconv.Itoa(s.ServerPort) + path
 }
 
 func (s *Stack) adminURL(path string) string {
