@@ -12,7 +12,7 @@ GO ?= go
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo envoy redis fuzz bench bench-placement clean
+.PHONY: help build test lint demo envoy redis fuzz soak bench bench-placement clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -58,8 +58,16 @@ bench-placement: ## placement quality and speed beside Maglev and a ring (docs/p
 	$(GO) test -run '^$$' -bench 'PlacementQuality|PlacementWeights|BoundedLoadSimulation' -benchtime 1x -timeout 30m ./affinity
 	$(GO) test -run '^$$' -bench 'PlacementLookup|PlacementBuild' -benchmem ./affinity
 
-fuzz: ## fuzz the session-token decoder for a minute
-	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 60s ./affinity
+FUZZTIME ?= 60s
+fuzz: ## fuzz every parser of client input and the config file, FUZZTIME each (60s)
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./affinity
+	$(GO) test -run '^$$' -fuzz '^FuzzCookieValue$$' -fuzztime $(FUZZTIME) ./affinity
+	$(GO) test -run '^$$' -fuzz '^FuzzKeySources$$' -fuzztime $(FUZZTIME) ./affinity
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./affinity
+
+SOAK_DURATION ?= 30m
+soak: envoy ## Envoy, the service and backends under steady load for SOAK_DURATION (30m): fails on a failed request or growing memory or goroutines
+	$(GO) run ./e2e/soak -duration $(SOAK_DURATION)
 
 clean: ## remove build output
 	rm -rf bin

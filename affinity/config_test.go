@@ -224,3 +224,26 @@ func TestRedisConfig(t *testing.T) {
 		}
 	})
 }
+
+// FuzzParseConfig: any file is refused with an error or accepted and then
+// built without a panic, and an accepted one is accepted again.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(validConfig))
+	f.Add([]byte("keys: {env: K}\nstore:\n  redis: {addresses: ['a:1']}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n"))
+	f.Add([]byte("keys: [\n"))
+	f.Add([]byte("pools:\n  - key_sources: [{type: client_address, trusted_hops: -1}]\n    health: {passive: {max_down_percent: 900}}\n"))
+	keys := testKeyring(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig("f.yaml", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.yaml") {
+				t.Fatalf("error without the file's name: %v", err)
+			}
+			return
+		}
+		cfg.Build(keys)
+		if _, err := ParseConfig("f.yaml", data); err != nil {
+			t.Fatalf("accepted, then refused: %v", err)
+		}
+	})
+}

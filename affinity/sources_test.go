@@ -160,3 +160,28 @@ func TestNoKeyRemovesClientHeaders(t *testing.T) {
 		t.Fatalf("%+v", d)
 	}
 }
+
+// FuzzKeySources: whatever a client puts in the header, the query, the
+// forwarded-for list, the connection's address or the application's
+// cookie, a decision never panics, keys a host of the pool, and the same
+// request decides the same way twice.
+func FuzzKeySources(f *testing.F) {
+	f.Add("device-1", "/?sid=a&x=1", "198.51.100.1, 192.0.2.7", "192.0.2.7:5555", "JSESSIONID=abc; affinity=x")
+	f.Add("", "/%zz?sid=%", ",,,", "[::1]:80", `JSESSIONID="`)
+	f.Add("\x00\xff", "?sid=;sid=b", "not-an-ip", "garbage", "=;=")
+	snap := mustBuild(f, "keys: {env: K}\npools:\n  - mode: verified\n    key_sources:\n"+
+		"      - {type: header, name: x-session-id}\n      - {type: query, name: sid}\n      - {type: app_cookie, name: JSESSIONID}\n"+
+		"      - {type: client_address, trusted_hops: 1}\n    hosts: [{name: a, address: '127.0.0.1:1'}, {name: b, address: '127.0.0.2:1'}]\n")
+	f.Fuzz(func(t *testing.T, header, path, xff, source, cookie string) {
+		e := NewEngine(snap, func() time.Time { return t0 })
+		req := Request{Headers: mapHeaders{"x-session-id": header, ":path": path, "x-forwarded-for": xff},
+			SourceAddress: source, CookieHeaders: []string{cookie}}
+		first := e.Decide(req)
+		if first.HostID != "" && first.HostID != "a" && first.HostID != "b" {
+			t.Fatalf("host %q is not in the pool", first.HostID)
+		}
+		if again := e.Decide(req); again.HostID != first.HostID {
+			t.Fatalf("the same request went to %q, then %q", first.HostID, again.HostID)
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 	"github.com/envoy-affinity/envoy-affinity/affinity/redisstore"
@@ -48,7 +49,10 @@ func newMetrics(engine *affinity.Engine, disc *discoveries, shared *redisstore.S
 			Namespace: namespace, Subsystem: "config", Name: "reload_errors_total", Help: "Reloads refused (the previous configuration stayed).",
 		}),
 	}
-	m.reg.MustRegister(m.decisions, m.latency, m.streams, m.reloads, m.reloadFails, &stateCollector{engine: engine, disc: disc})
+	m.reg.MustRegister(m.decisions, m.latency, m.streams, m.reloads, m.reloadFails, &stateCollector{engine: engine, disc: disc},
+		// go_goroutines, go_memstats_*, process_resident_memory_bytes and
+		// the rest of the runtime's and the process's own figures.
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	tc := &tlsCollector{}
 	for _, c := range certs {
 		if c != nil {
