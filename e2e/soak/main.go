@@ -219,14 +219,21 @@ func (l *load) one() {
 		c := launch.NewClient(l.s.URL(""))
 		if _, _, err = c.Get("/"); err == nil {
 			l.mu.Lock()
-			l.jar[rand.IntN(len(l.jar))] = c
+			i := rand.IntN(len(l.jar))
+			old := l.jar[i]
+			l.jar[i] = c
 			l.mu.Unlock()
+			// Its requests in flight finish; its idle connection goes.
+			old.Close()
+		} else {
+			c.Close()
 		}
 	default: // a forged cookie: a new session, never an error
 		l.forged.Add(1)
 		c := launch.NewClient(l.s.URL(""))
 		c.SetCookie("affinity", "eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.e30."+strconv.Itoa(rand.IntN(1e9)))
 		_, _, err = c.Get("/")
+		c.Close()
 	}
 	l.requests.Add(1)
 	if err != nil {
