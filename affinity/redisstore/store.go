@@ -205,7 +205,9 @@ func (s *Store) restore(pool, key, rkey string, now time.Time) (string, bool) {
 // Claim implements affinity.Store: the key's binding in Redis, or a new
 // one made with SET NX so that the first replica to bind a key wins. A key
 // this replica has used is read through the client-side cache first; a key
-// it has not is claimed at once: one round trip either way.
+// it has not is claimed at once: one round trip either way. A binding found
+// reaches this replica's memory with the Bind that keeps it (the engine's
+// touch), as with the in-memory store; a new one at once.
 func (s *Store) Claim(pool, key string, now time.Time, place func() string) (string, bool) {
 	c := s.current()
 	if c == nil {
@@ -221,7 +223,6 @@ func (s *Store) Claim(pool, key string, now time.Time, place func() string) (str
 			s.failed(err)
 			return s.claimLocal(pool, key, now, place)
 		case found:
-			s.local.Bind(pool, key, host, now)
 			return host, true
 		}
 		if host, ok := s.restore(pool, key, rkey, now); ok {
@@ -248,7 +249,6 @@ func (s *Store) Claim(pool, key string, now time.Time, place func() string) (str
 		expires = now.Add(time.Duration(ms) * time.Millisecond)
 	}
 	s.noteRead(rkey, old, expires)
-	s.local.Bind(pool, key, old, now)
 	return old, true
 }
 
