@@ -46,6 +46,16 @@ func serverKeys(t *testing.T, s *launch.Stack) *affinity.Keyring {
 	return ring
 }
 
+// signSession is a token the stack's keys sign for sess.
+func signSession(t *testing.T, ring *affinity.Keyring, sess affinity.Session) string {
+	t.Helper()
+	tok, err := affinity.NewTokenCodec(ring).Sign(sess, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 // TestEstablishedSessionsSkipTheService runs in both Envoy-enforced modes:
 // once a session has its cookie, Envoy routes it without an ext_proc stream.
 func TestEstablishedSessionsSkipTheService(t *testing.T) {
@@ -103,21 +113,12 @@ func TestVerifiedBadTokens(t *testing.T) {
 	otherKey = reKid(otherKey, "k1")
 	signer, _ := ring.Lookup("k1")
 	confused := forge(`{"alg":"HS256","kid":"k1"}`, payload, signer.Public)
-	old, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: "forged", Host: want3, Start: now.Add(-25 * time.Hour), IssuedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := signSession(t, ring, affinity.Session{ID: "forged", Host: want3, Start: now.Add(-25 * time.Hour), IssuedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)})
 	// Validly signed for another pool whose hosts this pool shares.
-	otherPool, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: "forged", Host: want3, Primary: base64.StdEncoding.EncodeToString([]byte(s.Backends[2].Address())),
-		Start: now, IssuedAt: now, ExpiresAt: now.Add(time.Minute), Pool: "shop"}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	future, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: "forged", Host: want3, Primary: base64.StdEncoding.EncodeToString([]byte(s.Backends[2].Address())),
-		Start: now.Add(time.Hour), IssuedAt: now.Add(time.Hour), ExpiresAt: now.Add(time.Hour + time.Minute), Pool: "default"}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	otherPool := signSession(t, ring, affinity.Session{ID: "forged", Host: want3, Primary: base64.StdEncoding.EncodeToString([]byte(s.Backends[2].Address())),
+		Start: now, IssuedAt: now, ExpiresAt: now.Add(time.Minute), Pool: "shop"})
+	future := signSession(t, ring, affinity.Session{ID: "forged", Host: want3, Primary: base64.StdEncoding.EncodeToString([]byte(s.Backends[2].Address())),
+		Start: now.Add(time.Hour), IssuedAt: now.Add(time.Hour), ExpiresAt: now.Add(time.Hour + time.Minute), Pool: "default"})
 	tests := []struct{ name, cookie string }{
 		{"payload swapped under the old signature", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + parts[2]},
 		{"signed by another Ed25519 key under the same kid", otherKey},
@@ -149,11 +150,8 @@ func TestVerifiedLongLivedToken(t *testing.T) {
 	sess := startSessions(t, s, 1)[0]
 	token := sess.c.Cookie("affinity")
 	now := time.Now()
-	long, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: launch.TokenClaim(token, "sid"), Host: launch.TokenClaim(token, affinity.HostClaim),
-		Primary: launch.TokenClaim(token, affinity.PrimaryClaim), Start: now, IssuedAt: now, ExpiresAt: now.AddDate(100, 0, 0), Pool: "default"}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	long := signSession(t, ring, affinity.Session{ID: launch.TokenClaim(token, "sid"), Host: launch.TokenClaim(token, affinity.HostClaim),
+		Primary: launch.TokenClaim(token, affinity.PrimaryClaim), Start: now, IssuedAt: now, ExpiresAt: now.AddDate(100, 0, 0), Pool: "default"})
 	sess.c.SetCookie("affinity", long)
 	before := streams(t, s)
 	r, _, err := sess.c.Get("/")
@@ -188,10 +186,7 @@ func TestVerifiedTokenWithoutPrimary(t *testing.T) {
 	token := sess.c.Cookie("affinity")
 	old := affinity.Session{ID: launch.TokenClaim(token, "sid"), Host: launch.TokenClaim(token, affinity.HostClaim),
 		Start: time.Now().Add(-time.Minute), IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
-	signed, err := affinity.NewTokenCodec(ring).Sign(old, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	signed := signSession(t, ring, old)
 	if launch.TokenClaim(signed, affinity.PrimaryClaim) != "" {
 		t.Fatal("the old-style token has a p claim")
 	}
@@ -232,10 +227,7 @@ func TestVerifiedRefresh(t *testing.T) {
 	// The same session, as the server signed it, but its exp has passed.
 	claims := affinity.Session{ID: launch.TokenClaim(token, "sid"), Host: launch.TokenClaim(token, affinity.HostClaim),
 		Start: time.Now().Add(-time.Hour), IssuedAt: time.Now().Add(-7 * time.Minute), ExpiresAt: time.Now().Add(-2 * time.Minute)}
-	expired, err := affinity.NewTokenCodec(ring).Sign(claims, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	expired := signSession(t, ring, claims)
 	sess.c.SetCookie("affinity", expired)
 	before := streams(t, s)
 	r, resp, err := sess.c.Get("/")
@@ -520,11 +512,8 @@ func TestCookieParsingMatchesEnvoy(t *testing.T) {
 	now := time.Now()
 	token := func(id string, primary, successor int) string {
 		a, b := s.Backends[primary].Address(), s.Backends[successor].Address()
-		tok, err := affinity.NewTokenCodec(ring).Sign(affinity.Session{ID: id, Host: a + "," + b, Primary: base64.StdEncoding.EncodeToString([]byte(a)),
-			Start: now, IssuedAt: now, ExpiresAt: now.Add(time.Minute), Pool: "default"}, now)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tok := signSession(t, ring, affinity.Session{ID: id, Host: a + "," + b, Primary: base64.StdEncoding.EncodeToString([]byte(a)),
+			Start: now, IssuedAt: now, ExpiresAt: now.Add(time.Minute), Pool: "default"})
 		return tok
 	}
 	a, b, x := token("session-a", 0, 1), token("session-b", 1, 0), "not-a-token"
