@@ -38,6 +38,8 @@ Usage:
                                         print a new signing key line for the keys file
   envoy-affinity jwks -config FILE [-with-secrets] [-out FILE]
                                         write the JWKS Envoy's jwt_authn verifies tokens with
+  envoy-affinity doctor -config FILE (-envoy-admin HOST:PORT | -envoy-yaml FILE) [-json]
+                                        check Envoy's configuration against the service's; exits 1 on errors
   envoy-affinity version                print the version and the Envoy version the tests use
 
 Flags:
@@ -107,6 +109,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return check(args[1:], stdout, stderr)
 		case "jwks":
 			return jwks(args[1:], stdout, stderr)
+		case "doctor":
+			return runDoctor(ctx, args[1:], stdout, stderr)
 		case "version":
 			_, err := fmt.Fprintf(stdout, "envoy-affinity %s (tested with Envoy %s)\n", version(), testedEnvoy)
 			return err

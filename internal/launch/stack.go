@@ -549,7 +549,9 @@ func envoyStat(adminPort int, name string) (int, error) {
 // Gateway is one more Envoy running the stack's YAML on its own listener
 // and admin ports, as a second replica of a gateway.
 type Gateway struct {
-	Proc       *Proc
+	Proc *Proc
+	// Config is its rendered YAML.
+	Config     string
 	ListenPort int
 	AdminPort  int
 }
@@ -562,6 +564,13 @@ func (g *Gateway) URL(path string) string {
 // AddEnvoy starts another Envoy with the stack's YAML (same clusters,
 // service replicas and endpoints file) and waits until it is ready.
 func (s *Stack) AddEnvoy(ctx context.Context) (*Gateway, error) {
+	return s.AddEnvoyWith(ctx, s.envoyYAML)
+}
+
+// AddEnvoyWith starts another Envoy with the given YAML, its ports written
+// as in envoy/ (the stack's service replicas, backends and endpoints file),
+// and waits until it is ready.
+func (s *Stack) AddEnvoyWith(ctx context.Context, yaml []byte) (*Gateway, error) {
 	g := &Gateway{}
 	var err error
 	if g.ListenPort, err = FreePort(); err != nil {
@@ -572,7 +581,7 @@ func (s *Stack) AddEnvoy(ctx context.Context) (*Gateway, error) {
 	}
 	ports := maps.Clone(s.portMap)
 	ports[yamlListenerPort], ports[yamlAdminPort] = g.ListenPort, g.AdminPort
-	rendered, err := RenderEnvoy(s.envoyYAML, ports)
+	rendered, err := RenderEnvoy(yaml, ports)
 	if err != nil {
 		return nil, err
 	}
@@ -587,6 +596,7 @@ func (s *Stack) AddEnvoy(ctx context.Context) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	g.Config = config
 	s.Gateways = append(s.Gateways, g)
 	return g, waitReady(ctx, g.Proc, "http://127.0.0.1:"+strconv.Itoa(g.AdminPort)+"/ready", "LIVE")
 }

@@ -1,0 +1,501 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/extproc"
+)
+
+// Service is what the doctor knows of the service: the pools in force and
+// the signing keys.
+type Service struct {
+	Pools []*affinity.Pool
+	// Keys signs the session tokens (nil: the JWKS is not compared).
+	Keys *affinity.Keyring
+	// Now is when the signing key is chosen.
+	Now time.Time
+}
+
+// Check compares Envoy's configuration with the service's pools. When e is
+// live, client fetches the JWKS Envoy reads (nil: it is not fetched).
+func Check(ctx context.Context, e *Envoy, svc Service, client *http.Client) *Report {
+	c := &checker{ctx: ctx, e: e, svc: svc, client: client, r: &Report{Envoy: e.Source}}
+	for _, p := range svc.Pools {
+		c.r.Pools = append(c.r.Pools, p.Name)
+		c.pool(p)
+	}
+	c.r.sort()
+	return c.r
+}
+
+type checker struct {
+	ctx    context.Context
+	e      *Envoy
+	svc    Service
+	client *http.Client
+	r      *Report
+}
+
+// httpFilter is one entry of an HTTP connection manager's filter list.
+type httpFilter struct {
+	index    int
+	name     string
+	typ      string
+	cfg      map[string]any
+	wrapped  bool // in an ExtensionWithMatcher: a matcher may skip it
+	disabled bool // off unless a route turns it on
+}
+
+// route is one route of a route configuration.
+type route struct {
+	name, vhost string
+	rc, vh, r   map[string]any
+}
+
+func (rt route) where(listener string) string {
+	name := rt.name
+	if name == "" {
+		name = "(unnamed)"
+	}
+	return fmt.Sprintf("listener %q, route %q (virtual host %q)", listener, name, rt.vhost)
+}
+
+// site is an HTTP connection manager whose routes lead to a pool's
+// clusters.
+type site struct {
+	listener string
+	filters  []httpFilter
+	routes   []route // the routes to the pool's clusters, in order
+	hcm      map[string]any
+}
+
+func (s *site) where(f httpFilter) string {
+	return fmt.Sprintf("listener %q, http filter %q", s.listener, f.name)
+}
+
+func (s *site) byType(typ string) []httpFilter {
+	var out []httpFilter
+	for _, f := range s.filters {
+		if f.typ == typ {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// sites lists every HTTP connection manager with its filters and routes.
+func (c *checker) sites() []*site {
+	var out []*site
+	for _, l := range c.e.Listeners {
+		for _, hcm := range l.HCMs {
+			s := &site{listener: l.Name, hcm: hcm}
+			for i, f := range list(hcm["http_filters"]) {
+				hf := httpFilter{index: i, name: str(get(f, "name")), cfg: c.e.filterConfig(f), disabled: boolean(get(f, "disabled"))}
+				hf.typ = typeName(hf.cfg)
+				if hf.typ == typeWithMatcher {
+					hf.cfg = obj(get(hf.cfg, "extension_config", "typed_config"))
+					hf.typ = typeName(hf.cfg)
+					hf.wrapped = true
+				}
+				s.filters = append(s.filters, hf)
+			}
+			rc := c.e.routeConfig(hcm)
+			for _, vh := range list(get(rc, "virtual_hosts")) {
+				for _, r := range list(get(vh, "routes")) {
+					s.routes = append(s.routes, route{name: str(get(r, "name")), vhost: str(get(vh, "name")), rc: rc, vh: obj(vh), r: obj(r)})
+				}
+			}
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// clusters are the clusters a route sends to.
+func (rt route) clusters() []string {
+	if c := str(get(rt.r, "route", "cluster")); c != "" {
+		return []string{c}
+	}
+	var out []string
+	for _, w := range list(get(rt.r, "route", "weighted_clusters", "clusters")) {
+		out = append(out, str(get(w, "name")))
+	}
+	return out
+}
+
+// perRoute is a filter's per-route configuration on a route (route, then
+// virtual host, then route configuration), unwrapped from a FilterConfig;
+// enabled tells whether a FilterConfig turns the filter on or off there
+// (nil: it does not say).
+func perRoute(rt route, filter string) (cfg map[string]any, enabled *bool) {
+	for _, level := range []map[string]any{rt.r, rt.vh, rt.rc} {
+		if v := obj(get(level, "typed_per_filter_config", filter)); v != nil {
+			if typeName(v) == typeFilterConfig {
+				on := !boolean(v["disabled"])
+				return obj(v["config"]), &on
+			}
+			return v, nil
+		}
+	}
+	return nil, nil
+}
+
+// procOn is what an ext_proc filter does on a route.
+type procOn struct {
+	enabled          bool
+	request          string // request headers: SEND or SKIP
+	response         string // response headers: SEND or SKIP
+	reqBody, rspBody string
+}
+
+func headerMode(v any) string {
+	if s := str(v); s != "" && s != "DEFAULT" {
+		return s
+	}
+	return "SEND"
+}
+
+func bodyMode(v any) string {
+	if s := str(v); s != "" {
+		return s
+	}
+	return "NONE"
+}
+
+// extProcOn works out an ext_proc filter's processing on a route.
+func extProcOn(f httpFilter, rt route) procOn {
+	mode := obj(f.cfg["processing_mode"])
+	on := procOn{enabled: !f.disabled}
+	per, enabled := perRoute(rt, f.name)
+	if enabled != nil {
+		on.enabled = *enabled
+	}
+	if typeName(per) == typeExtProcPerRoute {
+		if boolean(per["disabled"]) {
+			on.enabled = false
+		}
+		if m := obj(get(per, "overrides", "processing_mode")); m != nil {
+			mode = m
+		}
+	}
+	on.request, on.response = headerMode(mode["request_header_mode"]), headerMode(mode["response_header_mode"])
+	on.reqBody, on.rspBody = bodyMode(mode["request_body_mode"]), bodyMode(mode["response_body_mode"])
+	return on
+}
+
+// sessionOn tells whether a stateful_session filter runs on a route.
+func sessionOn(f httpFilter, rt route) bool {
+	on := !f.disabled
+	per, enabled := perRoute(rt, f.name)
+	if enabled != nil {
+		on = *enabled
+	}
+	if typeName(per) == typeSessionPerRoute && boolean(per["disabled"]) {
+		on = false
+	}
+	return on
+}
+
+// ours are the ext_proc filters that talk to the service: those that
+// exchange envoy.lb metadata, or every ext_proc when none does (then the
+// namespace checks report it).
+func (s *site) ours() []httpFilter {
+	all := s.byType(typeExtProc)
+	var out []httpFilter
+	for _, f := range all {
+		ns := append(strs(get(f.cfg, "metadata_options", "receiving_namespaces", "untyped")),
+			strs(get(f.cfg, "metadata_options", "forwarding_namespaces", "untyped"))...)
+		if slices.Contains(ns, extproc.MetadataNamespace) {
+			out = append(out, f)
+		}
+	}
+	if len(out) == 0 {
+		return all
+	}
+	return out
+}
+
+// serviceClusters are the clusters that reach the service itself (the
+// ext_proc's gRPC service and the JWKS), never a pool's.
+func (c *checker) serviceClusters(sites []*site) map[string]bool {
+	out := map[string]bool{}
+	for _, s := range sites {
+		for _, f := range s.byType(typeExtProc) {
+			out[str(get(f.cfg, "grpc_service", "envoy_grpc", "cluster_name"))] = true
+		}
+		for _, f := range s.byType(typeJwtAuthn) {
+			for _, p := range obj(f.cfg["providers"]) {
+				out[str(get(p, "remote_jwks", "http_uri", "cluster"))] = true
+			}
+		}
+	}
+	return out
+}
+
+// pool checks everything one pool needs.
+func (c *checker) pool(p *affinity.Pool) {
+	all := c.sites()
+	var targets []string
+	if p.MatchAll {
+		service := c.serviceClusters(all)
+		for _, s := range all {
+			if len(s.ours()) == 0 {
+				continue
+			}
+			for _, rt := range s.routes {
+				for _, cl := range rt.clusters() {
+					if !service[cl] && !slices.Contains(targets, cl) {
+						targets = append(targets, cl)
+					}
+				}
+			}
+		}
+		if len(targets) == 0 && !slices.ContainsFunc(all, func(s *site) bool { return len(s.ours()) > 0 }) {
+			c.r.add(Problem{Severity: Error, Check: "ext_proc.missing", Where: "pool " + p.Name,
+				Problem: "no HTTP connection manager has an ext_proc filter",
+				Breaks:  "the service sees no request: no session is placed or kept",
+				Fix:     "add the service's ext_proc filter before envoy.filters.http.router (" + fixGenerated + ")"})
+			return
+		}
+		if len(targets) == 0 {
+			c.r.add(Problem{Severity: Error, Check: "route.missing", Where: "pool " + p.Name,
+				Problem: "no route leads to a cluster through an HTTP connection manager with an ext_proc filter",
+				Breaks:  "the service sees no request: no session is placed or kept",
+				Fix:     "add the service's filters and routes (envoy-affinity envoy-config prints them)"})
+			return
+		}
+	} else {
+		targets = []string{p.Name}
+		if _, ok := c.e.Clusters[p.Name]; !ok {
+			c.r.add(Problem{Severity: Error, Check: "cluster.missing", Where: "pool " + p.Name,
+				Problem: fmt.Sprintf("Envoy has no cluster %q (a named pool takes the requests routed to the cluster of its name)", p.Name),
+				Breaks:  "no request reaches this pool: its sessions are not kept",
+				Fix:     fmt.Sprintf("name the pool after the Envoy cluster its requests go to, or add cluster %q", p.Name)})
+			return
+		}
+	}
+	var sites []*site
+	for _, s := range all {
+		var routes []route
+		for _, rt := range s.routes {
+			if slices.ContainsFunc(rt.clusters(), func(cl string) bool { return slices.Contains(targets, cl) }) {
+				routes = append(routes, rt)
+			}
+		}
+		if len(routes) > 0 {
+			s.routes = routes
+			sites = append(sites, s)
+		}
+	}
+	if len(sites) == 0 {
+		c.r.add(Problem{Severity: Error, Check: "route.missing", Where: fmt.Sprintf("cluster %q", targets[0]),
+			Problem: "no route of any listener sends requests to the cluster",
+			Breaks:  "the service sees no request of pool " + p.Name,
+			Fix:     "route the application's requests to the cluster through the listener that runs the service's ext_proc filter"})
+		return
+	}
+	var payload string
+	for _, s := range sites {
+		if k := c.site(p, s); k != "" {
+			payload = k
+		}
+	}
+	for _, cl := range targets {
+		c.cluster(p, cl, sites, payload)
+		c.hosts(p, cl)
+	}
+	if p.Source != nil && p.Source.Kind == affinity.SourceEnvoy {
+		if _, ok := c.e.Clusters[p.Source.Envoy.Cluster]; !ok {
+			c.r.add(Problem{Severity: Error, Check: "discovery.cluster", Where: "pool " + p.Name,
+				Problem: fmt.Sprintf("discovery.envoy names cluster %q, which Envoy does not have", p.Source.Envoy.Cluster),
+				Breaks:  "the pool gets no hosts: every request is left to Envoy's load balancer",
+				Fix:     "set discovery.envoy.cluster to the cluster the pool's requests go to"})
+		}
+	}
+}
+
+// metaIs tells whether a metadata reference names namespace key and path.
+func metaIs(v any, key string, path ...string) bool {
+	if str(get(v, "key")) != key && str(get(v, "filter")) != key {
+		return false
+	}
+	got := list(get(v, "path"))
+	if len(got) != len(path) {
+		return false
+	}
+	for i, seg := range got {
+		if str(get(seg, "key")) != path[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// usesMetadata tells whether the pool's decision reaches Envoy as envoy.lb
+// metadata (not through an output header only a platform reads).
+func usesMetadata(p *affinity.Pool) bool {
+	return p.Output.Header == "" && p.Output.StatefulSession == ""
+}
+
+// rebinds tells whether the pool re-binds failed-over sessions: the
+// service must see the response another host served.
+func rebinds(p *affinity.Pool) bool {
+	return usesMetadata(p) && !p.Failback && (p.Mode == affinity.ModeVerified || p.Mode == affinity.ModeOpaque)
+}
+
+const (
+	rebindBreaks = "a session that failed over (its host could not be reached, the successor served it) is not re-bound to " +
+		"the host that served it: it goes back to its old host when that host returns, and loses its data a second time"
+	fixGenerated = "envoy-affinity envoy-config prints the exact piece"
+)
+
+// site checks one HTTP connection manager's filters and routes for a pool;
+// it returns the jwt_authn payload_in_metadata key it found (verified).
+func (c *checker) site(p *affinity.Pool, s *site) string {
+	ours := s.ours()
+	if len(ours) == 0 {
+		c.r.add(Problem{Severity: Error, Check: "ext_proc.missing", Where: fmt.Sprintf("listener %q", s.listener),
+			Problem: "no ext_proc filter in the HTTP filters, though routes go to pool " + p.Name + "'s cluster",
+			Breaks:  "the service sees none of these requests: no session is placed or kept",
+			Fix:     "add the service's ext_proc filter before envoy.filters.http.router (" + fixGenerated + ")"})
+		return ""
+	}
+	for _, f := range ours {
+		c.extProcFilter(p, s, f)
+	}
+
+	var provider string
+	var prov map[string]any
+	if p.Mode == affinity.ModeVerified {
+		provider, prov = c.jwt(p, s, ours)
+	}
+	payload := str(prov["payload_in_metadata"])
+
+	// Which routes decide (the service must see their requests) and which
+	// are established (Envoy alone routes them).
+	established := func(rt route) bool {
+		switch p.Mode {
+		case affinity.ModeVerified:
+			for _, dm := range list(get(rt.r, "match", "dynamic_metadata")) {
+				if str(get(dm, "filter")) == extproc.JWTFilterName {
+					return true
+				}
+			}
+		case affinity.ModeNative:
+			for _, h := range list(get(rt.r, "match", "headers")) {
+				if strings.EqualFold(str(get(h, "name")), "cookie") {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	var sawEstablished, sawDecide bool
+	for _, rt := range s.routes {
+		var decider *httpFilter
+		var on procOn
+		for _, f := range ours {
+			if o := extProcOn(f, rt); o.enabled && o.request == "SEND" {
+				decider, on = &f, o
+				break
+			}
+		}
+		if established(rt) {
+			sawEstablished = true
+			if sawDecide {
+				c.r.add(Problem{Severity: Error, Check: "route.order", Where: rt.where(s.listener),
+					Problem: "the established-session route comes after a route that takes the same requests",
+					Breaks:  "it never matches: every request goes to the service (the cost of opaque mode: 0.34× plain Envoy's throughput)",
+					Fix:     "put the established route first, the deciding route after it"})
+			}
+			if decider != nil {
+				c.r.add(Problem{Severity: Warning, Check: "route.established", Where: rt.where(s.listener),
+					Problem: fmt.Sprintf("ext_proc filter %q sends the request headers of established sessions", decider.name),
+					Breaks:  "every established request costs a message to the service, which Envoy could have routed alone",
+					Fix:     established2Fix(p)})
+			}
+			if rebinds(p) && p.Mode == affinity.ModeVerified {
+				c.failoverVerified(p, s, rt, ours, prov)
+			}
+			continue
+		}
+		sawDecide = sawDecide || isCatchAll(rt)
+		if decider == nil {
+			c.r.add(Problem{Severity: Error, Check: "ext_proc.processing_mode", Where: rt.where(s.listener),
+				Problem: "no ext_proc filter of the service sends this route's request headers (processing_mode request_header_mode SKIP, or the filter is disabled here)",
+				Breaks:  "requests on this route get no decision: new sessions are placed by Envoy's fallback policy and never get a session cookie",
+				Fix:     "processing_mode: {request_header_mode: SEND} on the route (ExtProcPerRoute overrides) or the filter"})
+			continue
+		}
+		if (p.Mode == affinity.ModeVerified || p.Mode == affinity.ModeOpaque) && on.response != "SEND" {
+			c.r.add(Problem{Severity: Error, Check: "ext_proc.processing_mode", Where: rt.where(s.listener),
+				Problem: fmt.Sprintf("ext_proc filter %q skips response headers here", decider.name),
+				Breaks:  "the session cookie is written on the response: new sessions never get one, and each request is placed anew",
+				Fix:     "processing_mode: {response_header_mode: SEND}"})
+		}
+		if on.reqBody != "NONE" || on.rspBody != "NONE" {
+			c.r.add(Problem{Severity: Warning, Check: "ext_proc.processing_mode", Where: rt.where(s.listener),
+				Problem: fmt.Sprintf("ext_proc filter %q sends bodies (request_body_mode %s, response_body_mode %s)", decider.name, on.reqBody, on.rspBody),
+				Breaks:  "Envoy streams or buffers every body to the service, which needs headers only: more messages per request",
+				Fix:     "processing_mode: {request_body_mode: NONE, response_body_mode: NONE}"})
+		}
+		if p.Mode == affinity.ModeOpaque && rebinds(p) {
+			c.failoverOpaque(p, s, rt, ours)
+		}
+	}
+	if p.Mode == affinity.ModeVerified && !sawEstablished && prov != nil {
+		c.r.add(Problem{Severity: Error, Check: "route.established", Where: fmt.Sprintf("listener %q", s.listener),
+			Problem: fmt.Sprintf("no route matches a verified token (match.dynamic_metadata on filter %s, path [%s, %s]) ahead of the deciding route", extproc.JWTFilterName, orDefault(payload, "affinity"), affinity.HostClaim),
+			Breaks:  "verified mode is not in effect: every request goes to the service (the cost of opaque mode: 0.34× plain Envoy's throughput)",
+			Fix:     "add the established route before the deciding one (" + fixGenerated + ")"})
+	}
+	if p.Mode == affinity.ModeVerified && payload != "" {
+		for _, rt := range s.routes {
+			for _, dm := range list(get(rt.r, "match", "dynamic_metadata")) {
+				if str(get(dm, "filter")) == extproc.JWTFilterName && !metaIs(dm, extproc.JWTFilterName, payload, affinity.HostClaim) {
+					c.r.add(Problem{Severity: Error, Check: "route.established", Where: rt.where(s.listener),
+						Problem: fmt.Sprintf("the route matches jwt_authn metadata at a path other than [%s, %s] (provider %q's payload_in_metadata, claim h)", payload, affinity.HostClaim, provider),
+						Breaks:  "it never matches: every request goes to the service",
+						Fix:     fmt.Sprintf("match: {dynamic_metadata: [{filter: %s, path: [{key: %s}, {key: %s}], value: {present_match: true}}]}", extproc.JWTFilterName, payload, affinity.HostClaim)})
+				}
+			}
+		}
+	}
+	if p.Mode == affinity.ModeNative {
+		c.native(p, s, ours)
+	}
+	if p.Output.StatefulSession != "" {
+		c.statefulSessionHeader(p, s, ours)
+	}
+	return payload
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func established2Fix(p *affinity.Pool) string {
+	if p.Mode == affinity.ModeNative {
+		return "typed_per_filter_config on the route: {envoy.filters.http.ext_proc: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute, disabled: true}}"
+	}
+	return "processing_mode request_header_mode: SKIP on the filter, SEND in an ExtProcPerRoute override on the deciding route (" + fixGenerated + ")"
+}
+
+// isCatchAll tells whether a route matches every path with no further
+// condition.
+func isCatchAll(rt route) bool {
+	m := obj(rt.r["match"])
+	if str(m["prefix"]) != "/" && get(m, "safe_regex") == nil && str(get(m, "path_separated_prefix")) != "/" {
+		return false
+	}
+	return m["headers"] == nil && m["dynamic_metadata"] == nil && m["query_parameters"] == nil
+}
