@@ -6,12 +6,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -344,5 +349,95 @@ func TestDoctor(t *testing.T) {
 				t.Errorf("exit status non-zero %v, with errors %v", failed, wantFail)
 			}
 		})
+	}
+}
+
+// serverMetric reads one sample of the service's /metrics, as written
+// (name with its labels).
+func serverMetric(s *launch.Stack, sample string) (float64, error) {
+	resp, err := s.AdminClient().Get(s.ServerURL("/metrics"))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /metrics", sample)
+}
+
+// TestDoctorInService: a service that reads its hosts from Envoy checks
+// that Envoy's configuration on its own, says so in a metric, and answers
+// /debug/doctor; when the Envoy it reads is configured wrongly, the metric
+// and the endpoint say what.
+func TestDoctorInService(t *testing.T) {
+	s := newStackWith(t, launch.Options{EnvoySource: true, ServerArgs: []string{"-doctor-interval", "100ms"}})
+	ctx := context.Background()
+	const errors = `envoy_affinity_envoy_config_problems{severity="error"}`
+	waitMetric := func(want float64) {
+		t.Helper()
+		if err := launch.Eventually(ctx, 10*time.Second, func() error {
+			got, err := serverMetric(s, errors)
+			if err == nil && got != want {
+				err = fmt.Errorf("%s = %v, want %v", errors, got, want)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	debugDoctor := func() *doctor.Report {
+		t.Helper()
+		resp, err := s.AdminClient().Get(s.ServerURL("/debug/doctor"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var r doctor.Report
+		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("/debug/doctor: %s, %v", resp.Status, err)
+		}
+		return &r
+	}
+	waitMetric(0)
+	if r := debugDoctor(); len(r.Problems) > 0 {
+		t.Fatalf("envoy/verified.yaml: %v", r.Problems)
+	}
+
+	// The service now reads an Envoy whose cluster keeps Envoy's default
+	// limit of 3 concurrent retries.
+	y := shippedYAML(t, "verified")
+	delete(clusterNamed(t, y, "app"), "circuit_breakers")
+	data, err := yaml.Marshal(y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := s.AddEnvoyWith(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config, err := os.ReadFile(s.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(config), "127.0.0.1:"+strconv.Itoa(s.AdminPort), "127.0.0.1:"+strconv.Itoa(g.AdminPort), 1)
+	if edited == string(config) {
+		t.Fatal("the config names no Envoy admin address")
+	}
+	if err := os.WriteFile(s.ConfigPath, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Server.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(1)
+	if r := debugDoctor(); !r.Has("cluster.max_retries") || r.Count(doctor.Error) != 1 {
+		t.Fatalf("/debug/doctor: %v", r.Problems)
 	}
 }

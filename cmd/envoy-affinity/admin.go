@@ -29,6 +29,8 @@ type serverState struct {
 	// shared is the store the replicas share (nil: none): drains made
 	// here are written to it for the others.
 	shared *redisstore.Store
+	// doctor checks Envoy's configuration (/debug/doctor).
+	doctor *envoyDoctor
 }
 
 // poolView is the JSON shape of /debug/pools.
@@ -138,6 +140,9 @@ func adminHandler(s *serverState, token *bearerToken, pprofOn bool) http.Handler
 	})
 	private.HandleFunc("GET /debug/pools", s.pools)
 	private.HandleFunc("GET /debug/explain", s.explain)
+	if s.doctor != nil {
+		private.HandleFunc("GET /debug/doctor", s.doctor.serveHTTP)
+	}
 	private.Handle("POST /pools/{pool}/hosts/{host}/drain", stateChange(token, http.HandlerFunc(s.drain)))
 	private.Handle("POST /pools/{pool}/hosts/{host}/undrain", stateChange(token, http.HandlerFunc(s.drain)))
 	if pprofOn {

@@ -23,6 +23,10 @@ type metrics struct {
 	streams     prometheus.Gauge
 	reloads     prometheus.Counter
 	reloadFails prometheus.Counter
+	// envoyProblems and envoyChecks report the doctor's checks of the
+	// co-located Envoy (pools[].discovery.envoy).
+	envoyProblems *prometheus.GaugeVec
+	envoyChecks   *prometheus.CounterVec
 }
 
 const namespace = "envoy_affinity"
@@ -48,8 +52,16 @@ func newMetrics(engine *affinity.Engine, disc *discoveries, shared *redisstore.S
 		reloadFails: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "config", Name: "reload_errors_total", Help: "Reloads refused (the previous configuration stayed).",
 		}),
+		envoyProblems: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "envoy_config", Name: "problems",
+			Help: "Problems the last check of Envoy's configuration found, by severity (error: sessions break; warning: they hold at a cost). See /debug/doctor.",
+		}, []string{"severity"}),
+		envoyChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "envoy_config", Name: "checks_total",
+			Help: "Checks of Envoy's configuration by result: checked, or unreachable (Envoy's admin API did not answer).",
+		}, []string{"result"}),
 	}
-	m.reg.MustRegister(m.decisions, m.latency, m.streams, m.reloads, m.reloadFails, &stateCollector{engine: engine, disc: disc},
+	m.reg.MustRegister(m.decisions, m.latency, m.streams, m.reloads, m.reloadFails, m.envoyProblems, m.envoyChecks, &stateCollector{engine: engine, disc: disc},
 		// go_goroutines, go_memstats_*, process_resident_memory_bytes and
 		// the rest of the runtime's and the process's own figures.
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -97,6 +97,7 @@ type options struct {
 	clientCA       string
 	adminTLSCert   string
 	adminTLSKey    string
+	doctorInterval time.Duration
 }
 
 // Run is the whole program: it parses args, then serves until ctx is done.
@@ -153,6 +154,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.clientCA, "grpc-client-ca", "", "PEM CA bundle `file`: gRPC clients must present a certificate it signed (mutual TLS); needs -grpc-tls-cert")
 	fs.StringVar(&o.adminTLSCert, "admin-tls-cert", "", "PEM certificate (chain) `file` of the admin listener (JWKS, token, drains); with -admin-tls-key it speaks only TLS 1.2 or later. Re-read when it changes")
 	fs.StringVar(&o.adminTLSKey, "admin-tls-key", "", "PEM private key `file` of -admin-tls-cert")
+	fs.DurationVar(&o.doctorInterval, "doctor-interval", time.Minute, "how often the configuration of the Envoy that pools[].discovery.envoy names is checked against the service's (the envoy_config metrics, /debug/doctor); 0 to check only on request")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -168,6 +170,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.shutdownGrace < 0 {
 		errs = append(errs, errors.New("-shutdown-grace must not be negative"))
+	}
+	if o.doctorInterval < 0 {
+		errs = append(errs, errors.New("-doctor-interval must not be negative"))
 	}
 	if o.shutdownDelay < 0 {
 		errs = append(errs, errors.New("-shutdown-delay must not be negative"))
@@ -274,7 +279,15 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 			log.Warn("store.redis changed: the change takes effect at the next start; the store in force stays")
 		}
 	}
-	state := &serverState{engine: engine, discoveries: disc, metrics: met, log: log, shared: shared}
+	doc := newEnvoyDoctor(engine, met, log)
+	state := &serverState{engine: engine, discoveries: disc, metrics: met, log: log, shared: shared, doctor: doc}
+	doctorDone := make(chan struct{})
+	go func() {
+		defer close(doctorDone)
+		if o.doctorInterval > 0 {
+			doc.run(ctx, o.doctorInterval)
+		}
+	}()
 	errc := make(chan error, 3)
 	if certs.mode() != "mutual TLS" && !isLoopback(grpcLn.Addr()) {
 		// Any client that reaches the port can pose as Envoy: ask for
@@ -330,6 +343,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		scancel()
 	}
 	<-reloadDone
+	<-doctorDone
 	disc.wait()
 	checks.wait()
 	log.Info("stopped")
