@@ -231,6 +231,8 @@ var doctorCases = []doctorCase{
 		pool["discovery"] = tree{"envoy": tree{"admin": "127.0.0.1:9901", "cluster": "web"}}
 	}},
 	{check: "cluster.missing", config: func(t *testing.T, pool, _ tree) { pool["name"] = "shop" }},
+	// A cluster Envoy has, but no route sends requests to.
+	{check: "route.missing", config: func(t *testing.T, pool, _ tree) { pool["name"] = "envoy_affinity_admin" }},
 }
 
 // runDoctor runs the doctor command and returns its report and whether it

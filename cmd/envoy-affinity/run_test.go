@@ -248,6 +248,10 @@ func TestRunRefusesBadInput(t *testing.T) {
 		{"stray argument", []string{"-config", good, "extra"}, []string{"unexpected arguments: extra"}},
 		{"busy port", []string{"-config", good, "-grpc-addr", "256.0.0.1:1"}, []string{"256.0.0.1"}},
 		{"check finds problems", []string{"check", "-config", bad}, []string{"bad.yaml:4:"}},
+		{"doctor needs one Envoy", []string{"doctor", "-config", good}, []string{"one of -envoy-admin and -envoy-yaml"}},
+		{"doctor: one Envoy only", []string{"doctor", "-config", good, "-envoy-yaml", "x", "-envoy-admin", "y"}, []string{"one of -envoy-admin and -envoy-yaml"}},
+		{"doctor exits non-zero when sessions break", []string{"doctor", "-config", good, "-envoy-yaml", filepath.Join("..", "..", "e2e", "bench", "baseline.yaml")},
+			[]string{"would break sessions"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -289,6 +293,8 @@ func TestRunCommands(t *testing.T) {
 		{"version", []string{"version"}, []string{"envoy-affinity ", "(tested with Envoy " + testedEnvoy + ")"}},
 		{"keygen hs256", []string{"keygen", "-id", "k8", "-alg", "hs256"}, []string{"k8:hs256:"}},
 		{"jwks publishes public keys only", []string{"jwks", "-config", mixed}, []string{`"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"e1"`}},
+		{"doctor reports warnings and exits 0", []string{"doctor", "-config", good, "-envoy-yaml", filepath.Join("..", "..", "envoy", "verified.yaml")},
+			[]string{"warning hosts.extra: pool default, cluster \"app\": Envoy's member 127.0.0.1:8083 is not one of the pool's hosts", "0 errors, 1 warnings"}},
 		{"jwks with secrets for a local file", []string{"jwks", "-config", mixed, "-with-secrets"}, []string{`"kty":"oct","alg":"HS256","kid":"k1"`}},
 	}
 	for _, tt := range tests {
