@@ -39,6 +39,19 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// A pool that follows DNS is compared with what the name resolves to
+	// now (a pool reading Envoy has Envoy's hosts by construction).
+	for _, p := range snap.Pools {
+		if p.Source == nil || p.Source.Kind != affinity.SourceDNS {
+			continue
+		}
+		hosts, err := source(*p.Source).Hosts(ctx)
+		if err != nil {
+			fmt.Fprintf(stderr, "doctor: pool %s: hosts not compared: %v\n", p.Name, err)
+			continue
+		}
+		p.Specs = hosts
+	}
 	client := &http.Client{Timeout: 5 * time.Second}
 	var envoy *doctor.Envoy
 	if admin != "" {
