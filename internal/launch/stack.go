@@ -83,7 +83,8 @@ type Options struct {
 	// the stack then reaches the admin listener over TLS, by AdminServerName.
 	AdminCA         []byte
 	AdminServerName string
-	// BeforeEnvoy runs once the server is up, before Envoy starts (in Dir).
+	// BeforeEnvoy runs once the server is up, before EnvoyYAML is read
+	// and Envoy starts: it may write files into Dir, or EnvoyYAML itself.
 	BeforeEnvoy func(*Stack) error
 }
 
@@ -206,6 +207,12 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 		}
 	}
 
+	// The hook may write the Envoy YAML itself, from the stack's config.
+	if opts.BeforeEnvoy != nil {
+		if err := opts.BeforeEnvoy(s); err != nil {
+			return nil, err
+		}
+	}
 	yaml, err := os.ReadFile(s.opts.EnvoyYAML)
 	if err != nil {
 		return nil, err
@@ -229,11 +236,6 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 	}
 	if strings.Contains(string(yaml), endpointsFile) {
 		if err := s.WriteEndpoints(all...); err != nil {
-			return nil, err
-		}
-	}
-	if opts.BeforeEnvoy != nil {
-		if err := opts.BeforeEnvoy(s); err != nil {
 			return nil, err
 		}
 	}
