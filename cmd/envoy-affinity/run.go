@@ -38,6 +38,9 @@ Usage:
                                         print a new signing key line for the keys file
   envoy-affinity jwks -config FILE [-with-secrets] [-out FILE]
                                         write the JWKS Envoy's jwt_authn verifies tokens with
+  envoy-affinity envoy-config -config FILE [-pool NAME] [-cluster NAME]
+                 [-grpc-address HOST:PORT] [-admin-address HOST:PORT]
+                                        print what to add to an Envoy you run, for a pool
   envoy-affinity doctor -config FILE (-envoy-admin HOST:PORT | -envoy-yaml FILE) [-json]
                                         check Envoy's configuration against the service's; exits 1 on errors
   envoy-affinity version                print the version and the Envoy version the tests use
@@ -110,6 +113,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return check(args[1:], stdout, stderr)
 		case "jwks":
 			return jwks(args[1:], stdout, stderr)
+		case "envoy-config":
+			return envoyConfig(args[1:], stdout, stderr)
 		case "doctor":
 			return runDoctor(ctx, args[1:], stdout, stderr)
 		case "version":
