@@ -121,11 +121,12 @@ func provider(t *testing.T, y tree) tree {
 
 const extProcFilter = "envoy.filters.http.ext_proc"
 
-// doctorCase puts one problem back into a YAML of envoy/ (or into the
-// service's configuration) that the doctor must report.
+// doctorCase puts one problem back into an Envoy configuration that has the
+// pieces of envoy-config merged in (or into the service's configuration),
+// which the doctor must report.
 type doctorCase struct {
 	check string
-	mode  string // the envoy/<mode>.yaml edited (verified when empty)
+	mode  string // the pool's mode (verified when empty)
 	envoy func(t *testing.T, y tree)
 	// config edits the service's configuration the doctor reads (its one pool).
 	config func(t *testing.T, pool tree, cfg tree)
@@ -299,10 +300,33 @@ func shippedYAML(t *testing.T, mode string) tree {
 	return y
 }
 
-// TestDoctor runs the doctor against real Envoys: the YAMLs of envoy/ give
-// no problem in their mode, and each problem put back is reported, from the
-// live Envoy's config dump and (unless only a running Envoy shows it) from
-// the file.
+// mergedYAML is plainEnvoyYAML with the pieces envoy-config prints for the
+// stack's configuration in the given mode merged in, as a tree.
+func mergedYAML(t *testing.T, s *launch.Stack, mode string) tree {
+	t.Helper()
+	cmd := exec.Command(bins.Server, "envoy-config", "-config", doctorConfig(t, s, mode, nil), "-cluster", "app")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	pieces, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("envoy-config: %v: %s", err, stderr.String())
+	}
+	merged, err := mergePieces([]byte(plainEnvoyYAML), pieces)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var y tree
+	if err := yaml.Unmarshal(merged, &y); err != nil {
+		t.Fatal(err)
+	}
+	return y
+}
+
+// TestDoctor runs the doctor against real Envoys: the YAMLs of envoy/, and
+// a plain Envoy with envoy-config's pieces merged in, give no problem in
+// their mode; each problem put back into the merged one is reported, from
+// the live Envoy's config dump and (unless only a running Envoy shows it)
+// from the file.
 func TestDoctor(t *testing.T) {
 	s := newStack(t, "verified")
 	ctx := context.Background()
@@ -323,9 +347,11 @@ func TestDoctor(t *testing.T) {
 	}
 	for _, mode := range []string{"verified", "opaque", "native"} {
 		t.Run("clean/"+mode, func(t *testing.T) {
-			live, file, failed := run(t, shippedYAML(t, mode), doctorConfig(t, s, mode, nil))
-			if failed || len(live.Problems) > 0 || len(file.Problems) > 0 {
-				t.Fatalf("envoy/%s.yaml: live: %v; file: %v", mode, live.Problems, file.Problems)
+			for name, y := range map[string]tree{"envoy/" + mode + ".yaml": shippedYAML(t, mode), "merged": mergedYAML(t, s, mode)} {
+				live, file, failed := run(t, y, doctorConfig(t, s, mode, nil))
+				if failed || len(live.Problems) > 0 || len(file.Problems) > 0 {
+					t.Errorf("%s: live: %v; file: %v", name, live.Problems, file.Problems)
+				}
 			}
 		})
 	}
@@ -335,7 +361,7 @@ func TestDoctor(t *testing.T) {
 			mode = "verified"
 		}
 		t.Run(fmt.Sprintf("%02d-%s/%s", i, c.check, mode), func(t *testing.T) {
-			y := shippedYAML(t, mode)
+			y := mergedYAML(t, s, mode)
 			if c.envoy != nil {
 				c.envoy(t, y)
 			}
