@@ -10,6 +10,9 @@
 // it could be sent, so slow answers do not hide the requests queued behind
 // them (coordinated omission). The generator's own timer lateness is not
 // counted. Both stop by themselves after -duration.
+//
+// -extproc ADDR plays Envoy against the service itself: -c ext_proc streams
+// at a time, each one request-headers message.
 package main
 
 import (
@@ -57,15 +60,27 @@ func run(args []string, out io.Writer) error {
 	rate := fs.Float64("rate", 0, "open loop: requests per second")
 	duration := fs.Duration("duration", 10*time.Second, "how long to send")
 	maxInFlight := fs.Int("max-in-flight", 512, "open loop: requests outstanding at most (late ones wait, and their wait counts)")
+	extproc := fs.String("extproc", "", "instead of -url: the service's ext_proc gRPC address, played as Envoy plays it (one stream per request, -c at a time)")
+	health := fs.Bool("health", false, "with -extproc: a grpc.health.v1 Check per request instead (the floor of a gRPC call)")
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	if *url == "" || (*conns > 0) == (*rate > 0) {
-		return errors.New("give -url and one of -c or -rate")
 	}
 	cookies, err := readCookies(*cookiesFile)
 	if err != nil {
 		return err
+	}
+	if *extproc != "" {
+		if *url != "" || *conns <= 0 || *rate > 0 {
+			return errors.New("-extproc takes -c, not -url or -rate")
+		}
+		res, err := streamLoop(*extproc, cookies, *conns, *duration, *health)
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(out).Encode(res)
+	}
+	if *url == "" || (*conns > 0) == (*rate > 0) {
+		return errors.New("give -url and one of -c or -rate")
 	}
 	var res Result
 	if *conns > 0 {

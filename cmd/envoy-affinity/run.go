@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -101,6 +102,7 @@ type options struct {
 	adminTLSCert   string
 	adminTLSKey    string
 	doctorInterval time.Duration
+	extAuthz       bool
 }
 
 // Run is the whole program: it parses args, then serves until ctx is done.
@@ -159,6 +161,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.clientCA, "grpc-client-ca", "", "PEM CA bundle `file`: gRPC clients must present a certificate it signed (mutual TLS); needs -grpc-tls-cert")
 	fs.StringVar(&o.adminTLSCert, "admin-tls-cert", "", "PEM certificate (chain) `file` of the admin listener (JWKS, token, drains); with -admin-tls-key it speaks only TLS 1.2 or later. Re-read when it changes")
 	fs.StringVar(&o.adminTLSKey, "admin-tls-key", "", "PEM private key `file` of -admin-tls-cert")
+	fs.BoolVar(&o.extAuthz, "ext-authz", false, "also answer Envoy's ext_authz Check on the gRPC listener: a measurement aid (docs/performance.md), not a supported transport")
 	fs.DurationVar(&o.doctorInterval, "doctor-interval", time.Minute, "how often the configuration of the Envoy that pools[].discovery.envoy names is checked against the service's (the envoy_config metrics, /debug/doctor); 0 to check only on request")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -272,6 +275,11 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	xp := extproc.NewServer(engine, log)
 	xp.Observe(met)
 	extprocv3.RegisterExternalProcessorServer(grpcSrv, xp)
+	if o.extAuthz {
+		authz := extproc.NewAuthzServer(engine)
+		authz.Observe(met)
+		authv3.RegisterAuthorizationServer(grpcSrv, authz)
+	}
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
 
 	disc.reconcile(snap)

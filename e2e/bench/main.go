@@ -8,12 +8,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +33,12 @@ type config struct {
 	// fresh sends no cookie: every request is a new session (the service
 	// answers both the request and the response phase).
 	fresh bool
+	// establish, when set, is the Envoy YAML the sessions are opened
+	// through (by another Envoy on the same service), for a configuration
+	// that issues no cookie itself.
+	establish string
+	// serverArgs are extra flags of the service.
+	serverArgs []string
 }
 
 // sample is one configuration's figures in one round.
@@ -59,6 +65,21 @@ type settings struct {
 	// yamlRev, when set, compares verified.yaml and opaque.yaml with their
 	// versions at this git revision.
 	yamlRev string
+	// parts measures verified mode with its parts taken away one by one.
+	parts bool
+	// authz compares the ext_proc call with an ext_authz call.
+	authz bool
+	// service measures the service alone, without Envoy.
+	service bool
+	// oneRoute compares verified.yaml with a variant that does not choose
+	// the route again.
+	oneRoute bool
+	// callVariants compares opaque.yaml's ext_proc call with one that
+	// sends the service fewer headers and attributes.
+	callVariants bool
+	// jwtCache compares jwt_authn's token cache at its size in
+	// verified.yaml and at the number of sessions.
+	jwtCache bool
 }
 
 func main() {
@@ -70,6 +91,12 @@ func main() {
 	flag.StringVar(&st.out, "out", "", "also put the table into this file, between its bench markers")
 	flag.BoolVar(&st.grpcClients, "grpc-clients", false, "compare Envoy's envoy_grpc (opaque.yaml) and google_grpc clients for the ext_proc call, beside the baseline")
 	flag.StringVar(&st.yamlRev, "yaml-rev", "", "compare envoy/verified.yaml and envoy/opaque.yaml with their versions at this git revision, beside the baseline")
+	flag.BoolVar(&st.parts, "verified-parts", false, "measure verified mode whole and with its parts taken away one at a time (override_host, the failover marker, the ext_proc filter, the route re-selection, claim_to_headers, the payload in metadata), beside the baseline and Envoy's cookie")
+	flag.BoolVar(&st.authz, "authz", false, "compare opaque mode's ext_proc call with an ext_authz call (e2e/bench/opaque-authz.yaml), for established and new sessions, beside the baseline and Envoy's cookie")
+	flag.BoolVar(&st.service, "service", false, "measure the service alone: opaque mode's ext_proc streams from affinity-load -extproc, the service pinned to one CPU and the client to the other, at 1 and 64 streams")
+	flag.BoolVar(&st.jwtCache, "jwt-cache", false, "verified mode with jwt_authn's token cache as verified.yaml sizes it and sized to -sessions, beside the baseline and Envoy's cookie")
+	flag.BoolVar(&st.oneRoute, "verified-one-route", false, "compare verified.yaml with a variant that skips the ext_proc by matchers alone, on one route, without clear_route_cache")
+	flag.BoolVar(&st.callVariants, "call-variants", false, "compare opaque.yaml's ext_proc call with one that forwards only the cookie header (forward_rules) and only the cluster attribute, for established and new sessions")
 	flag.BoolVar(&st.quick, "quick", false, "a few seconds: one short round of four configurations, Go client only (make test runs it so the benchmark cannot rot)")
 	flag.Parse()
 	if st.quick {
@@ -104,6 +131,9 @@ func run(st settings) error {
 		return fmt.Errorf("go build affinity-load: %v\n%s", err, out)
 	}
 	st.load = filepath.Join(dir, "affinity-load")
+	if st.service {
+		return serviceAlone(st, bins, dir)
+	}
 	configs := []config{
 		{name: "baseline (Envoy round robin)", mode: "opaque", yaml: filepath.Join(root, "e2e", "bench", "baseline.yaml")},
 		{name: "envoy-cookie (Envoy's stateful_session)", mode: "opaque", yaml: filepath.Join(root, "e2e", "bench", "envoy-cookie.yaml")},
@@ -133,6 +163,48 @@ func run(st settings) error {
 			}
 			configs = append(configs, config{name: mode, mode: mode}, config{name: mode + ", YAML of " + st.yamlRev, mode: mode, yaml: old})
 		}
+	}
+	if st.authz {
+		authz := filepath.Join(root, "e2e", "bench", "opaque-authz.yaml")
+		configs = []config{configs[0], configs[1], configs[3],
+			{name: "opaque, ext_authz call", mode: "opaque", yaml: authz, serverArgs: []string{"-ext-authz"}},
+			configs[6],
+			{name: "opaque, ext_authz call, every request a new session", mode: "opaque", yaml: authz, fresh: true, serverArgs: []string{"-ext-authz"}}}
+	}
+	if st.jwtCache {
+		big := filepath.Join(dir, "verified-cache.yaml")
+		if err := launch.WriteVariant(filepath.Join(root, "envoy", "verified.yaml"), big,
+			"jwt_cache_config: {jwt_cache_size: 10000}", fmt.Sprintf("jwt_cache_config: {jwt_cache_size: %d}", st.sessions)); err != nil {
+			return err
+		}
+		configs = []config{configs[0], configs[1], configs[4],
+			{name: fmt.Sprintf("verified, jwt_cache_size %d", st.sessions), mode: "verified", yaml: big}}
+	}
+	if st.callVariants {
+		lean := filepath.Join(dir, "opaque-lean.yaml")
+		if err := launch.WriteVariant(filepath.Join(root, "envoy", "opaque.yaml"), lean,
+			"              request_attributes: [xds.cluster_name, source.address]\n",
+			"              request_attributes: [xds.cluster_name]\n              forward_rules: {allowed_headers: {patterns: [{exact: cookie}]}}\n"); err != nil {
+			return err
+		}
+		configs = []config{configs[0], configs[1], configs[3],
+			{name: "opaque, the cookie header and the cluster only", mode: "opaque", yaml: lean},
+			configs[6],
+			{name: "opaque, the cookie header and the cluster only, every request a new session", mode: "opaque", yaml: lean, fresh: true}}
+	}
+	if st.oneRoute {
+		variant, err := oneRouteVariant(root, dir)
+		if err != nil {
+			return err
+		}
+		configs = []config{configs[0], configs[1], configs[4], {name: "verified, one route, matchers only", mode: "verified", yaml: variant}}
+	}
+	if st.parts {
+		parts, err := partsConfigs(root, dir)
+		if err != nil {
+			return err
+		}
+		configs = append([]config{configs[0], configs[1]}, parts...)
 	}
 	results := make([][]sample, len(configs))
 	for r := 1; r <= rounds; r++ {
@@ -181,34 +253,23 @@ func measure(set settings, root string, bins launch.Binaries, c config, dir stri
 		return sample{}, err
 	}
 	ctx := context.Background()
-	st, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: c.mode, EnvoyYAML: c.yaml})
+	st, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: c.mode, EnvoyYAML: c.yaml, ServerArgs: c.serverArgs})
 	if err != nil {
 		return sample{}, err
 	}
 	defer st.Close()
-	// Establish the sessions and keep their cookies.
-	cookies := filepath.Join(dir, "cookies.txt")
-	f, err := os.Create(cookies)
+	cookies, err := establish(ctx, st, c, dir, set.sessions)
 	if err != nil {
 		return sample{}, err
 	}
-	w := bufio.NewWriter(f)
-	for range set.sessions {
-		if c.fresh {
-			break
-		}
-		cl := launch.NewClient(st.URL(""))
-		if _, _, err := cl.Get("/"); err != nil {
-			f.Close()
+	if set.jwtCache {
+		// Each session once through the Envoy measured, so that its token
+		// cache holds what it can before the figures count: what a cache
+		// of long-lived sessions sees.
+		if err := warm(st.URL("/"), cookies); err != nil {
 			return sample{}, err
 		}
-		if v := cl.Cookie("affinity"); v != "" {
-			fmt.Fprintf(w, "affinity=%s\n", v)
-		}
 	}
-	w.Flush()
-	f.Close()
-
 	streams0, _ := st.EnvoyStat("http.ingress.ext_proc.streams_started")
 	cpu0, err := cpuTime(st.Envoy.Pid())
 	if err != nil {
@@ -246,6 +307,105 @@ func measure(set settings, root string, bins launch.Binaries, c config, dir stri
 	s.p99 = time.Duration(lat.P99Micros) * time.Microsecond
 	s.p999 = time.Duration(lat.P999Micros) * time.Microsecond
 	return s, nil
+}
+
+// establish opens n sessions (none for a fresh configuration), through
+// the stack's Envoy or the one c.establish names, and writes their
+// cookies to a file, one per line, whose path it returns.
+func establish(ctx context.Context, st *launch.Stack, c config, dir string, n int) (string, error) {
+	url := st.URL("")
+	if c.establish != "" {
+		yaml, err := os.ReadFile(c.establish)
+		if err != nil {
+			return "", err
+		}
+		g, err := st.AddEnvoyWith(ctx, yaml)
+		if err != nil {
+			return "", err
+		}
+		defer g.Proc.Stop() // not beside the Envoy measured
+		url = g.URL("")
+	}
+	cookies := filepath.Join(dir, "cookies.txt")
+	if c.fresh {
+		return cookies, os.WriteFile(cookies, nil, 0o600)
+	}
+	// Several clients at once, over kept-alive connections (a connection
+	// per session would run out of ports at 100,000), each request without
+	// a cookie: a new session, whose cookie the answer sets.
+	const workers = 8
+	lines := make([][]string, workers)
+	errs := make(chan error, workers)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	defer client.CloseIdleConnections()
+	for w := range workers {
+		go func() {
+			for i := w; i < n; i += workers {
+				resp, err := client.Get(url + "/")
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				for _, c := range resp.Cookies() {
+					if c.Name == "affinity" {
+						lines[w] = append(lines[w], "affinity="+c.Value)
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			return "", err
+		}
+	}
+	var all []string
+	for _, l := range lines {
+		all = append(all, l...)
+	}
+	return cookies, os.WriteFile(cookies, []byte(strings.Join(all, "\n")+"\n"), 0o600)
+}
+
+// warm sends one request with each cookie of the file.
+func warm(url, cookies string) error {
+	data, err := os.ReadFile(cookies)
+	if err != nil {
+		return err
+	}
+	lines := strings.Fields(string(data))
+	const workers = 8
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	defer client.CloseIdleConnections()
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := w; i < len(lines); i += workers {
+				req, err := http.NewRequest(http.MethodGet, url, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				req.Header.Set("Cookie", lines[i])
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // googleGRPCVariant writes opaque.yaml with Envoy's google_grpc client in
@@ -358,7 +518,7 @@ func render(configs []config, results [][]sample, set settings, envoy string) st
 			cookieRPS = median(pick(results[i], func(s sample) float64 { return s.rps }))
 		}
 	}
-	fmt.Fprintf(&b, "| configuration | req/s at c=32 (min–max) | ÷ baseline | ÷ envoy-cookie | Envoy CPU µs/req | ext_proc streams/req | p50 at %.0f/s | added p50 | p90 | p99 | added p99 | p99.9 |\n", set.rate)
+	fmt.Fprintf(&b, "| configuration | req/s at c=32 (min–max) | ÷ baseline | ÷ envoy-cookie | Envoy CPU µs/req (min–max) | ext_proc streams/req | p50 at %.0f/s | added p50 | p90 | p99 | added p99 | p99.9 |\n", set.rate)
 	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i, c := range configs {
 		rs := results[i]
@@ -368,9 +528,11 @@ func render(configs []config, results [][]sample, set settings, envoy string) st
 		p99 := median(pick(rs, func(s sample) time.Duration { return s.p99 }))
 		p999 := median(pick(rs, func(s sample) time.Duration { return s.p999 }))
 		p90 := median(pick(rs, func(s sample) time.Duration { return s.p90 }))
-		fmt.Fprintf(&b, "| %s | %.0f (%.0f–%.0f) | %.2f× | %.2f× | %.1f | %.3f | %d µs | %+d µs | %d µs | %d µs | %+d µs | %d µs |\n",
+		cpu := pick(rs, func(s sample) time.Duration { return s.cpuPerReq })
+		cpuLo, cpuHi := spread(cpu)
+		fmt.Fprintf(&b, "| %s | %.0f (%.0f–%.0f) | %.2f× | %.2f× | %.1f (%.1f–%.1f) | %.3f | %d µs | %+d µs | %d µs | %d µs | %+d µs | %d µs |\n",
 			c.name, median(rps), lo, hi, median(rps)/baseRPS, median(rps)/cookieRPS,
-			us(median(pick(rs, func(s sample) time.Duration { return s.cpuPerReq }))),
+			us(median(cpu)), us(cpuLo), us(cpuHi),
 			median(pick(rs, func(s sample) float64 { return s.extprocPer })),
 			p50.Microseconds(), (p50 - baseP50).Microseconds(), p90.Microseconds(), p99.Microseconds(), (p99 - baseP99).Microseconds(), p999.Microseconds())
 	}
