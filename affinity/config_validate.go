@@ -182,7 +182,7 @@ func (p *PoolConfig) validateKeySources(v *validator, at string) {
 			if ks.Name != "" && ks.Type == string(SourceCookie) {
 				v.errorf(kat+".name", "the cookie source is named by pools[].cookie.name")
 			}
-		case SourceHeader, SourceAppCookie, SourceQuery:
+		case SourceHeader, SourceAppCookie, SourceQuery, SourceUpstreamHeader:
 			if ks.Name == "" || !cookieNameRE.MatchString(ks.Name) {
 				v.errorf(kat+".name", "%s needs a valid name, got %q", ks.Type, ks.Name)
 			}
@@ -190,7 +190,7 @@ func (p *PoolConfig) validateKeySources(v *validator, at string) {
 				v.errorf(kat+".name", "%q is the session cookie itself", ks.Name)
 			}
 		default:
-			v.errorf(kat+".type", "%q is not one of cookie, header, app_cookie, query, client_address", ks.Type)
+			v.errorf(kat+".type", "%q is not one of cookie, header, app_cookie, upstream_header, query, client_address", ks.Type)
 		}
 		if ks.TrustedHops < 0 || ks.TrustedHops > 0 && ks.Type != string(SourceClientAddress) {
 			v.errorf(kat+".trusted_hops", "only client_address takes trusted_hops, at least 0")

@@ -27,39 +27,59 @@ func (e *Engine) Decide(req Request) Decision {
 			return Decision{Reason: ReasonNoPool, RemoveHeaders: snap.clientHeaders}
 		}
 	}
-	d, fromAppCookie := e.decide(snap, pool, &req, now)
-	e.annotate(pool, &d, fromAppCookie)
+	d, learnedFrom := e.decide(snap, pool, &req, now)
+	e.annotate(pool, &d, learnedFrom)
 	d.Output = pool.Output
 	d.RemoveHeaders = pool.clientHeaders(len(d.Hosts) > 0)
 	return d
 }
 
-// decide runs the pool's key sources in order; it also reports whether the
-// decision came from a learned application cookie.
-func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time) (Decision, bool) {
+// decide runs the pool's key sources in order; it also reports which
+// learned source (application cookie, upstream header) the decision came
+// from, if one did.
+func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time) (Decision, KeySource) {
 	if pool.Mode == ModeNative {
 		// Envoy's own cookie pins established sessions; the service is
 		// asked only to place a new one.
-		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), false
+		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), ""
 	}
 	for i := range pool.KeySources {
 		ks := &pool.KeySources[i]
 		if ks.Type == SourceCookie {
 			if token, found := RequestCookie(req.CookieHeaders, pool.Cookie.Name); found {
-				return e.fromToken(snap, pool, token, now), false
+				return e.fromToken(snap, pool, token, now), ""
 			}
 			continue
 		}
 		if key := ks.key(req); key != "" {
 			if d, ok := e.keyed(pool, ks, key, now); ok {
-				return d, ks.Type == SourceAppCookie
+				if ks.Type == SourceUpstreamHeader && d.Outcome != OutcomeRejected && isDelete(req) {
+					// The client ends the session: this request still goes
+					// to its host, later ones are unknown.
+					e.store.Unbind(pool.Name, key)
+				}
+				if ks.Type.learned() {
+					return d, ks.Type
+				}
+				return d, ""
 			}
 		}
 	}
 	if _, ok := pool.source(SourceCookie); ok {
-		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), false
+		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), ""
 	}
-	return Decision{Pool: pool.Name, Reason: ReasonNoKey}, false
+	if pool.learns() {
+		// No key yet: the service places the request (with bounded loads)
+		// and learns the key from its response.
+		return e.place(pool, NewSessionID(), OutcomeNew, ReasonNoKey, now), ""
+	}
+	return Decision{Pool: pool.Name, Reason: ReasonNoKey}, ""
+}
+
+// isDelete tells whether the request's method is DELETE.
+func isDelete(req *Request) bool {
+	m, _ := req.header(":method")
+	return m == "DELETE"
 }
 
 // newSession starts a session at now with a random id.
@@ -185,8 +205,9 @@ func (v *verdict) settle(p *Pool) {
 func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time) (Decision, bool) {
 	var bound string
 	var known bool
-	if ks.Type == SourceAppCookie {
-		// Only the response that set an application cookie binds it.
+	if ks.Type.learned() {
+		// Only the response that set an application cookie or session
+		// header binds it.
 		bound, known = e.store.Binding(pool.Name, key, now)
 	} else {
 		// A new key is placed and bound in one step, so that replicas
@@ -221,7 +242,7 @@ func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time)
 // key is the very decision a request gets.
 func judgeKey(p *Pool, source KeySource, bound string, known bool, now time.Time) verdict {
 	switch {
-	case !known && source == SourceAppCookie:
+	case !known && source.learned():
 		return verdict{outcome: OutcomePassThrough}
 	case !known:
 		return verdict{outcome: OutcomeNew, reason: ReasonNewKey}
@@ -245,13 +266,17 @@ var reboundValues = map[Reason]string{
 }
 
 // annotate adds what the response phase and the application need: the
-// application cookie to learn, and the upstream headers.
-func (e *Engine) annotate(pool *Pool, d *Decision, fromAppCookie bool) {
+// application cookie or upstream session header to learn (unless the
+// decision came from one), and the upstream headers.
+func (e *Engine) annotate(pool *Pool, d *Decision, learnedFrom KeySource) {
 	if d.Outcome == OutcomePassThrough || d.Outcome == OutcomeRejected {
 		return
 	}
-	if ks, ok := pool.source(SourceAppCookie); ok && !fromAppCookie {
+	if ks, ok := pool.source(SourceAppCookie); ok && learnedFrom == "" {
 		d.LearnCookie = ks.Name
+	}
+	if ks, ok := pool.source(SourceUpstreamHeader); ok && learnedFrom == "" {
+		d.LearnHeader = ks.Name
 	}
 	if name := pool.ReboundHeader; name != "" {
 		why := ""

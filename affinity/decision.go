@@ -55,7 +55,8 @@ const (
 	// ReasonNewKey: a key from a header, query or client address that the
 	// store did not know.
 	ReasonNewKey
-	// ReasonNoKey: no source had a key and the pool has no cookie source.
+	// ReasonNoKey: no source had a key and the pool has no cookie source
+	// (a pool that learns keys from responses places the request).
 	ReasonNoKey
 	// ReasonServedElsewhere: Envoy's retry served the request on another
 	// host than the one the decision named first (it could not be
@@ -126,6 +127,10 @@ type Decision struct {
 	// response sets it, pass its value and the host that served the
 	// response to Engine.Learn.
 	LearnCookie string
+	// LearnHeader names the upstream's session header (pools with an
+	// upstream_header source): when the response sets it, its value is
+	// bound to the host that served.
+	LearnHeader string
 	// SetHeaders are added to the request for the application (name,
 	// value). Read only: decisions may share them.
 	SetHeaders [][2]string

@@ -103,6 +103,8 @@ func storeKey(t KeySource, key string) string {
 		return prefixHeader + key
 	case SourceAppCookie:
 		return prefixAppCookie + key
+	case SourceUpstreamHeader:
+		return prefixUpstream + key
 	case SourceQuery:
 		return prefixQuery + key
 	}
@@ -153,7 +155,7 @@ func (e *Engine) explainKey(p *Pool, source KeySource, key string, now time.Time
 	x.Outcome, x.Reason = v.outcome.String(), v.reason.String()
 	switch v.outcome {
 	case OutcomePassThrough:
-		x.Why = append(x.Why, "no host set this application cookie (or its session went idle): the next key source decides")
+		x.Why = append(x.Why, "no host set this application cookie or session header (or its session went idle or ended): the next key source decides")
 		return
 	case OutcomePinned:
 		x.Why = append(x.Why, fmt.Sprintf("the key was last seen on %q, still in the pool", v.host.ID))

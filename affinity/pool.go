@@ -126,6 +126,17 @@ func (p *Pool) source(t KeySource) (*KeySourceSpec, bool) {
 	return nil, false
 }
 
+// learns tells whether the pool learns keys from responses (an application
+// cookie or an upstream session header).
+func (p *Pool) learns() bool {
+	for _, ks := range p.KeySources {
+		if ks.Type.learned() {
+			return true
+		}
+	}
+	return false
+}
+
 // placement is the host set new and re-bound sessions are placed on: the
 // active hosts, or all of them when every host is draining (a session on a
 // draining host beats no session).

@@ -12,6 +12,9 @@ type Upstream struct {
 	Status int
 	// SetCookies are the values of the response's Set-Cookie headers.
 	SetCookies []string
+	// Headers reads the response's other headers (the upstream's session
+	// header); may be nil.
+	Headers Headers
 	// Pool, Cluster and RequestCookies name the pool as a Request does and
 	// carry the request's Cookie headers, and Marked says whether Envoy
 	// marked the response as served elsewhere than on the session's
@@ -35,7 +38,9 @@ type Reply struct {
 // WantsResponse reports whether the decision needs to hear of the response
 // (Engine.Respond): there is a cookie to set or one to learn. Otherwise
 // Envoy need not send the response phase at all.
-func (d *Decision) WantsResponse() bool { return d.SetCookie != "" || d.LearnCookie != "" }
+func (d *Decision) WantsResponse() bool {
+	return d.SetCookie != "" || d.LearnCookie != "" || d.LearnHeader != ""
+}
 
 // Respond takes what happened to a request decided as d, or (d nil) to a
 // request of a session Envoy routed by itself (up.Marked: Envoy marked it
@@ -65,8 +70,13 @@ func (e *Engine) Respond(d *Decision, up Upstream) Reply {
 			pair, _, _ := strings.Cut(sc, ";")
 			name, value, ok := strings.Cut(pair, "=")
 			if ok && strings.TrimSpace(name) == d.LearnCookie {
-				e.learn(d.Pool, strings.TrimSpace(value), up.Served)
+				e.learnKey(d.Pool, SourceAppCookie, prefixAppCookie+strings.TrimSpace(value), up.Served)
 			}
+		}
+	}
+	if d.LearnHeader != "" && up.Headers != nil {
+		if v, ok := up.Headers.Get(d.LearnHeader); ok {
+			e.learnKey(d.Pool, SourceUpstreamHeader, prefixUpstream+strings.TrimSpace(v), up.Served)
 		}
 	}
 	if len(d.Hosts) > 0 && up.Served != d.Hosts[0] {
@@ -131,22 +141,23 @@ func (e *Engine) failedOver(up Upstream) Reply {
 	return Reply{}
 }
 
-// learn records that the application's session cookie value was set by a
-// response the host at served (ip:port) answered; later requests carrying
-// the cookie go to that host. It reports whether it recorded anything.
-func (e *Engine) learn(pool, value, served string) bool {
+// learnKey records that a key of a learned source (an application's
+// session cookie, an upstream's session header; key with its prefix) was
+// set by a response the host at served (ip:port) answered; later requests
+// carrying it go to that host. It reports whether it recorded anything.
+func (e *Engine) learnKey(pool string, source KeySource, key, served string) bool {
 	p, ok := e.snap.Load().byName[pool]
-	if !ok || value == "" {
-		return false
+	if !ok || strings.HasSuffix(key, ":") {
+		return false // no value
 	}
-	if _, ok := p.source(SourceAppCookie); !ok {
+	if _, ok := p.source(source); !ok {
 		return false
 	}
 	host, ok := p.Hosts.LookupAddress(served)
 	if !ok {
 		return false
 	}
-	e.store.Bind(p.Name, prefixAppCookie+value, host.ID, e.now())
+	e.store.Bind(p.Name, key, host.ID, e.now())
 	return true
 }
 

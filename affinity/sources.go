@@ -23,6 +23,12 @@ const (
 	SourceQuery KeySource = "query"
 	// SourceClientAddress is the client's IP address.
 	SourceClientAddress KeySource = "client_address"
+	// SourceUpstreamHeader is a session header the upstream starts: it
+	// sets it in a response (MCP's Mcp-Session-Id) and the client sends it
+	// back. The service learns value → host from the response, like an
+	// application cookie, and forgets it when a DELETE carrying it ends the
+	// session.
+	SourceUpstreamHeader KeySource = "upstream_header"
 )
 
 // KeySourceSpec is one configured source.
@@ -44,7 +50,12 @@ const (
 	prefixAppCookie = "c:"
 	prefixQuery     = "q:"
 	prefixAddress   = "a:"
+	prefixUpstream  = "u:"
 )
+
+// learned tells whether a source's keys are bound only by the responses
+// that set them (never placed by their hash).
+func (t KeySource) learned() bool { return t == SourceAppCookie || t == SourceUpstreamHeader }
 
 // key returns the request's key from the source, with the source's prefix,
 // or "" when the request has none.
@@ -68,6 +79,10 @@ func (ks *KeySourceSpec) key(req *Request) string {
 	case SourceClientAddress:
 		if ip := clientAddress(req, ks.TrustedHops); ip.IsValid() {
 			return prefixAddress + ip.String()
+		}
+	case SourceUpstreamHeader:
+		if v, ok := req.header(ks.Name); ok && v != "" {
+			return prefixUpstream + v
 		}
 	}
 	return ""

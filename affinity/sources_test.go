@@ -96,15 +96,52 @@ func TestLearnedAppCookie(t *testing.T) {
 	if d.LearnCookie != "JSESSIONID" {
 		t.Fatalf("the response phase is not asked to learn: %+v", d)
 	}
-	if !e.learn(d.Pool, "abc123", "127.0.0.3:80") {
+	if !e.learnKey(d.Pool, SourceAppCookie, prefixAppCookie+"abc123", "127.0.0.3:80") {
 		t.Fatal("not learned")
 	}
-	if e.learn(d.Pool, "x", "10.9.9.9:80") {
+	if e.learnKey(d.Pool, SourceAppCookie, prefixAppCookie+"x", "10.9.9.9:80") {
 		t.Fatal("learned a host outside the pool")
 	}
 	got := e.Decide(Request{CookieHeaders: []string{"JSESSIONID=abc123"}})
 	if got.Outcome != OutcomePinned || got.HostID != "web-3" || got.LearnCookie != "" {
 		t.Fatalf("learned cookie: %+v", got)
+	}
+}
+
+// TestUpstreamHeader: a session header the upstream starts (MCP's
+// Mcp-Session-Id) is learned from the response that sets it, for the host
+// that served; its requests go there; the DELETE that ends the session
+// still goes there and makes the service forget it; an unknown value, or a
+// request without one, is placed by the service, which learns from the
+// response.
+func TestUpstreamHeader(t *testing.T) {
+	e := NewEngine(sourcesSnapshot(t, "[{type: upstream_header, name: mcp-session-id}]", "web-1", "web-2", "web-3"), (&fixedClock{t: t0}).now)
+	steps := []struct {
+		name    string
+		req     Request
+		learn   string // a response of the request sets the header to this, served by web-3
+		outcome Outcome
+		host    string // "" = any
+		asks    bool   // the response phase is asked to learn
+	}{
+		{name: "initialize: no header yet", req: Request{Headers: mapHeaders{":method": "POST"}}, learn: "s-1", outcome: OutcomeNew, asks: true},
+		{name: "the learned session", req: Request{Headers: mapHeaders{":method": "POST", "mcp-session-id": "s-1"}}, outcome: OutcomePinned, host: "web-3"},
+		{name: "its GET stream", req: Request{Headers: mapHeaders{":method": "GET", "mcp-session-id": "s-1"}}, outcome: OutcomePinned, host: "web-3"},
+		{name: "a value no host set", req: Request{Headers: mapHeaders{":method": "POST", "mcp-session-id": "forged"}}, outcome: OutcomeNew, asks: true},
+		{name: "the DELETE that ends it, on its host", req: Request{Headers: mapHeaders{":method": "DELETE", "mcp-session-id": "s-1"}}, outcome: OutcomePinned, host: "web-3"},
+		{name: "then forgotten", req: Request{Headers: mapHeaders{":method": "POST", "mcp-session-id": "s-1"}}, outcome: OutcomeNew, asks: true},
+	}
+	for _, st := range steps {
+		d := e.Decide(st.req)
+		if d.Outcome != st.outcome || (st.host != "" && d.HostID != st.host) || (d.LearnHeader != "") != st.asks || len(d.Hosts) == 0 {
+			t.Fatalf("%s: %+v", st.name, d)
+		}
+		if d.WantsResponse() != st.asks {
+			t.Fatalf("%s: wants the response %v", st.name, d.WantsResponse())
+		}
+		if st.learn != "" {
+			e.Respond(&d, Upstream{Served: "127.0.0.3:80", Headers: mapHeaders{"mcp-session-id": st.learn}})
+		}
 	}
 }
 

@@ -32,6 +32,8 @@ type Store interface {
 	// Bind binds a key of pool to host at now (a re-binding, a learned
 	// application cookie, or the touch of a binding in use).
 	Bind(pool, key, host string, now time.Time)
+	// Unbind forgets a key of pool (the session it names ended).
+	Unbind(pool, key string)
 }
 
 // IdleSetter is a Store whose idle timeout follows the configuration.
@@ -160,6 +162,13 @@ func (s *MemoryStore) Claim(pool, key string, now time.Time, place func() string
 
 // Bind implements Store: in memory, a key is tracked as a session is.
 func (s *MemoryStore) Bind(pool, key, host string, now time.Time) { s.Seen(pool, key, host, now) }
+
+// Unbind implements Store: the key is forgotten and uncounted.
+func (s *MemoryStore) Unbind(pool, key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lru.Remove(memKey{sid: xxhash.Sum64String(key), pool: xxhash.Sum64String(pool)})
+}
 
 // Len is the number of tracked sessions.
 func (s *MemoryStore) Len() int {

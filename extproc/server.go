@@ -350,6 +350,7 @@ func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest,
 // failed over.
 func upstream(req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (up affinity.Upstream, marked bool) {
 	up.Served = req.GetMetadataContext().GetFilterMetadata()[MetadataNamespace].GetFields()[ServedKey].GetStringValue()
+	up.Headers = headerList(h.GetHeaders().GetHeaders())
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		switch key := hv.GetKey(); {
 		case key == StatusHeader:

@@ -93,6 +93,8 @@ type binding struct {
 	rkey, pool, key, host string
 	at                    time.Time
 	touchOnly, ifAbsent   bool
+	// unbind deletes the key (its session ended).
+	unbind bool
 }
 
 // Sizes of the bookkeeping.
@@ -296,6 +298,25 @@ func (s *Store) Bind(pool, key, host string, now time.Time) {
 		s.mu.Lock()
 		s.touched.Remove(b.rkey)
 		s.mu.Unlock()
+	}
+}
+
+// Unbind implements affinity.Store: the key is forgotten here at once and
+// deleted in Redis by the writer (or when Redis answers again).
+func (s *Store) Unbind(pool, key string) {
+	s.local.Unbind(pool, key)
+	b := binding{rkey: BindingKey(s.cfg.KeyPrefix, pool, key), pool: pool, key: key, unbind: true}
+	s.mu.Lock()
+	s.touched.Remove(b.rkey)
+	s.mu.Unlock()
+	if s.current() == nil {
+		s.addPending(b)
+		return
+	}
+	select {
+	case s.writes <- b:
+	default:
+		s.addPending(b) // the writer is behind: deleted with the next write-back
 	}
 }
 

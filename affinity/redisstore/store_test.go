@@ -136,6 +136,62 @@ func TestClaimsAgreeAcrossReplicas(t *testing.T) {
 	}
 }
 
+// TestUnbindReachesEveryReplica: a key forgotten on one replica (the
+// session it named ended) is forgotten by the others, also when Redis was
+// down at the time.
+func TestUnbindReachesEveryReplica(t *testing.T) {
+	r := startRedis(t)
+	cfg := redisConfig(affinity.RedisSingle, r.Addr())
+	e := newEngine(t)
+	a, b := replica(t, cfg, e), replica(t, cfg, e)
+	now := time.Now()
+	for _, key := range []string{"u:s-1", "u:s-2"} {
+		a.Bind("app", key, "h1", now)
+		eventually(t, "bound in Redis", func() error {
+			if host, ok := b.Binding("app", key, now); !ok || host != "h1" {
+				return fmt.Errorf("the other replica reads %q %v", host, ok)
+			}
+			return nil
+		})
+	}
+	a.Unbind("app", "u:s-1")
+	// Deleted by the writer, not on the request's path: each replica's
+	// cached copy goes when Redis says the key changed.
+	for i, s := range []*Store{a, b} {
+		eventually(t, "forgotten by every replica", func() error {
+			if host, ok := s.Binding("app", "u:s-1", now); ok {
+				return fmt.Errorf("replica %d still reads %q", i, host)
+			}
+			return nil
+		})
+	}
+
+	// Forgotten while Redis does not answer (paused, so it keeps its
+	// data): deleted there once it answers again.
+	if err := r.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	a.Unbind("app", "u:s-2")
+	eventually(t, "local while Redis is paused", func() error {
+		if a.Shared() {
+			return fmt.Errorf("still shared")
+		}
+		return nil
+	})
+	if _, ok := a.Binding("app", "u:s-2", now); ok {
+		t.Fatal("still bound locally with Redis paused")
+	}
+	if err := r.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deleted in Redis", func() error {
+		if v, err := r.CLI("EXISTS", BindingKey(cfg.KeyPrefix, "app", "u:s-2")); err != nil || v != "0" {
+			return fmt.Errorf("EXISTS: %q %v", v, err)
+		}
+		return nil
+	})
+}
+
 func TestRebindingIsNotUndoneByATouch(t *testing.T) {
 	r := startRedis(t)
 	cfg := redisConfig(affinity.RedisSingle, r.Addr())

@@ -128,7 +128,12 @@ func (s *Store) reconcile(ctx context.Context, c rueidis.Client) error {
 	now, life := time.Now(), s.lifetime()
 	var cmds rueidis.Commands
 	var bs []binding
+	var unbinds []binding
 	for _, b := range pend {
+		if b.unbind {
+			unbinds = append(unbinds, b)
+			continue
+		}
 		if left := life - now.Sub(b.at); left > time.Millisecond {
 			cmds = append(cmds, c.B().Set().Key(b.rkey).Value(b.host).Nx().Get().Px(left).Build())
 			bs = append(bs, b)
@@ -139,12 +144,22 @@ func (s *Store) reconcile(ctx context.Context, c rueidis.Client) error {
 		opsList = append(opsList, o)
 		cmds = append(cmds, c.B().Hset().Key(s.cfg.KeyPrefix+"o").FieldValue().FieldValue(o.field(), o.json()).Build())
 	}
+	for _, b := range unbinds {
+		cmds = append(cmds, c.B().Del().Key(b.rkey).Build())
+	}
 	if len(cmds) == 0 {
 		return nil
 	}
 	s.stats.Syncs.Add(uint64(len(cmds)))
 	var failure error
 	for i, r := range c.DoMulti(ctx, cmds...) {
+		if i >= len(bs)+len(opsList) {
+			if err := r.Error(); err != nil {
+				failure = err
+				s.keepPending(unbinds[i-len(bs)-len(opsList)])
+			}
+			continue
+		}
 		if i >= len(bs) {
 			if err := r.Error(); err != nil {
 				failure = err
@@ -205,6 +220,8 @@ func (s *Store) flush(batch []binding) {
 	cmds := make(rueidis.Commands, len(batch))
 	for i, b := range batch {
 		switch {
+		case b.unbind:
+			cmds[i] = (*c).B().Del().Key(b.rkey).Build()
 		case b.touchOnly:
 			cmds[i] = (*c).B().Pexpire().Key(b.rkey).Milliseconds(life.Milliseconds()).Build()
 		case b.ifAbsent:

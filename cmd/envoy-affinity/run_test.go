@@ -327,7 +327,13 @@ func TestExampleConfigsAreValid(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
 	writeFile(t, filepath.Join(dir, "redis-password"), "secret\n")
 	writeFile(t, filepath.Join(dir, "readme.yaml"), example)
-	for _, path := range []string{"../../examples/compose/config.yaml", filepath.Join(dir, "readme.yaml")} {
+	// The MCP recipe names a keys file beside it: checked in a copy.
+	mcp, err := os.ReadFile("../../examples/mcp/config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "mcp.yaml"), string(mcp))
+	for _, path := range []string{"../../examples/compose/config.yaml", filepath.Join(dir, "readme.yaml"), filepath.Join(dir, "mcp.yaml")} {
 		var out bytes.Buffer
 		if err := Run(context.Background(), []string{"check", "-config", path}, &out, &out); err != nil {
 			t.Errorf("%s: %v", path, err)

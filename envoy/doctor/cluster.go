@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
@@ -105,9 +106,21 @@ func (c *checker) overrideHost(p *affinity.Pool, where string, cl map[string]any
 	if pols := list(get(oh, "fallback_policy", "policies")); len(pols) > 0 {
 		fb = obj(get(pols[0], "typed_extension_config", "typed_config"))
 	}
-	cookieHash := func(policies any) bool {
-		return slices.ContainsFunc(list(policies), func(h any) bool { return str(get(h, "cookie", "name")) == p.Cookie.Name })
+	// What keeps a session on one host while the service is away: a hash
+	// of the session cookie, or of the session header when the pool keys
+	// by one and has no cookie.
+	want, hashes := "cookie "+strconv.Quote(p.Cookie.Name), func(h any) bool { return str(get(h, "cookie", "name")) == p.Cookie.Name }
+	if _, cookie := sourceOf(p, affinity.SourceCookie); !cookie {
+		ks, ok := sourceOf(p, affinity.SourceUpstreamHeader)
+		if !ok {
+			ks, ok = sourceOf(p, affinity.SourceHeader)
+		}
+		if !ok {
+			return // nothing a hash could keep
+		}
+		want, hashes = "header "+strconv.Quote(ks.Name), func(h any) bool { return strings.EqualFold(str(get(h, "header", "header_name")), ks.Name) }
 	}
+	cookieHash := func(policies any) bool { return slices.ContainsFunc(list(policies), hashes) }
 	hashesCookie := cookieHash(get(fb, "consistent_hashing_lb_config", "hash_policy"))
 	if t := typeName(fb); get(fb, "consistent_hashing_lb_config", "hash_policy") == nil &&
 		(strings.HasSuffix(t, ".Maglev") || strings.HasSuffix(t, ".RingHash")) {
@@ -119,10 +132,20 @@ func (c *checker) overrideHost(p *affinity.Pool, where string, cl map[string]any
 	}
 	if !hashesCookie {
 		c.r.add(Problem{Severity: Warning, Check: "override_host.fallback_policy", Where: where,
-			Problem: fmt.Sprintf("the fallback policy does not hash cookie %q (Maglev or ring hash with hash_policy [{cookie: {name: %s}}])", p.Cookie.Name, p.Cookie.Name),
+			Problem: fmt.Sprintf("the fallback policy does not hash the session's %s (Maglev or ring hash with a hash_policy on it)", want),
 			Breaks:  "while the service is unreachable, requests without a verified token scatter over the hosts instead of each session keeping one",
 			Fix:     fmt.Sprintf("fallback_policy: {policies: [{typed_extension_config: {name: envoy.load_balancing_policies.maglev, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev, consistent_hashing_lb_config: {hash_policy: [{cookie: {name: %s}}]}}}}]}", p.Cookie.Name)})
 	}
+}
+
+// sourceOf is the pool's key source of a type.
+func sourceOf(p *affinity.Pool, t affinity.KeySource) (affinity.KeySourceSpec, bool) {
+	for _, ks := range p.KeySources {
+		if ks.Type == t {
+			return ks, true
+		}
+	}
+	return affinity.KeySourceSpec{}, false
 }
 
 // circuitBreakers checks that failover has room for its retries.

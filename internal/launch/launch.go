@@ -56,7 +56,31 @@ func ModuleRoot() (string, error) {
 	if mod == "" || mod == os.DevNull {
 		return "", errors.New("not inside the envoy-affinity module")
 	}
-	return filepath.Dir(mod), nil
+	// A module of its own inside the project (examples/mcp): the project's
+	// is the first go.mod above that names it.
+	for dir := filepath.Dir(mod); ; {
+		if data, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && modulePath(data) == projectModule {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside the envoy-affinity module")
+		}
+		dir = parent
+	}
+}
+
+// projectModule is the project's module path.
+const projectModule = "github.com/envoy-affinity/envoy-affinity"
+
+// modulePath is the path a go.mod's module line names.
+func modulePath(gomod []byte) string {
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "module "); ok {
+			return strings.Trim(strings.TrimSpace(rest), `"`)
+		}
+	}
+	return ""
 }
 
 // Binaries are the project's programs, built once.
