@@ -38,7 +38,7 @@ func (c *checker) cluster(p *affinity.Pool, name string, sites []*site, payload 
 		for _, rt := range s.routes {
 			if slices.Contains(rt.clusters(), name) {
 				routes = append(routes, rt)
-				c.retry(s, rt)
+				c.retry(p, s, rt)
 			}
 		}
 	}
@@ -171,7 +171,7 @@ func (c *checker) circuitBreakers(where string, cl map[string]any) {
 
 // retry checks a route's retry policy: a failed connection is retried on
 // another host (the successor), never the one that failed.
-func (c *checker) retry(s *site, rt route) {
+func (c *checker) retry(p *affinity.Pool, s *site, rt route) {
 	rp := obj(get(rt.r, "route", "retry_policy"))
 	if rp == nil {
 		rp = obj(rt.vh["retry_policy"])
@@ -185,7 +185,7 @@ func (c *checker) retry(s *site, rt route) {
 		c.r.add(Problem{Severity: Error, Check: "route.retry_policy", Where: where,
 			Problem: "the route does not retry a failed connection (retry_policy.retry_on without connect-failure)",
 			Breaks:  "requests of a host that just died fail with 503 until the service moves its sessions",
-			Fix:     "retry_policy: {retry_on: connect-failure,refused-stream,reset, num_retries: 2, retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}}], host_selection_retry_max_attempts: 5}"})
+			Fix:     "retry_policy: {retry_on: connect-failure,refused-stream,reset, num_retries: 2, retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}}], host_selection_retry_max_attempts: 10}"})
 		return
 	}
 	if n, ok := number(rp["num_retries"]); ok && n < 1 {
@@ -201,11 +201,19 @@ func (c *checker) retry(s *site, rt route) {
 			Breaks:  "override_host sends the retry back to the host that just failed instead of the successor: the request fails",
 			Fix:     "retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}}]"})
 	}
-	if n, _ := number(rp["host_selection_retry_max_attempts"]); n < 3 {
+	// With an override list a retry takes its next host; native mode has
+	// none, and its retries are the fallback hash's fixed picks.
+	least := 3.0
+	breaks := "a retry's host selection gives up early and may land on the host that failed"
+	if p.Mode == affinity.ModeNative {
+		least = 10
+		breaks = "native mode retries by the fallback's hash, which gives each session a fixed order of picks: with 3 hosts and 5 attempts, 1 session in 243 draws the failed host every time and its request fails"
+	}
+	if n, _ := number(rp["host_selection_retry_max_attempts"]); n < least {
 		c.r.add(Problem{Severity: Warning, Check: "route.retry_policy", Where: where,
-			Problem: fmt.Sprintf("host_selection_retry_max_attempts is %d", int(n)),
-			Breaks:  "a retry's host selection gives up early and may land on the host that failed",
-			Fix:     "host_selection_retry_max_attempts: 5"})
+			Problem: fmt.Sprintf("host_selection_retry_max_attempts is %d", max(int(n), 1)),
+			Breaks:  breaks,
+			Fix:     "host_selection_retry_max_attempts: 10"})
 	}
 }
 
