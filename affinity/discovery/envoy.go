@@ -41,30 +41,49 @@ func NewEnvoyAdmin(admin, cluster string, drainTimeout time.Duration) *EnvoyAdmi
 		Client: &http.Client{Timeout: 2 * time.Second}, drainSince: map[string]time.Time{}}
 }
 
-// adminClusters is the part of /clusters?format=json that matters here.
-type adminClusters struct {
+// AdminClusters is the part of Envoy's /clusters?format=json that the
+// service reads: each cluster's hosts with their addresses, weights,
+// hostnames and health.
+type AdminClusters struct {
 	ClusterStatuses []struct {
-		Name         string `json:"name"`
-		HostStatuses []struct {
-			Address struct {
-				SocketAddress struct {
-					Address   string `json:"address"`
-					PortValue int    `json:"port_value"`
-				} `json:"socket_address"`
-			} `json:"address"`
-			Hostname     string `json:"hostname"`
-			Weight       int    `json:"weight"`
-			HealthStatus struct {
-				FailedActiveHealthCheck bool   `json:"failed_active_health_check"`
-				FailedOutlierCheck      bool   `json:"failed_outlier_check"`
-				FailedActiveDegraded    bool   `json:"failed_active_degraded_check"`
-				PendingDynamicRemoval   bool   `json:"pending_dynamic_removal"`
-				ExcludedViaImmediateHC  bool   `json:"excluded_via_immediate_hc_fail"`
-				ActiveHCTimeout         bool   `json:"active_hc_timeout"`
-				EDSHealthStatus         string `json:"eds_health_status"`
-			} `json:"health_status"`
-		} `json:"host_statuses"`
+		Name         string      `json:"name"`
+		HostStatuses []AdminHost `json:"host_statuses"`
 	} `json:"cluster_statuses"`
+}
+
+// AdminHost is one host of a cluster in /clusters?format=json.
+type AdminHost struct {
+	Address struct {
+		SocketAddress struct {
+			Address   string `json:"address"`
+			PortValue int    `json:"port_value"`
+		} `json:"socket_address"`
+	} `json:"address"`
+	Hostname     string `json:"hostname"`
+	Weight       int    `json:"weight"`
+	HealthStatus struct {
+		FailedActiveHealthCheck bool   `json:"failed_active_health_check"`
+		FailedOutlierCheck      bool   `json:"failed_outlier_check"`
+		FailedActiveDegraded    bool   `json:"failed_active_degraded_check"`
+		PendingDynamicRemoval   bool   `json:"pending_dynamic_removal"`
+		ExcludedViaImmediateHC  bool   `json:"excluded_via_immediate_hc_fail"`
+		ActiveHCTimeout         bool   `json:"active_hc_timeout"`
+		EDSHealthStatus         string `json:"eds_health_status"`
+	} `json:"health_status"`
+}
+
+// Addr is the host's ip:port.
+func (h AdminHost) Addr() string {
+	return net.JoinHostPort(h.Address.SocketAddress.Address, strconv.Itoa(h.Address.SocketAddress.PortValue))
+}
+
+// Down tells whether Envoy takes the host out: it failed Envoy's active
+// health check, was ejected by outlier detection, or EDS says it is
+// unhealthy or timed out.
+func (h AdminHost) Down() bool {
+	hs := h.HealthStatus
+	return hs.FailedActiveHealthCheck || hs.FailedOutlierCheck || hs.ExcludedViaImmediateHC || hs.ActiveHCTimeout ||
+		hs.EDSHealthStatus == "UNHEALTHY" || hs.EDSHealthStatus == "TIMEOUT"
 }
 
 var hostName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -83,7 +102,7 @@ func (e *EnvoyAdmin) Hosts(ctx context.Context) ([]affinity.HostSpec, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s/clusters: %s", e.URL, resp.Status)
 	}
-	var out adminClusters
+	var out AdminClusters
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, fmt.Errorf("%s/clusters: %w", e.URL, err)
 	}
@@ -98,9 +117,8 @@ func (e *EnvoyAdmin) Hosts(ctx context.Context) ([]affinity.HostSpec, error) {
 		draining := map[string]bool{}
 		for _, h := range c.HostStatuses {
 			hs := h.HealthStatus
-			addr := net.JoinHostPort(h.Address.SocketAddress.Address, strconv.Itoa(h.Address.SocketAddress.PortValue))
-			if hs.FailedActiveHealthCheck || hs.FailedOutlierCheck || hs.ExcludedViaImmediateHC || hs.ActiveHCTimeout ||
-				hs.EDSHealthStatus == "UNHEALTHY" || hs.EDSHealthStatus == "TIMEOUT" {
+			addr := h.Addr()
+			if h.Down() {
 				continue
 			}
 			spec := affinity.HostSpec{Address: addr, Weight: uint32(max(h.Weight, 1))}

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity/discovery"
 )
 
 // Envoy is the part of an Envoy's configuration the doctor reads: its
@@ -208,35 +210,16 @@ func ReadAdmin(ctx context.Context, client *http.Client, addr string) (*Envoy, e
 			}
 		}
 	}
-	var clusters struct {
-		ClusterStatuses []struct {
-			Name         string `json:"name"`
-			HostStatuses []struct {
-				Address struct {
-					SocketAddress struct {
-						Address   string `json:"address"`
-						PortValue int    `json:"port_value"`
-					} `json:"socket_address"`
-				} `json:"address"`
-				Hostname     string         `json:"hostname"`
-				HealthStatus map[string]any `json:"health_status"`
-			} `json:"host_statuses"`
-		} `json:"cluster_statuses"`
-	}
+	// Read as the service's Envoy host source reads it, so that a host the
+	// doctor calls healthy is one the service would keep.
+	var clusters discovery.AdminClusters
 	if err := getJSON(ctx, client, base+"/clusters?format=json", &clusters); err != nil {
 		return nil, err
 	}
 	for _, c := range clusters.ClusterStatuses {
 		members := []Member{}
 		for _, h := range c.HostStatuses {
-			hs := h.HealthStatus
-			healthy := !boolean(hs["failed_active_health_check"]) && !boolean(hs["failed_outlier_check"]) &&
-				!boolean(hs["excluded_via_immediate_hc_fail"]) && !boolean(hs["active_hc_timeout"])
-			if s := str(hs["eds_health_status"]); s == "UNHEALTHY" || s == "TIMEOUT" {
-				healthy = false
-			}
-			members = append(members, Member{Address: net.JoinHostPort(h.Address.SocketAddress.Address,
-				strconv.Itoa(h.Address.SocketAddress.PortValue)), Hostname: h.Hostname, Healthy: healthy})
+			members = append(members, Member{Address: h.Addr(), Hostname: h.Hostname, Healthy: !h.Down()})
 		}
 		e.Members[c.Name] = members
 	}
