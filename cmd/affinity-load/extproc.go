@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -72,34 +70,12 @@ func streamLoop(addr string, cookies []string, conns int, d time.Duration, healt
 		}
 		return took, nil
 	}
-	var errs atomic.Int64
-	lats := make([][]time.Duration, conns)
-	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	for i := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(i), 2))
-			for time.Now().Before(deadline) {
-				took, err := one(reqs[rng.IntN(len(reqs))])
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				lats[i] = append(lats[i], took)
-			}
-		}()
-	}
-	wg.Wait()
-	var all []time.Duration
-	for _, l := range lats {
-		all = append(all, l...)
-	}
 	mode := "streams"
 	if health {
 		mode = "health"
 	}
-	return summarize(mode, int64(len(all)), errs.Load(), time.Since(start), all), nil
+	return backToBack(mode, conns, d, func(w int) func() (time.Duration, error) {
+		rng := rand.New(rand.NewPCG(uint64(w), 2))
+		return func() (time.Duration, error) { return one(reqs[rng.IntN(len(reqs))]) }
+	}), nil
 }

@@ -137,9 +137,22 @@ func send(c *http.Client, url string, cookies []string, rng *rand.Rand) error {
 }
 
 func closedLoop(url string, cookies []string, conns int, d time.Duration) Result {
+	return backToBack("closed", conns, d, func(w int) func() (time.Duration, error) {
+		c, rng := client(), rand.New(rand.NewPCG(uint64(w), 7))
+		return func() (time.Duration, error) {
+			t0 := time.Now()
+			err := send(c, url, cookies, rng)
+			return time.Since(t0), err
+		}
+	})
+}
+
+// backToBack runs conns workers for d, each calling its own call (made by
+// worker) back to back, and sums them up: every call counts, a failed one
+// as an error without a latency.
+func backToBack(mode string, conns int, d time.Duration, worker func(w int) func() (time.Duration, error)) Result {
 	var reqs, errs atomic.Int64
-	var mu sync.Mutex
-	var lat []time.Duration
+	lats := make([][]time.Duration, conns)
 	start := time.Now()
 	deadline := start.Add(d)
 	var wg sync.WaitGroup
@@ -147,23 +160,24 @@ func closedLoop(url string, cookies []string, conns int, d time.Duration) Result
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, rng := client(), rand.New(rand.NewPCG(uint64(w), 7))
-			var mine []time.Duration
+			call := worker(w)
 			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				if err := send(c, url, cookies, rng); err != nil {
-					errs.Add(1)
-				}
-				mine = append(mine, time.Since(t0))
+				took, err := call()
 				reqs.Add(1)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				lats[w] = append(lats[w], took)
 			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	return summarize("closed", reqs.Load(), errs.Load(), time.Since(start), lat)
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	return summarize(mode, reqs.Load(), errs.Load(), time.Since(start), all)
 }
 
 func openLoop(url string, cookies []string, rate float64, d time.Duration, maxInFlight int) Result {

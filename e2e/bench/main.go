@@ -330,41 +330,30 @@ func establish(ctx context.Context, st *launch.Stack, c config, dir string, n in
 	if c.fresh {
 		return cookies, os.WriteFile(cookies, nil, 0o600)
 	}
-	// Several clients at once, over kept-alive connections (a connection
-	// per session would run out of ports at 100,000), each request without
-	// a cookie: a new session, whose cookie the answer sets.
-	const workers = 8
-	lines := make([][]string, workers)
-	errs := make(chan error, workers)
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
-	defer client.CloseIdleConnections()
-	for w := range workers {
-		go func() {
-			for i := w; i < n; i += workers {
-				resp, err := client.Get(url + "/")
-				if err != nil {
-					errs <- err
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				for _, c := range resp.Cookies() {
-					if c.Name == "affinity" {
-						lines[w] = append(lines[w], "affinity="+c.Value)
-					}
-				}
-			}
-			errs <- nil
-		}()
-	}
-	for range workers {
-		if err := <-errs; err != nil {
-			return "", err
+	// A new session per request (no cookie), whose cookie the answer sets.
+	lines := make([]string, n)
+	err := requests(n, func(c *http.Client, i int) error {
+		resp, err := c.Get(url + "/")
+		if err != nil {
+			return err
 		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		for _, c := range resp.Cookies() {
+			if c.Name == "affinity" {
+				lines[i] = "affinity=" + c.Value
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
 	}
 	var all []string
 	for _, l := range lines {
-		all = append(all, l...)
+		if l != "" {
+			all = append(all, l)
+		}
 	}
 	return cookies, os.WriteFile(cookies, []byte(strings.Join(all, "\n")+"\n"), 0o600)
 }
@@ -376,36 +365,47 @@ func warm(url, cookies string) error {
 		return err
 	}
 	lines := strings.Fields(string(data))
+	return requests(len(lines), func(c *http.Client, i int) error {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Cookie", lines[i])
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	})
+}
+
+// requests makes n requests, eight at a time, over kept-alive connections
+// (a connection per request would run out of ports at 100,000); it stops
+// at the first error.
+func requests(n int, do func(c *http.Client, i int) error) error {
 	const workers = 8
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 	defer client.CloseIdleConnections()
 	errs := make(chan error, workers)
 	for w := range workers {
 		go func() {
-			for i := w; i < len(lines); i += workers {
-				req, err := http.NewRequest(http.MethodGet, url, nil)
-				if err != nil {
+			for i := w; i < n; i += workers {
+				if err := do(client, i); err != nil {
 					errs <- err
 					return
 				}
-				req.Header.Set("Cookie", lines[i])
-				resp, err := client.Do(req)
-				if err != nil {
-					errs <- err
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
 			}
 			errs <- nil
 		}()
 	}
+	var first error
 	for range workers {
-		if err := <-errs; err != nil {
-			return err
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // googleGRPCVariant writes opaque.yaml with Envoy's google_grpc client in
