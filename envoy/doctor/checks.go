@@ -418,7 +418,7 @@ func (c *checker) site(p *affinity.Pool, s *site) string {
 				c.r.add(Problem{Severity: Warning, Check: "route.established", Where: rt.where(s.listener),
 					Problem: fmt.Sprintf("ext_proc filter %q sends the request headers of established sessions", decider.name),
 					Breaks:  "every established request costs a message to the service, which Envoy could have routed alone",
-					Fix:     established2Fix(p)})
+					Fix:     establishedFix(p)})
 			}
 			if rebinds(p) && p.Mode == affinity.ModeVerified {
 				c.failoverVerified(p, s, rt, ours, prov)
@@ -483,7 +483,7 @@ func orDefault(s, d string) string {
 	return s
 }
 
-func established2Fix(p *affinity.Pool) string {
+func establishedFix(p *affinity.Pool) string {
 	if p.Mode == affinity.ModeNative {
 		return "typed_per_filter_config on the route: {envoy.filters.http.ext_proc: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute, disabled: true}}"
 	}
