@@ -44,7 +44,7 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 			p.LoadFactor = *pc.BoundedLoad.Factor
 		}
 		for _, ks := range pc.KeySources {
-			p.KeySources = append(p.KeySources, KeySourceSpec{Type: KeySource(ks.Type), Name: ks.Name, TrustedHops: ks.TrustedHops})
+			p.KeySources = append(p.KeySources, KeySourceSpec{Type: KeySource(ks.Type), Name: ks.Name, TrustedHops: ks.TrustedHops, Envelope: ks.Envelope == EnvelopeSigned})
 		}
 		p.ReboundHeader, p.SuccessorHeader = pc.UpstreamHeaders.Rebound, pc.UpstreamHeaders.Successor
 		p.Output = OutputHeaders{Header: pc.Output.Header, StatefulSession: pc.Output.StatefulSessionHeader}

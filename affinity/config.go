@@ -127,6 +127,12 @@ type KeySourceConfig struct {
 	// x-forwarded-for (which Envoy appended), as Envoy's
 	// xff_num_trusted_hops: n does.
 	TrustedHops int `yaml:"trusted_hops"`
+	// Envelope (upstream_header): "signed" replaces the value the upstream
+	// sets with a signed token that carries it and the host that issued
+	// it; the value is restored before the request reaches the upstream.
+	// Nothing is stored, and a client cannot choose the host. Empty: the
+	// value is learned in the store.
+	Envelope string `yaml:"envelope"`
 }
 
 // UpstreamHeadersConfig names the headers added to requests for the

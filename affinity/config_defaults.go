@@ -76,7 +76,7 @@ func (c *Config) applyDefaults() {
 		for j := range p.KeySources {
 			// Header names are case-insensitive (Envoy sends them lower
 			// case); cookie and query names keep their case.
-			if p.KeySources[j].Type == string(SourceHeader) {
+			if t := KeySource(p.KeySources[j].Type); t == SourceHeader || t == SourceUpstreamHeader {
 				p.KeySources[j].Name = strings.ToLower(p.KeySources[j].Name)
 			}
 		}

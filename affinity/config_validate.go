@@ -192,6 +192,9 @@ func (p *PoolConfig) validateKeySources(v *validator, at string) {
 		default:
 			v.errorf(kat+".type", "%q is not one of cookie, header, app_cookie, upstream_header, query, client_address", ks.Type)
 		}
+		if ks.Envelope != "" && (ks.Envelope != EnvelopeSigned || ks.Type != string(SourceUpstreamHeader)) {
+			v.errorf(kat+".envelope", "only upstream_header takes an envelope, and it is %q", EnvelopeSigned)
+		}
 		if ks.TrustedHops < 0 || ks.TrustedHops > 0 && ks.Type != string(SourceClientAddress) {
 			v.errorf(kat+".trusted_hops", "only client_address takes trusted_hops, at least 0")
 		}

@@ -51,6 +51,15 @@ func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time)
 			}
 			continue
 		}
+		if ks.Envelope {
+			if value, ok := req.header(ks.Name); ok && value != "" {
+				if d, ok := e.fromEnvelope(snap, pool, ks, value, now); ok {
+					return d, ks.Type
+				}
+			}
+			// Not an envelope of this pool: a value too long to wrap
+			// was learned instead (below); anything else is unknown.
+		}
 		if key := ks.key(req); key != "" {
 			if d, ok := e.keyed(pool, ks, key, now); ok {
 				if ks.Type == SourceUpstreamHeader && d.Outcome != OutcomeRejected && isDelete(req) {
@@ -87,7 +96,7 @@ func newSession(now time.Time) Session { return Session{ID: NewSessionID(), Star
 
 // fromToken decides for a request carrying our session cookie.
 func (e *Engine) fromToken(snap *Snapshot, pool *Pool, token string, now time.Time) Decision {
-	if c, ok := e.established.Get(token); ok && c.snap == snap && c.pool == pool && now.Before(c.expires) {
+	if c, ok := e.established.Get(token); ok && c.snap == snap && c.pool == pool && !c.envelope && now.Before(c.expires) {
 		if c.tracking {
 			e.store.Seen(pool.Name, c.session, c.hostID, now)
 		}
@@ -155,8 +164,9 @@ func judge(snap *Snapshot, pool *Pool, token string, now time.Time) verdict {
 	}
 	v := verdict{sess: sess, err: err, outcome: OutcomeNew}
 	switch {
-	case (err == nil || errors.Is(err, ErrTokenExpired)) && sess.Pool != "" && sess.Pool != pool.Name:
-		// Another pool's token, whatever hosts the two share.
+	case (err == nil || errors.Is(err, ErrTokenExpired)) && (sess.Pool != "" && sess.Pool != pool.Name || sess.Envelope):
+		// Another pool's token, whatever hosts the two share, or an
+		// upstream header's envelope.
 		v.reason = ReasonInvalidCookie
 		return v
 	case (err == nil || errors.Is(err, ErrTokenExpired)) && !now.Before(sess.Start.Add(pool.AbsoluteTimeout)):
@@ -275,7 +285,11 @@ func (e *Engine) annotate(pool *Pool, d *Decision, learnedFrom KeySource) {
 	if ks, ok := pool.source(SourceAppCookie); ok && learnedFrom == "" {
 		d.LearnCookie = ks.Name
 	}
-	if ks, ok := pool.source(SourceUpstreamHeader); ok && learnedFrom == "" {
+	if ks, ok := pool.source(SourceUpstreamHeader); ok && ks.Envelope {
+		// Whatever the request carried, a value the response sets goes to
+		// the client in an envelope.
+		d.EnvelopeHeader = ks.Name
+	} else if ok && learnedFrom == "" {
 		d.LearnHeader = ks.Name
 	}
 	if name := pool.ReboundHeader; name != "" {

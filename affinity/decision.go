@@ -131,6 +131,14 @@ type Decision struct {
 	// upstream_header source): when the response sets it, its value is
 	// bound to the host that served.
 	LearnHeader string
+	// EnvelopeHeader names the upstream's session header when the pool
+	// wraps it (envelope: signed): when the response sets it, its value is
+	// replaced by Reply.SetHeaders. EnvelopeToken and EnvelopeValue are
+	// the envelope the request came with and the value it carried ("" for
+	// none): an upstream repeating that value gets the same token back.
+	EnvelopeHeader string
+	EnvelopeToken  string
+	EnvelopeValue  string
 	// SetHeaders are added to the request for the application (name,
 	// value). Read only: decisions may share them.
 	SetHeaders [][2]string

@@ -80,6 +80,9 @@ type establishedEntry struct {
 	hostID       string
 	session      string
 	tracking     bool // bounded loads count the session on each request
+	// envelope: the token came in an upstream session header (session is
+	// the value it restores), not in the cookie.
+	envelope bool
 }
 
 // SetStore replaces the session store (before the engine is used).

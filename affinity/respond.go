@@ -29,6 +29,9 @@ type Upstream struct {
 type Reply struct {
 	// SetCookie is the Set-Cookie value to add ("" for none).
 	SetCookie string
+	// SetHeaders are response headers to set, over the upstream's (name,
+	// value): the upstream's session header in its envelope.
+	SetHeaders [][2]string
 	// Rebound is ReasonServedElsewhere when the session was re-bound to the
 	// host that really served it, else ReasonNone; Pool names its pool.
 	Rebound Reason
@@ -39,7 +42,7 @@ type Reply struct {
 // (Engine.Respond): there is a cookie to set or one to learn. Otherwise
 // Envoy need not send the response phase at all.
 func (d *Decision) WantsResponse() bool {
-	return d.SetCookie != "" || d.LearnCookie != "" || d.LearnHeader != ""
+	return d.SetCookie != "" || d.LearnCookie != "" || d.LearnHeader != "" || d.EnvelopeHeader != ""
 }
 
 // Respond takes what happened to a request decided as d, or (d nil) to a
@@ -62,6 +65,17 @@ func (e *Engine) Respond(d *Decision, up Upstream) Reply {
 		return e.failedOver(up)
 	}
 	reply := Reply{SetCookie: d.SetCookie}
+	if d.EnvelopeHeader != "" && up.Headers != nil {
+		if v, ok := up.Headers.Get(d.EnvelopeHeader); ok && strings.TrimSpace(v) != "" {
+			v = strings.TrimSpace(v)
+			if token, ok := e.envelope(d, v, up.Served); ok {
+				reply.SetHeaders = append(reply.SetHeaders, [2]string{d.EnvelopeHeader, token})
+			} else if up.Served != "" {
+				// Too long to wrap: learned, as without an envelope.
+				e.learnKey(d.Pool, SourceUpstreamHeader, prefixUpstream+v, up.Served)
+			}
+		}
+	}
 	if up.Served == "" {
 		return reply
 	}

@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"encoding/base64"
+	"reflect"
 	"testing"
 )
 
@@ -187,7 +188,7 @@ func TestRespondTokenWithoutPrimary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := e.Respond(nil, Upstream{Served: d.Hosts[0], RequestCookies: []string{"affinity=" + token}, Marked: true}); r != (Reply{}) {
+	if r := e.Respond(nil, Upstream{Served: d.Hosts[0], RequestCookies: []string{"affinity=" + token}, Marked: true}); !reflect.DeepEqual(r, Reply{}) {
 		t.Fatalf("a token with p: %+v", r)
 	}
 	sess.Primary = "" // as issued by an earlier version

@@ -36,7 +36,13 @@ type KeySourceSpec struct {
 	Type        KeySource
 	Name        string
 	TrustedHops int
+	// Envelope (upstream_header): the value travels to the client inside a
+	// signed token (Envelope) instead of being learned in the store.
+	Envelope bool
 }
+
+// EnvelopeSigned is the envelope option of an upstream_header source.
+const EnvelopeSigned = "signed"
 
 // Headers gives a decision the request headers it asks for; names are lower
 // case. Envoy's header list is read through it without copying.

@@ -174,6 +174,8 @@ func TestKeySourceConfigErrors(t *testing.T) {
 		{"[{type: query, name: a, trusted_hops: 2}]", "only client_address takes trusted_hops"},
 		{"[{type: app_cookie, name: affinity}]", "is the session cookie itself"},
 		{"[{type: cookie}, {type: cookie}]", "listed twice"},
+		{"[{type: header, name: x-session-id, envelope: signed}]", "only upstream_header takes an envelope"},
+		{"[{type: upstream_header, name: mcp-session-id, envelope: sealed}]", "only upstream_header takes an envelope"},
 	}
 	for _, tt := range tests {
 		_, err := ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - key_sources: "+tt.sources+"\n    hosts: [{address: '127.0.0.1:1'}]\n"))

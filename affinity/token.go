@@ -37,6 +37,10 @@ type Session struct {
 	// Pool is the aud claim: the pool the token was issued for (empty in
 	// tokens issued before tokens named it).
 	Pool string
+	// Envelope (claim e) marks a token that wraps an upstream session
+	// header's value (ID); such a token is never a session cookie, nor a
+	// cookie's token an envelope.
+	Envelope bool
 }
 
 // MaxClockSkew is how far in the future a token's iat or nbf may be (the
@@ -64,6 +68,7 @@ type claims struct {
 	SID string           `json:"sid"`
 	H   string           `json:"h"`           // HostClaim
 	P   string           `json:"p,omitempty"` // PrimaryClaim
+	E   bool             `json:"e,omitempty"` // Session.Envelope
 	SS  *jwt.NumericDate `json:"ss"`
 	jwt.RegisteredClaims
 }
@@ -105,6 +110,7 @@ func (c *TokenCodec) Sign(s Session, now time.Time) (string, error) {
 		SID: s.ID,
 		H:   s.Host,
 		P:   s.Primary,
+		E:   s.Envelope,
 		SS:  jwt.NewNumericDate(s.Start),
 		RegisteredClaims: jwt.RegisteredClaims{
 			IssuedAt:  jwt.NewNumericDate(s.IssuedAt),
@@ -155,7 +161,7 @@ func (c *TokenCodec) Verify(token string, now time.Time) (Session, error) {
 	if late := now.Add(MaxClockSkew); cl.IssuedAt.After(late) || cl.NotBefore != nil && cl.NotBefore.After(late) || cl.SS.After(late) {
 		return Session{}, fmt.Errorf("%w: issued in the future", ErrTokenInvalid)
 	}
-	s := Session{ID: cl.SID, Host: cl.H, Primary: cl.P, Start: cl.SS.Time, IssuedAt: cl.IssuedAt.Time, ExpiresAt: cl.ExpiresAt.Time}
+	s := Session{ID: cl.SID, Host: cl.H, Primary: cl.P, Start: cl.SS.Time, IssuedAt: cl.IssuedAt.Time, ExpiresAt: cl.ExpiresAt.Time, Envelope: cl.E}
 	if len(cl.Audience) == 1 {
 		s.Pool = cl.Audience[0]
 	}

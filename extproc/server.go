@@ -287,12 +287,13 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 // rejection answers the request in Envoy's place (a strict pool whose
 // session lost its host), clearing the session cookie.
 func rejection(d affinity.Decision) *extprocv3.ProcessingResponse {
+	set := []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "content-type", RawValue: []byte("text/plain; charset=utf-8")}}}
+	if d.SetCookie != "" {
+		set = append(set, setCookie(d.SetCookie))
+	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
-		Status: &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
-		Headers: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
-			setCookie(d.SetCookie),
-			{Header: &corev3.HeaderValue{Key: "content-type", RawValue: []byte("text/plain; charset=utf-8")}},
-		}},
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: set},
 		Body:    []byte(d.Body),
 		Details: "envoy_affinity_session_host_gone",
 	}}}
@@ -329,11 +330,14 @@ func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest,
 		s.obs.Rebound(reply.Pool, reply.Rebound)
 	}
 	common := &extprocv3.CommonResponse{}
-	if reply.SetCookie != "" || marked {
+	if reply.SetCookie != "" || len(reply.SetHeaders) > 0 || marked {
 		common.HeaderMutation = &extprocv3.HeaderMutation{}
 	}
 	if reply.SetCookie != "" {
 		common.HeaderMutation.SetHeaders = []*corev3.HeaderValueOption{setCookie(reply.SetCookie)}
+	}
+	for _, kv := range reply.SetHeaders {
+		common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(kv[0], kv[1]))
 	}
 	if marked {
 		// The mark is for Envoy and the service, not the client.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,7 +69,7 @@ func (f *fakeDecider) Decide(r affinity.Request) affinity.Decision {
 
 func (f *fakeDecider) Respond(d *affinity.Decision, up affinity.Upstream) affinity.Reply {
 	f.told = append(f.told, up)
-	if f.reply == (affinity.Reply{}) && d != nil {
+	if reflect.DeepEqual(f.reply, affinity.Reply{}) && d != nil {
 		return affinity.Reply{SetCookie: d.SetCookie} // as decided
 	}
 	return f.reply
@@ -233,7 +234,7 @@ func TestProcessRejected(t *testing.T) {
 		t.Fatalf("immediate response %v", ir)
 	}
 	set := ir.GetHeaders().GetSetHeaders()
-	if len(set) != 2 || string(set[0].GetHeader().GetRawValue()) != "affinity=; Max-Age=0" || !set[0].GetAppend().GetValue() {
+	if len(set) != 2 || string(set[1].GetHeader().GetRawValue()) != "affinity=; Max-Age=0" || !set[1].GetAppend().GetValue() {
 		t.Fatalf("headers %v", set)
 	}
 }
