@@ -4,7 +4,9 @@
 //
 // The session is the application's own cookie (app_session by default),
 // which the backend sets on a request that has none, as a real application
-// would; it lives beside the affinity cookie.
+// would; it lives beside the affinity cookie. With -session-header the
+// session is a header instead, which the backend sets in its answer to a
+// request without one and the client sends back (an API's session token).
 package main
 
 import (
@@ -40,6 +42,7 @@ type reply struct {
 type app struct {
 	name    string
 	cookie  string
+	header  string // the session header ("": the cookie)
 	mu      sync.Mutex
 	counts  map[string]int
 	failing atomic.Bool // /healthz answers 503 while set
@@ -63,14 +66,20 @@ func (a *app) health(w http.ResponseWriter, r *http.Request) {
 
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sid := ""
-	if c, err := r.Cookie(a.cookie); err == nil {
+	if a.header != "" {
+		sid = r.Header.Get(a.header)
+	} else if c, err := r.Cookie(a.cookie); err == nil {
 		sid = c.Value
 	}
 	if sid == "" {
 		var b [12]byte
 		_, _ = rand.Read(b[:])
 		sid = base64.RawURLEncoding.EncodeToString(b[:])
-		http.SetCookie(w, &http.Cookie{Name: a.cookie, Value: sid, Path: "/", HttpOnly: true})
+		if a.header != "" {
+			w.Header().Set(a.header, sid)
+		} else {
+			http.SetCookie(w, &http.Cookie{Name: a.cookie, Value: sid, Path: "/", HttpOnly: true})
+		}
 	}
 	a.mu.Lock()
 	a.counts[sid]++
@@ -94,6 +103,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:8081", "listen address")
 	name := flag.String("name", "backend-1", "name to answer with")
 	cookie := flag.String("cookie", "app_session", "name of the application's own session cookie")
+	header := flag.String("session-header", "", "keep the session in this header instead of the cookie: set in the answer to a request without it")
 	flag.Parse()
 
 	ln, err := net.Listen("tcp", *addr)
@@ -101,7 +111,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "backend:", err)
 		os.Exit(1)
 	}
-	a := &app{name: *name, cookie: *cookie, counts: map[string]int{}}
+	a := &app{name: *name, cookie: *cookie, header: *header, counts: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.Handle("/", a)
 	mux.HandleFunc("GET /healthz", a.health)

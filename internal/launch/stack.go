@@ -71,6 +71,8 @@ type Options struct {
 	StoreYAML string
 	// ServerArgs are extra flags for envoy-affinity.
 	ServerArgs []string
+	// BackendArgs are extra flags for each backend.
+	BackendArgs []string
 	// Replicas is how many envoy-affinity processes run with the same
 	// config and keys (1 when 0). Replica i listens on the ports an Envoy
 	// YAML writes as 9002+10i (gRPC) and 9003+10i (admin).
@@ -272,7 +274,7 @@ func NewKeyLine(id, alg string) string {
 func (s *Stack) StartBackend(ctx context.Context, i int) error {
 	b := s.Backends[i]
 	p, err := Start(b.Name, "", filepath.Join(s.opts.Dir, b.Name+".log"), s.bins.Backend,
-		"-addr", b.Address(), "-name", b.Name)
+		append([]string{"-addr", b.Address(), "-name", b.Name}, s.opts.BackendArgs...)...)
 	if err != nil {
 		return err
 	}
