@@ -132,6 +132,26 @@ type doctorCase struct {
 	config func(t *testing.T, pool tree, cfg tree)
 	// live: only a running Envoy shows it (health, the JWKS it fetches).
 	live bool
+	// base edits the pool the merged Envoy is generated for (and the
+	// doctor reads), before config.
+	base func(t *testing.T, pool tree, cfg tree)
+}
+
+// envelopePool makes the pool's session an application header the
+// upstream starts, in a signed envelope.
+func envelopePool(_ *testing.T, pool, _ tree) {
+	pool["key_sources"] = []any{tree{"type": "upstream_header", "name": "X-Session-Id", "envelope": "signed"}}
+}
+
+// both applies edits in order (nil ones skipped).
+func both(edits ...func(*testing.T, tree, tree)) func(*testing.T, tree, tree) {
+	return func(t *testing.T, pool, cfg tree) {
+		for _, e := range edits {
+			if e != nil {
+				e(t, pool, cfg)
+			}
+		}
+	}
 }
 
 var doctorCases = []doctorCase{
@@ -184,6 +204,15 @@ var doctorCases = []doctorCase{
 	{check: "jwt_authn.jwt_cache_config", envoy: func(t *testing.T, y tree) { delete(provider(t, y), "jwt_cache_config") }},
 	{check: "jwt_authn.clock_skew_seconds", envoy: func(t *testing.T, y tree) { delete(provider(t, y), "clock_skew_seconds") }},
 	{check: "jwt_authn.audiences", envoy: func(t *testing.T, y tree) { provider(t, y)["audiences"] = []any{"other"} }},
+	{check: "jwt_authn.max_lifetime", envoy: func(t *testing.T, y tree) { provider(t, y)["max_lifetime"] = "60s" }},
+	{check: "jwt_authn.provider", base: envelopePool, envoy: func(t *testing.T, y tree) {
+		provider(t, y)["from_headers"] = []any{tree{"name": "x-other"}}
+	}},
+	{check: "jwt_authn.max_lifetime", base: envelopePool, envoy: func(t *testing.T, y tree) { provider(t, y)["max_lifetime"] = "302s" }},
+	{check: "envelope.restore", base: envelopePool, envoy: func(t *testing.T, y tree) { delete(routeNamed(t, y, "established"), "request_headers_to_add") }},
+	{check: "envelope.response", base: envelopePool, envoy: func(t *testing.T, y tree) {
+		delete(routeNamed(t, y, "established"), "response_headers_to_remove")
+	}},
 	{check: "jwt_authn.jwks", envoy: func(t *testing.T, y tree) {
 		dig(t, provider(t, y), "remote_jwks", "http_uri")["uri"] = "http://127.0.0.1:9003/keys.json"
 	}},
@@ -302,9 +331,9 @@ func shippedYAML(t *testing.T, mode string) tree {
 
 // mergedYAML is plainEnvoyYAML with the pieces envoy-config prints for the
 // stack's configuration in the given mode merged in, as a tree.
-func mergedYAML(t *testing.T, s *launch.Stack, mode string) tree {
+func mergedYAML(t *testing.T, s *launch.Stack, mode string, base func(*testing.T, tree, tree)) tree {
 	t.Helper()
-	cmd := exec.Command(bins.Server, "envoy-config", "-config", doctorConfig(t, s, mode, nil), "-cluster", "app")
+	cmd := exec.Command(bins.Server, "envoy-config", "-config", doctorConfig(t, s, mode, base), "-cluster", "app")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	pieces, err := cmd.Output()
@@ -347,7 +376,7 @@ func TestDoctor(t *testing.T) {
 	}
 	for _, mode := range []string{"verified", "opaque", "native"} {
 		t.Run("clean/"+mode, func(t *testing.T) {
-			for name, y := range map[string]tree{"envoy/" + mode + ".yaml": shippedYAML(t, mode), "merged": mergedYAML(t, s, mode)} {
+			for name, y := range map[string]tree{"envoy/" + mode + ".yaml": shippedYAML(t, mode), "merged": mergedYAML(t, s, mode, nil)} {
 				live, file, failed := run(t, y, doctorConfig(t, s, mode, nil))
 				if failed || len(live.Problems) > 0 || len(file.Problems) > 0 {
 					t.Errorf("%s: live: %v; file: %v", name, live.Problems, file.Problems)
@@ -355,17 +384,23 @@ func TestDoctor(t *testing.T) {
 			}
 		})
 	}
+	t.Run("clean/verified-envelope", func(t *testing.T) {
+		live, file, failed := run(t, mergedYAML(t, s, "verified", envelopePool), doctorConfig(t, s, "verified", envelopePool))
+		if failed || len(live.Problems) > 0 || len(file.Problems) > 0 {
+			t.Errorf("live: %v; file: %v", live.Problems, file.Problems)
+		}
+	})
 	for i, c := range doctorCases {
 		mode := c.mode
 		if mode == "" {
 			mode = "verified"
 		}
 		t.Run(fmt.Sprintf("%02d-%s/%s", i, c.check, mode), func(t *testing.T) {
-			y := mergedYAML(t, s, mode)
+			y := mergedYAML(t, s, mode, c.base)
 			if c.envoy != nil {
 				c.envoy(t, y)
 			}
-			live, file, failed := run(t, y, doctorConfig(t, s, mode, c.config))
+			live, file, failed := run(t, y, doctorConfig(t, s, mode, both(c.base, c.config)))
 			if !live.Has(c.check) {
 				t.Errorf("live Envoy: no %s in %v", c.check, live.Problems)
 			}

@@ -423,6 +423,9 @@ func (c *checker) site(p *affinity.Pool, s *site) string {
 			if rebinds(p) && p.Mode == affinity.ModeVerified {
 				c.failoverVerified(p, s, rt, ours, prov)
 			}
+			if inHeader, _ := tokenCarrier(p); inHeader && p.Mode == affinity.ModeVerified {
+				c.envelopeRoute(p, s, rt, payload)
+			}
 			continue
 		}
 		sawDecide = sawDecide || isCatchAll(rt)

@@ -110,6 +110,7 @@ func (c *checker) overrideHost(p *affinity.Pool, where string, cl map[string]any
 	// of the session cookie, or of the session header when the pool keys
 	// by one and has no cookie.
 	want, hashes := "cookie "+strconv.Quote(p.Cookie.Name), func(h any) bool { return str(get(h, "cookie", "name")) == p.Cookie.Name }
+	policy := "{cookie: {name: " + p.Cookie.Name + "}}"
 	if _, cookie := sourceOf(p, affinity.SourceCookie); !cookie {
 		ks, ok := sourceOf(p, affinity.SourceUpstreamHeader)
 		if !ok {
@@ -119,6 +120,7 @@ func (c *checker) overrideHost(p *affinity.Pool, where string, cl map[string]any
 			return // nothing a hash could keep
 		}
 		want, hashes = "header "+strconv.Quote(ks.Name), func(h any) bool { return strings.EqualFold(str(get(h, "header", "header_name")), ks.Name) }
+		policy = "{header: {header_name: " + ks.Name + "}}"
 	}
 	cookieHash := func(policies any) bool { return slices.ContainsFunc(list(policies), hashes) }
 	hashesCookie := cookieHash(get(fb, "consistent_hashing_lb_config", "hash_policy"))
@@ -134,7 +136,7 @@ func (c *checker) overrideHost(p *affinity.Pool, where string, cl map[string]any
 		c.r.add(Problem{Severity: Warning, Check: "override_host.fallback_policy", Where: where,
 			Problem: fmt.Sprintf("the fallback policy does not hash the session's %s (Maglev or ring hash with a hash_policy on it)", want),
 			Breaks:  "while the service is unreachable, requests without a verified token scatter over the hosts instead of each session keeping one",
-			Fix:     fmt.Sprintf("fallback_policy: {policies: [{typed_extension_config: {name: envoy.load_balancing_policies.maglev, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev, consistent_hashing_lb_config: {hash_policy: [{cookie: {name: %s}}]}}}}]}", p.Cookie.Name)})
+			Fix:     fmt.Sprintf("fallback_policy: {policies: [{typed_extension_config: {name: envoy.load_balancing_policies.maglev, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev, consistent_hashing_lb_config: {hash_policy: [%s]}}}}]}", policy)})
 	}
 }
 

@@ -49,7 +49,12 @@ func TestShippedYAMLs(t *testing.T) {
 		{file: "native.yaml", pool: "mode: native"},
 		{file: "gateway-header.yaml", pool: "mode: opaque\n    output: {header: x-affinity-destination}"},
 		{file: "istio-session-header.yaml", pool: "mode: opaque\n    output: {stateful_session_header: x-session-host}"},
-		{file: "../examples/mcp/envoy.yaml", pool: "name: mcp\n    mode: opaque\n    key_sources: [{type: upstream_header, name: mcp-session-id}]"},
+		{file: "../examples/mcp/envoy.yaml", pool: "name: mcp\n    mode: verified\n    key_sources: [{type: upstream_header, name: Mcp-Session-Id, envelope: signed}]"},
+		{file: "../examples/mcp/envoy-opaque.yaml", pool: "name: mcp\n    mode: opaque\n    key_sources: [{type: upstream_header, name: mcp-session-id}]"},
+		{file: "../examples/mcp/envoy-opaque.yaml", pool: "name: mcp\n    mode: opaque\n    key_sources: [{type: upstream_header, name: mcp-session-id, envelope: signed}]"},
+		{file: "../examples/mcp/envoy.yaml", pool: "name: mcp\n    mode: verified\n    key_sources: [{type: upstream_header, name: x-other, envelope: signed}]", want: "jwt_authn.provider"},
+		{file: "../examples/mcp/envoy.yaml", pool: "name: mcp\n    mode: verified\n    session: {absolute_timeout: 48h}\n    key_sources: [{type: upstream_header, name: Mcp-Session-Id, envelope: signed}]", want: "jwt_authn.max_lifetime"},
+		{file: "verified.yaml", pool: "mode: verified\n    session: {refresh_interval: 10m}", want: "jwt_authn.max_lifetime"},
 		{file: "verified.yaml", pool: "mode: opaque", want: "failover.mark"},
 		{file: "../e2e/bench/baseline.yaml", pool: "mode: verified", want: "ext_proc.missing"},
 	} {

@@ -3,6 +3,7 @@ package doctor
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
@@ -115,23 +116,49 @@ func (c *checker) grpcCluster(where, name string) {
 	}
 }
 
+// tokenCarrier is where a verified pool's clients present the token Envoy
+// verifies: the session cookie, or, in a pool without one, the upstream
+// session header that carries an envelope.
+func tokenCarrier(p *affinity.Pool) (header bool, name string) {
+	if _, ok := sourceOf(p, affinity.SourceCookie); !ok {
+		if ks, ok := sourceOf(p, affinity.SourceUpstreamHeader); ok && ks.Envelope {
+			return true, ks.Name
+		}
+	}
+	return false, p.Cookie.Name
+}
+
+// readsToken tells whether a jwt_authn provider reads the pool's token.
+func readsToken(pv any, header bool, name string) bool {
+	if !header {
+		return slices.Contains(strs(get(pv, "from_cookies")), name)
+	}
+	return slices.ContainsFunc(list(get(pv, "from_headers")), func(h any) bool {
+		return strings.EqualFold(str(get(h, "name")), name) && str(get(h, "value_prefix")) == ""
+	})
+}
+
 // jwt checks jwt_authn for a verified pool and returns the provider that
-// reads the pool's cookie.
+// reads the pool's token (tokenCarrier).
 func (c *checker) jwt(p *affinity.Pool, s *site, ours []httpFilter) (string, map[string]any) {
 	filters := s.byType(typeJwtAuthn)
 	var f httpFilter
 	var name string
 	var prov map[string]any
+	inHeader, carrier := tokenCarrier(p)
 	for _, jf := range filters {
 		for n, pv := range obj(jf.cfg["providers"]) {
-			if slices.Contains(strs(get(pv, "from_cookies")), p.Cookie.Name) && (prov == nil || n < name) {
+			if readsToken(pv, inHeader, carrier) && (prov == nil || n < name) {
 				f, name, prov = jf, n, obj(pv)
 			}
 		}
 	}
 	if prov == nil {
 		problem := "no jwt_authn filter"
-		if len(filters) > 0 {
+		switch {
+		case len(filters) > 0 && inHeader:
+			problem = fmt.Sprintf("no jwt_authn provider reads header %q (from_headers, no value_prefix)", carrier)
+		case len(filters) > 0:
 			problem = fmt.Sprintf("no jwt_authn provider reads cookie %q (from_cookies)", p.Cookie.Name)
 		}
 		c.r.add(Problem{Severity: Error, Check: "jwt_authn.provider", Where: fmt.Sprintf("listener %q", s.listener),
@@ -191,9 +218,52 @@ func (c *checker) jwt(p *affinity.Pool, s *site, ours []httpFilter) (string, map
 			Breaks:  "a token issued for another pool is accepted on this route: a client can carry a session across pools",
 			Fix:     fmt.Sprintf("audiences: [%s]", p.Name)})
 	}
+	// A token lives one refresh interval, an envelope the whole session
+	// (plus the rounding of whole seconds).
+	lives := p.RefreshInterval + 2*time.Second
+	if inHeader {
+		lives = p.AbsoluteTimeout + 2*time.Second
+	}
+	if d, ok := duration(prov["max_lifetime"]); ok && d < lives {
+		c.r.add(Problem{Severity: Error, Check: "jwt_authn.max_lifetime", Where: where,
+			Problem: fmt.Sprintf("max_lifetime %s is shorter than the pool's tokens live (%s)", d, lives),
+			Breaks:  "Envoy refuses the pool's tokens: every request goes to the service (the cost of opaque mode: 0.34× plain Envoy's throughput)",
+			Fix:     fmt.Sprintf("max_lifetime: %ds", int(lives.Seconds()))})
+	}
 	c.rules(s, f, name)
 	c.jwks(where, prov)
 	return name, prov
+}
+
+// envelopeRoute checks that the established route of a pool whose token is
+// an envelope in the upstream's session header gives the upstream its own
+// value back, and keeps a repeat of it from the client.
+func (c *checker) envelopeRoute(p *affinity.Pool, s *site, rt route, payload string) {
+	_, header := tokenCarrier(p)
+	restore := "%DYNAMIC_METADATA(" + extproc.JWTFilterName + ":" + orDefault(payload, "affinity") + ":sid)%"
+	restored, dropped := false, false
+	for _, level := range []map[string]any{rt.r, rt.vh, rt.rc} {
+		for _, h := range list(level["request_headers_to_add"]) {
+			if strings.EqualFold(str(get(h, "header", "key")), header) && str(get(h, "header", "value")) == restore {
+				restored = true
+			}
+		}
+		for _, name := range strs(level["response_headers_to_remove"]) {
+			dropped = dropped || strings.EqualFold(name, header)
+		}
+	}
+	if !restored {
+		c.r.add(Problem{Severity: Error, Check: "envelope.restore", Where: rt.where(s.listener),
+			Problem: fmt.Sprintf("the route does not put the upstream's own value back into %s", header),
+			Breaks:  "the upstream receives the envelope instead of the session id it issued: every established request is refused (MCP: 404, the client starts over)",
+			Fix:     fmt.Sprintf("request_headers_to_add: [{header: {key: %s, value: %q}, append_action: OVERWRITE_IF_EXISTS_OR_ADD}]", header, restore)})
+	}
+	if !dropped {
+		c.r.add(Problem{Severity: Warning, Check: "envelope.response", Where: rt.where(s.listener),
+			Problem: fmt.Sprintf("the route passes a response's %s to the client", header),
+			Breaks:  "an upstream that repeats its session id hands the client the bare value in place of its envelope: the client's next request is a new session",
+			Fix:     fmt.Sprintf("response_headers_to_remove: [%s]", header)})
+	}
 }
 
 // rules checks that a missing or failed token is not an error.

@@ -131,16 +131,23 @@ type view struct {
 	CookiePath      string
 	CookieRegex     string // native mode: the established route's Cookie header match
 	RefreshInterval time.Duration
+	AbsoluteTimeout time.Duration
 	MaxLifetime     string
 	// RequestAttributes and why the ext_proc asks for them.
 	RequestAttributes []string
 	AttributesWhy     string
 	UpstreamHeaders   []string
-	LocalJWKS         bool
-	JWKSURI           string
-	AdminCluster      bool
-	GRPC, Admin       endpoint
-	MaxStreams        int
+	// SessionHeader is the upstream's session header whose envelope Envoy
+	// verifies (a verified pool without our cookie), "" for the cookie.
+	SessionHeader string
+	// HashHeader is the header the fallback hashes in a pool without our
+	// cookie ("" hashes the cookie).
+	HashHeader   string
+	LocalJWKS    bool
+	JWKSURI      string
+	AdminCluster bool
+	GRPC, Admin  endpoint
+	MaxStreams   int
 }
 
 // endpoint is a service listener as an Envoy cluster reaches it.
@@ -191,6 +198,20 @@ func newView(snap *affinity.Snapshot, p *affinity.Pool, opts Options) (*view, er
 	for _, h := range []string{p.ReboundHeader, p.SuccessorHeader} {
 		if h != "" {
 			v.UpstreamHeaders = append(v.UpstreamHeaders, h)
+		}
+	}
+	if !slices.ContainsFunc(p.KeySources, func(k affinity.KeySourceSpec) bool { return k.Type == affinity.SourceCookie }) {
+		// Without our cookie, the session's own header keeps it on one
+		// host while the service is away, and carries the envelope.
+		for _, k := range p.KeySources {
+			if (k.Type == affinity.SourceUpstreamHeader || k.Type == affinity.SourceHeader) && v.HashHeader == "" {
+				v.HashHeader = k.Name
+			}
+			if k.Type == affinity.SourceUpstreamHeader && k.Envelope && p.Mode == affinity.ModeVerified {
+				v.SessionHeader = k.Name
+				v.MaxLifetime = seconds(p.AbsoluteTimeout + tokenRounding)
+				v.AbsoluteTimeout = p.AbsoluteTimeout
+			}
 		}
 	}
 	var err error

@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // load writes a configuration with one pool (its fields indented by four
@@ -57,18 +58,30 @@ func generate(t *testing.T, snap *affinity.Snapshot, opts Options) map[string]an
 // file of envoy/ and not here, or the other way round, fails.
 func TestPiecesMatchTheEnvoyFolder(t *testing.T) {
 	const headers = "    upstream_headers: {rebound: x-session-rebound, successor: x-session-successor}\n"
-	for _, mode := range []string{"verified", "opaque", "native"} {
+	for _, mode := range []string{"verified", "opaque", "native", "verified-envelope"} {
 		t.Run(mode, func(t *testing.T) {
-			pool := "    mode: " + mode + "\n" + headers
-			if mode != "native" {
+			file := strings.TrimSuffix(mode, "-envelope")
+			pool := "    mode: " + file + "\n" + headers
+			switch mode {
+			case "verified", "opaque":
 				// envoy/ asks for the client's address, which only this
 				// key source needs (native mode keys by Envoy's cookie).
 				pool += "    key_sources: [{type: cookie}, {type: client_address}]\n"
+			case "verified-envelope":
+				pool += "    key_sources: [{type: upstream_header, name: X-Session-Id, envelope: signed}, {type: client_address}]\n"
 			}
 			got := generate(t, load(t, pool, "ed25519"), Options{Cluster: "app"})
-			data, err := os.ReadFile(filepath.Join("..", mode+".yaml"))
+			data, err := os.ReadFile(filepath.Join("..", file+".yaml"))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if mode == "verified-envelope" {
+				// What the tests run for such a pool (e2e/envelope_test.go).
+				text, err := launch.ApplyChanges(string(data), launch.SessionHeaderChanges("x-session-id", "default"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				data = []byte(text)
 			}
 			var ref map[string]any
 			if err := yaml.Unmarshal(data, &ref); err != nil {
