@@ -2,6 +2,7 @@ package mcp_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,15 +46,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// poolYAML is config.yaml's key source, as the stack writes its pool (with
+// recipe is one way to run the gateway: an Envoy YAML of this folder, the
+// pool's mode and its key source as the stack writes the pool (with
 // config.yaml's bounded loads).
-const poolYAML = "    key_sources:\n      - {type: upstream_header, name: mcp-session-id}\n"
+type recipe struct {
+	name, yaml, mode, source string
+	// envelope: the client holds a signed envelope, not the server's id.
+	envelope bool
+}
 
-// newStack runs Envoy (yaml), the service and three MCP servers.
-func newStack(t *testing.T, yaml string) *launch.Stack {
+var (
+	// verifiedEnvelope is the recipe as shipped: envoy.yaml and config.yaml.
+	verifiedEnvelope = recipe{"verified, envelope", "envoy.yaml", "verified", "{type: upstream_header, name: mcp-session-id, envelope: signed}", true}
+	opaqueLearned    = recipe{"opaque, learned", "envoy-opaque.yaml", "opaque", "{type: upstream_header, name: mcp-session-id}", false}
+	opaqueEnvelope   = recipe{"opaque, envelope", "envoy-opaque.yaml", "opaque", "{type: upstream_header, name: mcp-session-id, envelope: signed}", true}
+	recipes          = []recipe{verifiedEnvelope, opaqueLearned, opaqueEnvelope}
+)
+
+// newStack runs Envoy (the recipe's YAML), the service and three MCP
+// servers; in the verified mode it waits until Envoy has the service's
+// keys, so that established sessions are Envoy's alone from the start.
+func newStack(t *testing.T, r recipe) *launch.Stack {
 	t.Helper()
-	s, err := launch.StartStack(context.Background(), bins, launch.Options{Dir: t.TempDir(), Mode: "opaque",
-		PoolName: "mcp", PoolYAML: poolYAML, EnvoyYAML: yaml, LoadFactor: 1.25})
+	s, err := launch.StartStack(context.Background(), bins, launch.Options{Dir: t.TempDir(), Mode: r.mode,
+		PoolName: "mcp", PoolYAML: "    key_sources: [" + r.source + "]\n", EnvoyYAML: r.yaml, LoadFactor: 1.25})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +79,29 @@ func newStack(t *testing.T, yaml string) *launch.Stack {
 		}
 		s.Close()
 	})
+	if r.mode == "verified" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := launch.Eventually(ctx, 10*time.Second, func() error {
+			if n, err := s.EnvoyStat("http.ingress.jwt_authn.jwks_fetch_success"); err != nil || n == 0 {
+				return fmt.Errorf("Envoy has not fetched the service's keys: %d, %v", n, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return s
+}
+
+// streams is how many ext_proc streams Envoy has opened so far.
+func streams(t *testing.T, s *launch.Stack) int {
+	t.Helper()
+	n, err := s.EnvoyStat("http.ingress.ext_proc.streams_started")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // calls is what the whoami tool answers.
@@ -70,18 +109,36 @@ type calls struct {
 	Server  string `json:"server"`
 	Session string `json:"session"`
 	Calls   int    `json:"calls"`
+	// Internal: the gateway's x-affinity-* headers the server received.
+	Internal []string `json:"internal"`
 }
 
 // session is one MCP client session through Envoy.
 type session struct {
-	cs     *mcp.ClientSession
-	server string // the server of its first call
-	calls  int
+	cs       *mcp.ClientSession
+	server   string // the server of its first call
+	serverID string // the session's id as the server knows it
+	calls    int
+}
+
+// sessionless counts the clients' requests without a session header (the
+// SDK's server/discover and initialize): the only ones the verified recipe
+// takes to the service.
+var sessionless atomic.Int64
+
+// counting is the clients' transport: it counts sessionless requests.
+type counting struct{}
+
+func (counting) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Mcp-Session-Id") == "" {
+		sessionless.Add(1)
+	}
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 func connect(ctx context.Context, url string) (*mcp.ClientSession, error) {
 	client := mcp.NewClient(&mcp.Implementation{Name: "affinity-test", Version: "v1"}, nil)
-	return client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1}, nil)
+	return client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1, HTTPClient: &http.Client{Transport: counting{}}}, nil)
 }
 
 func whoami(ctx context.Context, cs *mcp.ClientSession) (calls, error) {
@@ -111,6 +168,16 @@ func (s *session) call(ctx context.Context) error {
 	if c.Server != s.server || c.Calls != s.calls {
 		return fmt.Errorf("call %d of session %s answered by %s with count %d (the session began on %s)", s.calls, c.Session, c.Server, c.Calls, s.server)
 	}
+	for _, h := range c.Internal {
+		// x-affinity-primary (base64 of the primary's ip:port) is what
+		// the verified mode's stateful_session reads, and it reaches the
+		// upstream in every verified pool; anything else is the
+		// gateway's own business.
+		if !strings.EqualFold(h, "x-affinity-primary") {
+			return fmt.Errorf("the server received the gateway's header %s (all: %v)", h, c.Internal)
+		}
+	}
+	s.serverID = c.Session
 	return nil
 }
 
@@ -153,26 +220,42 @@ func runSessions(t *testing.T, url string, n, k int) ([]*session, int) {
 }
 
 // TestMCPSessionsStay: 100 MCP sessions of the official Go SDK through
-// Envoy and the service, 20 tool calls each: every call on the server that
-// issued the session, none "session not found". Plain round robin beside
-// it loses most of them.
+// Envoy and the service, 20 tool calls each, in each recipe: every call on
+// the server that issued the session, none "session not found". With the
+// envelope the client holds a signed token whose claim sid is the server's
+// own id, and the server only ever sees its id; in the verified recipe Envoy
+// routes every request but the initialize by itself (one ext_proc stream
+// per session). Plain round robin beside them loses most sessions.
 func TestMCPSessionsStay(t *testing.T) {
-	s := newStack(t, "envoy.yaml")
-	sessions, failed := runSessions(t, s.URL("/mcp"), 100, 20)
-	if failed > 0 {
-		t.Fatalf("%d of 100 sessions failed with the service", failed)
+	for _, r := range recipes {
+		t.Run(r.name, func(t *testing.T) {
+			s := newStack(t, r)
+			before, beforeSessionless := streams(t, s), sessionless.Load()
+			sessions, failed := runSessions(t, s.URL("/mcp"), 100, 20)
+			opened, unsessioned := streams(t, s)-before, int(sessionless.Load()-beforeSessionless)
+			if failed > 0 {
+				t.Fatalf("%d of 100 sessions failed with the service", failed)
+			}
+			servers := map[string]int{}
+			for _, ss := range sessions {
+				servers[ss.server]++
+				if held := ss.cs.ID(); r.envelope && (held == ss.serverID || sid(t, held) != ss.serverID) {
+					t.Fatalf("the client holds %q for the server's session %q, want an envelope of it", held, ss.serverID)
+				} else if !r.envelope && held != ss.serverID {
+					t.Fatalf("the client holds %q, the server knows %q", held, ss.serverID)
+				}
+				ss.cs.Close()
+			}
+			if len(servers) != 3 {
+				t.Errorf("sessions per server %v, want all three servers used", servers)
+			}
+			if r.mode == "verified" && opened != unsessioned {
+				t.Errorf("100 sessions took %d ext_proc streams, want %d: one for each request without a session header, none for the others", opened, unsessioned)
+			}
+			t.Logf("%s: 100 sessions × 20 calls, 0 failed; sessions per server %v; %d ext_proc streams (%d requests without a session header)", r.name, servers, opened, unsessioned)
+		})
 	}
-	servers := map[string]int{}
-	for _, ss := range sessions {
-		servers[ss.server]++
-		ss.cs.Close()
-	}
-	if len(servers) != 3 {
-		t.Errorf("sessions per server %v, want all three servers used", servers)
-	}
-	t.Logf("with the service: 100 sessions × 20 calls, 0 failed; sessions per server %v", servers)
-
-	plain := newStack(t, filepath.Join("..", "..", "e2e", "bench", "baseline.yaml"))
+	plain := newStack(t, recipe{name: "plain", yaml: filepath.Join("..", "..", "e2e", "bench", "baseline.yaml"), mode: "opaque", source: opaqueLearned.source})
 	_, lost := runSessions(t, plain.URL("/mcp"), 100, 20)
 	t.Logf("plain round robin: %d of 100 sessions failed", lost)
 	if lost < 50 {
@@ -180,12 +263,37 @@ func TestMCPSessionsStay(t *testing.T) {
 	}
 }
 
+// sid is the claim sid of an envelope (its signature is Envoy's and the
+// service's business; the tests read what it carries).
+func sid(t *testing.T, token string) string {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct{ SID string }
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	return claims.SID
+}
+
 // TestMCPServerDies: when a server dies, its sessions' next calls fail
 // (the SDK reports the session gone: another server does not know it) and
 // a new session works at once; every other session goes on untouched, on
 // its server, its count continuing.
 func TestMCPServerDies(t *testing.T) {
-	s := newStack(t, "envoy.yaml")
+	for _, r := range recipes {
+		t.Run(r.name, func(t *testing.T) { serverDies(t, r) })
+	}
+}
+
+func serverDies(t *testing.T, r recipe) {
+	s := newStack(t, r)
 	sessions, failed := runSessions(t, s.URL("/mcp"), 30, 2)
 	if failed > 0 {
 		t.Fatalf("%d sessions failed before the server died", failed)
@@ -225,9 +333,9 @@ func TestMCPServerDies(t *testing.T) {
 }
 
 // TestMCPDeleteForgets: the DELETE that ends a session (the SDK's Close)
-// makes the service forget its binding.
+// makes the service forget the binding it learned.
 func TestMCPDeleteForgets(t *testing.T) {
-	s := newStack(t, "envoy.yaml")
+	s := newStack(t, opaqueLearned)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cs, err := connect(ctx, s.URL("/mcp"))
@@ -262,9 +370,10 @@ func TestMCPDeleteForgets(t *testing.T) {
 	}
 }
 
-// TestRecipeFollowsOpaque keeps envoy.yaml what its header says it is:
-// envoy/opaque.yaml with three changes.
-func TestRecipeFollowsOpaque(t *testing.T) {
+// TestRecipesFollowTheEnvoyFolder keeps envoy.yaml and envoy-opaque.yaml
+// what their headers say they are: envoy/verified.yaml and envoy/opaque.yaml
+// with the changes listed there.
+func TestRecipesFollowTheEnvoyFolder(t *testing.T) {
 	read := func(path string) string {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -273,18 +382,70 @@ func TestRecipeFollowsOpaque(t *testing.T) {
 		text := string(data)
 		return text[strings.Index(text, "node:"):] // after the header comment
 	}
-	want := read(filepath.Join("..", "..", "envoy", "opaque.yaml"))
-	for _, c := range [][2]string{
+	mcpCluster := [][2]string{
 		{"                  cluster: app\n", "                  cluster: mcp\n                  # No per-request timeout: MCP answers and a session's GET are\n                  # event streams that last.\n                  timeout: 0s\n"},
 		{"  - name: app\n    type: EDS", "  - name: mcp\n    type: EDS"},
-		{"                      - cookie: {name: affinity}", "                      - header: {header_name: mcp-session-id}"},
-	} {
-		if strings.Count(want, c[0]) != 1 {
-			t.Fatalf("envoy/opaque.yaml no longer has %q once: update envoy.yaml and this test", c[0])
-		}
-		want = strings.Replace(want, c[0], c[1], 1)
 	}
-	if got := read("envoy.yaml"); got != want {
-		t.Fatal("envoy.yaml differs from envoy/opaque.yaml beyond its three changes: copy opaque.yaml's changes over")
+	hashHeader := [2]string{"                      - cookie: {name: affinity}", "                      - header: {header_name: mcp-session-id}"}
+	for _, tt := range []struct {
+		recipe, base string
+		changes      [][2]string
+	}{
+		{"envoy.yaml", "verified.yaml", append(mcpCluster, launch.SessionHeaderChanges("mcp-session-id", "mcp")...)},
+		{"envoy-opaque.yaml", "opaque.yaml", append(mcpCluster, hashHeader)},
+	} {
+		want, err := launch.ApplyChanges(read(filepath.Join("..", "..", "envoy", tt.base)), tt.changes)
+		if err != nil {
+			t.Fatalf("envoy/%s changed: update %s and this test: %v", tt.base, tt.recipe, err)
+		}
+		if got := read(tt.recipe); got != want {
+			t.Errorf("%s differs from envoy/%s beyond the changes its header lists: copy %s's changes over", tt.recipe, tt.base, tt.base)
+		}
+	}
+}
+
+// TestMCPEnvelopeDelete: with the envelope nothing is stored, and the
+// DELETE that ends a session (the SDK's Close) still reaches the server that
+// holds it: afterwards that envelope's requests are answered 404 by it, as
+// the protocol wants for an ended session.
+func TestMCPEnvelopeDelete(t *testing.T) {
+	for _, r := range []recipe{verifiedEnvelope, opaqueEnvelope} {
+		t.Run(r.name, func(t *testing.T) {
+			s := newStack(t, r)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cs, err := connect(ctx, s.URL("/mcp"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ss := &session{cs: cs}
+			if err := ss.call(ctx); err != nil {
+				t.Fatal(err)
+			}
+			envelope := cs.ID()
+			post := func() int {
+				t.Helper()
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL("/mcp"),
+					strings.NewReader(`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"whoami","arguments":{}}}`))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("Mcp-Session-Id", envelope)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if got := post(); got != http.StatusOK {
+				t.Fatalf("the open session's envelope: %d, want 200", got)
+			}
+			if err := cs.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got := post(); got != http.StatusNotFound {
+				t.Fatalf("after the DELETE: %d, want 404 from the server that held the session", got)
+			}
+		})
 	}
 }

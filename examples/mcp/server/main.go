@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -26,6 +27,9 @@ type Calls struct {
 	Server  string `json:"server"`
 	Session string `json:"session"`
 	Calls   int    `json:"calls"`
+	// Internal names the gateway's own x-affinity-* request headers that
+	// reached the server (there should be none).
+	Internal []string `json:"internal,omitempty"`
 }
 
 func main() {
@@ -43,7 +47,15 @@ func main() {
 			calls[id]++
 			n := calls[id]
 			mu.Unlock()
-			return nil, Calls{Server: *name, Session: id, Calls: n}, nil
+			var internal []string
+			if req.Extra != nil {
+				for h := range req.Extra.Header {
+					if strings.HasPrefix(strings.ToLower(h), "x-affinity") {
+						internal = append(internal, h)
+					}
+				}
+			}
+			return nil, Calls{Server: *name, Session: id, Calls: n, Internal: internal}, nil
 		})
 
 	mux := http.NewServeMux()
