@@ -67,6 +67,8 @@ type settings struct {
 	yamlRev string
 	// parts measures verified mode with its parts taken away one by one.
 	parts bool
+	// luaFloor measures what a Lua filter costs before it verifies anything.
+	luaFloor bool
 	// authz compares the ext_proc call with an ext_authz call.
 	authz bool
 	// service measures the service alone, without Envoy.
@@ -97,6 +99,7 @@ func main() {
 	flag.BoolVar(&st.jwtCache, "jwt-cache", false, "verified mode with jwt_authn's token cache as verified.yaml sizes it and sized to -sessions, beside the baseline and Envoy's cookie")
 	flag.BoolVar(&st.oneRoute, "verified-one-route", false, "compare verified.yaml with a variant that skips the ext_proc by matchers alone, on one route, without clear_route_cache")
 	flag.BoolVar(&st.callVariants, "call-variants", false, "compare opaque.yaml's ext_proc call with one that forwards only the cookie header (forward_rules) and only the cluster attribute, for established and new sessions")
+	flag.BoolVar(&st.luaFloor, "lua-floor", false, "compare plain Envoy with a Lua filter that only reads the session cookie (the least any scripted verifier costs) and with jwt_authn alone, beside Envoy's cookie")
 	flag.BoolVar(&st.quick, "quick", false, "a few seconds: one short round of four configurations, Go client only (make test runs it so the benchmark cannot rot)")
 	flag.Parse()
 	if st.quick {
@@ -199,6 +202,20 @@ func run(st settings) error {
 		}
 		configs = []config{configs[0], configs[1], configs[4], {name: "verified, one route, matchers only", mode: "verified", yaml: variant}}
 	}
+	if st.luaFloor {
+		lua := filepath.Join(dir, "baseline-lua.yaml")
+		if err := launch.WriteVariant(filepath.Join(root, "e2e", "bench", "baseline.yaml"), lua,
+			"          http_filters:\n", "          http_filters:\n"+luaCookieReader); err != nil {
+			return err
+		}
+		parts, err := partsConfigs(root, dir)
+		if err != nil {
+			return err
+		}
+		configs = []config{configs[0], configs[1],
+			{name: "Lua filter reading the cookie, nothing more", mode: "opaque", yaml: lua},
+			parts[len(parts)-1]}
+	}
 	if st.parts {
 		parts, err := partsConfigs(root, dir)
 		if err != nil {
@@ -225,6 +242,19 @@ func run(st settings) error {
 	}
 	return nil
 }
+
+// luaCookieReader is an HTTP filter, in baseline.yaml's indentation, that
+// reads the cookie header and changes nothing: the least a verifier written
+// in Lua would cost Envoy per request.
+const luaCookieReader = `          - name: envoy.filters.http.lua
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+              default_source_code:
+                inline_string: |
+                  function envoy_on_request(handle)
+                    local cookie = handle:headers():get("cookie")
+                  end
+`
 
 // Markers around the generated table in the report file; the text around
 // them is written by hand and kept.
