@@ -79,8 +79,17 @@ func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time)
 	}
 	if pool.learns() {
 		// No key yet: the service places the request (with bounded loads)
-		// and learns the key from its response.
-		return e.place(pool, NewSessionID(), OutcomeNew, ReasonNoKey, now), ""
+		// and learns the key from its response. Until then the placement
+		// counts as a session of its host, so that a burst of new
+		// sessions is capped as it is placed, not once its responses are
+		// back.
+		id := NewSessionID()
+		d := e.place(pool, id, OutcomeNew, ReasonNoKey, now)
+		if pool.LoadFactor > 0 {
+			e.store.Seen(pool.Name, id, d.HostID, now)
+			d.Placement = id
+		}
+		return d, ""
 	}
 	return Decision{Pool: pool.Name, Reason: ReasonNoKey}, ""
 }

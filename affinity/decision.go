@@ -139,6 +139,10 @@ type Decision struct {
 	EnvelopeHeader string
 	EnvelopeToken  string
 	EnvelopeValue  string
+	// Placement is the id a new session of a pool that learns its keys
+	// was counted under (bounded loads) until its response names the key;
+	// Respond uncounts it.
+	Placement string
 	// SetHeaders are added to the request for the application (name,
 	// value). Read only: decisions may share them.
 	SetHeaders [][2]string

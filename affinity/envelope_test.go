@@ -153,3 +153,49 @@ func TestEnvelopeIsNotACookie(t *testing.T) {
 		t.Fatalf("an envelope as the cookie: %+v", got)
 	}
 }
+
+// TestLearnedBurstIsCapped: sessions whose key the upstream names are
+// counted from their placement, so a burst of them placed before any
+// response is back still keeps to the bounded-load cap; each response
+// moves its count to the session's key (or drops it, when the response
+// started no session).
+func TestLearnedBurstIsCapped(t *testing.T) {
+	for _, source := range []string{"{type: upstream_header, name: mcp-session-id, envelope: signed}", "{type: upstream_header, name: mcp-session-id}", "{type: app_cookie, name: JSESSIONID}"} {
+		t.Run(source, func(t *testing.T) {
+			snap := mustBuild(t, "keys: {env: K}\npools:\n  - name: mcp\n    mode: opaque\n    bounded_load: {factor: 1.25}\n    key_sources: ["+source+"]\n"+
+				"    hosts: [{name: web-1, address: '127.0.0.1:80'}, {name: web-2, address: '127.0.0.2:80'}, {name: web-3, address: '127.0.0.3:80'}]\n")
+			e := NewEngine(snap, (&fixedClock{t: t0}).now)
+			var burst []Decision
+			placed := map[string]int{}
+			for range 300 {
+				d := e.Decide(mcp("POST", ""))
+				burst = append(burst, d)
+				placed[d.HostID]++
+			}
+			for h, n := range placed {
+				if n > 125 { // ⌈1.25 × 300 / 3⌉
+					t.Errorf("%s took %d of 300 sessions placed at once, over the cap: %v", h, n, placed)
+				}
+			}
+			load := func() int {
+				l := map[string]int{}
+				e.store.Load("mcp", t0, l)
+				return l["web-1"] + l["web-2"] + l["web-3"]
+			}
+			if n := load(); n != 300 {
+				t.Fatalf("%d sessions counted during the burst, want 300", n)
+			}
+			for i, d := range burst {
+				up := Upstream{Served: d.Hosts[0], Headers: mapHeaders{}}
+				if i%2 == 0 { // every other response starts its session
+					up.Headers = mapHeaders{"mcp-session-id": fmt.Sprint("s-", i)}
+					up.SetCookies = []string{fmt.Sprintf("JSESSIONID=s-%d; Path=/", i)}
+				}
+				e.Respond(&d, up)
+			}
+			if n := load(); n != 150 {
+				t.Fatalf("%d sessions counted after the responses, want the 150 that started", n)
+			}
+		})
+	}
+}

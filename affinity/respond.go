@@ -65,6 +65,11 @@ func (e *Engine) Respond(d *Decision, up Upstream) Reply {
 		return e.failedOver(up)
 	}
 	reply := Reply{SetCookie: d.SetCookie}
+	if d.Placement != "" {
+		// The response has come: the session counts under its key, if
+		// the response started one (learned or wrapped below).
+		defer e.store.Unseen(d.Pool, d.Placement)
+	}
 	if d.EnvelopeHeader != "" && up.Headers != nil {
 		if v, ok := up.Headers.Get(d.EnvelopeHeader); ok && strings.TrimSpace(v) != "" {
 			v = strings.TrimSpace(v)

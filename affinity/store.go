@@ -19,6 +19,11 @@ type Store interface {
 	// now. It only counts the session for bounded loads: a cookie session's
 	// binding is its token, so a shared store keeps Seen local.
 	Seen(pool, sid, host string, now time.Time)
+	// Unseen uncounts a session Seen counted that did not start: the
+	// placement of a request whose session the upstream names in its
+	// response, counted until the response says under what key. Local,
+	// like Seen.
+	Unseen(pool, sid string)
 	// Load adds to dst, per host ID, the sessions of pool active at now:
 	// seen within the store's idle timeout.
 	Load(pool string, now time.Time, dst map[string]int)
@@ -169,6 +174,9 @@ func (s *MemoryStore) Unbind(pool, key string) {
 	defer s.mu.Unlock()
 	s.lru.Remove(memKey{sid: xxhash.Sum64String(key), pool: xxhash.Sum64String(pool)})
 }
+
+// Unseen implements Store: the session is forgotten and uncounted.
+func (s *MemoryStore) Unseen(pool, sid string) { s.Unbind(pool, sid) }
 
 // Len is the number of tracked sessions.
 func (s *MemoryStore) Len() int {

@@ -155,6 +155,9 @@ func (s *Store) SetIdle(idle time.Duration) {
 // Seen implements affinity.Store: a cookie session is counted here only.
 func (s *Store) Seen(pool, sid, host string, now time.Time) { s.local.Seen(pool, sid, host, now) }
 
+// Unseen implements affinity.Store: like Seen, this replica's count only.
+func (s *Store) Unseen(pool, sid string) { s.local.Unseen(pool, sid) }
+
 // Load implements affinity.Store: this replica's sessions, and the other
 // replicas' as they last published them (at most one sync interval old).
 func (s *Store) Load(pool string, now time.Time, dst map[string]int) {
