@@ -316,6 +316,19 @@ type backendTrafficPolicy struct {
 	} `yaml:"spec"`
 }
 
+type clientTrafficPolicy struct {
+	typeMeta `yaml:",inline"`
+	Metadata meta `yaml:"metadata"`
+	Spec     struct {
+		TargetRefs []targetRef `yaml:"targetRefs"`
+		Headers    struct {
+			EarlyRequestHeaders struct {
+				Remove []string `yaml:"remove"`
+			} `yaml:"earlyRequestHeaders"`
+		} `yaml:"headers"`
+	} `yaml:"spec"`
+}
+
 // envoyFilter is an Istio EnvoyFilter; its spec is decoded by Istio's own
 // proto (istio.io/api), see envoyFilterSpec.
 type envoyFilter struct {
@@ -350,6 +363,7 @@ var kinds = map[string]func() any{
 	"gateway.networking.k8s.io/v1beta1/ReferenceGrant":    func() any { return &referenceGrant{} },
 	"gateway.envoyproxy.io/v1alpha1/EnvoyExtensionPolicy": func() any { return &envoyExtensionPolicy{} },
 	"gateway.envoyproxy.io/v1alpha1/BackendTrafficPolicy": func() any { return &backendTrafficPolicy{} },
+	"gateway.envoyproxy.io/v1alpha1/ClientTrafficPolicy":  func() any { return &clientTrafficPolicy{} },
 	"networking.istio.io/v1alpha3/EnvoyFilter":            nil, // envoyFilterSpec
 }
 
