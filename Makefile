@@ -38,11 +38,12 @@ redis: ## install Debian's redis-server when it is missing (the shared-store tes
 		apt-get install -y -qq redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }; }
 	@redis-server --version
 
-test: envoy redis lint ## run every test (after go vet and gofmt): unit, fuzz seeds, end to end with a real Envoy, each Go benchmark once, the load benchmark for a few seconds
+test: envoy redis lint ## run every test (after go vet and gofmt): unit, fuzz seeds, end to end with a real Envoy, each Go benchmark once, the load benchmark for a few seconds, the recipes through the real MCP SDK and Envoy Gateway (built from its module)
 	$(GO) run ./e2e/bench -quick
 	$(GO) test -run '^$$' -bench 'Decide|Token|Stream|Lookup|Build|Rank|Store' -benchtime 1x ./affinity ./affinity/redisstore ./extproc
 	$(GO) test -race -count=1 ./...
 	cd examples/mcp && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+	cd examples/envoy-gateway/standalone && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...

@@ -1,20 +1,11 @@
 package examples
 
 import (
-	"regexp"
 	"slices"
 	"testing"
-	"time"
-
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 )
-
-// egAttributeRE is the pattern Envoy Gateway's CRD puts on
-// processingMode.*.attributes (api/v1alpha1/ext_proc_types.go): no
-// xds.cluster_name, so the pool cannot be chosen by cluster there.
-var egAttributeRE = regexp.MustCompile(`^(connection\.|source\.|destination\.|request\.|response\.|upstream\.|xds\.route_)[a-z_1-9]*$`)
 
 // eg is the Envoy Gateway recipe, decoded.
 type eg struct {
@@ -75,62 +66,6 @@ func TestEnvoyGatewayWiring(t *testing.T) {
 	to := grantTo{Group: "", Kind: "Service", Name: k.service.Metadata.Name}
 	if !slices.Contains(g.grant.Spec.From, from) || !slices.Contains(g.grant.Spec.To, to) {
 		t.Errorf("the ReferenceGrant does not let EnvoyExtensionPolicies in %s use Service %s", g.policy.Metadata.Namespace, k.service.Metadata.Name)
-	}
-}
-
-// TestEnvoyGatewayExtProcMatchesOpaque checks that the ext_proc filter
-// Envoy Gateway builds from the policy (its translator: request/response
-// present → headers SEND, no body, failOpen → failure_mode_allow,
-// allowModeOverride, messageTimeout, attributes → request_attributes)
-// has envoy/opaque.yaml's settings, except what Envoy Gateway cannot
-// express and the recipe does not need: xds.cluster_name (one unnamed pool
-// takes the route's requests) and the metadata namespaces (the decision
-// travels in a header).
-func TestEnvoyGatewayExtProcMatchesOpaque(t *testing.T) {
-	g, opaque := loadEG(t), loadOpaque(t).extProc
-	x := g.policy.Spec.ExtProc[0]
-	pm := x.ProcessingMode
-	if pm == nil {
-		t.Fatal("no processingMode: Envoy Gateway would send nothing")
-	}
-	mode := func(present bool) extprocv3.ProcessingMode_HeaderSendMode {
-		if present {
-			return extprocv3.ProcessingMode_SEND
-		}
-		return extprocv3.ProcessingMode_SKIP
-	}
-	om := opaque.GetProcessingMode()
-	if got := mode(pm.Request != nil); got != om.GetRequestHeaderMode() {
-		t.Errorf("request headers %v, opaque.yaml %v", got, om.GetRequestHeaderMode())
-	}
-	if got := mode(pm.Response != nil); got != om.GetResponseHeaderMode() {
-		t.Errorf("response headers %v, opaque.yaml %v (the Set-Cookie of a new session is written there)", got, om.GetResponseHeaderMode())
-	}
-	for _, o := range []*processingModeOptions{pm.Request, pm.Response} {
-		if o != nil && o.Body != nil {
-			t.Errorf("body mode %s: opaque.yaml sends no body", *o.Body)
-		}
-	}
-	if pm.AllowModeOverride != opaque.GetAllowModeOverride() {
-		t.Errorf("allowModeOverride %v, opaque.yaml %v", pm.AllowModeOverride, opaque.GetAllowModeOverride())
-	}
-	if x.FailOpen == nil || *x.FailOpen != opaque.GetFailureModeAllow() {
-		t.Errorf("failOpen %v, opaque.yaml failure_mode_allow %v", x.FailOpen, opaque.GetFailureModeAllow())
-	}
-	if d, err := time.ParseDuration(x.MessageTimeout); err != nil || d != opaque.GetMessageTimeout().AsDuration() {
-		t.Errorf("messageTimeout %q, opaque.yaml %v", x.MessageTimeout, opaque.GetMessageTimeout().AsDuration())
-	}
-	var wantAttrs []string
-	for _, a := range opaque.GetRequestAttributes() {
-		if egAttributeRE.MatchString(a) {
-			wantAttrs = append(wantAttrs, a)
-		}
-	}
-	if !slices.Equal(pm.Request.Attributes, wantAttrs) {
-		t.Errorf("request attributes %v, want opaque.yaml's that Envoy Gateway allows: %v", pm.Request.Attributes, wantAttrs)
-	}
-	if x.Metadata != nil {
-		t.Errorf("metadata %+v: the decision travels in a header here", x.Metadata)
 	}
 }
 

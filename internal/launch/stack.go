@@ -85,6 +85,9 @@ type Options struct {
 	// the stack then reaches the admin listener over TLS, by AdminServerName.
 	AdminCA         []byte
 	AdminServerName string
+	// NoEnvoy starts no Envoy: a control plane the test runs starts its
+	// own (Envoy Gateway's host infrastructure).
+	NoEnvoy bool
 	// BeforeEnvoy runs once the server is up, before EnvoyYAML is read
 	// and Envoy starts: it may write files into Dir, or EnvoyYAML itself.
 	BeforeEnvoy func(*Stack) error
@@ -209,6 +212,9 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 		}
 	}
 
+	if opts.NoEnvoy {
+		return s, nil
+	}
 	// The hook may write the Envoy YAML itself, from the stack's config.
 	if opts.BeforeEnvoy != nil {
 		if err := opts.BeforeEnvoy(s); err != nil {
