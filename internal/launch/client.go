@@ -1,10 +1,12 @@
 package launch
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -37,6 +39,20 @@ func NewClient(base string) *Client {
 		Timeout:   5 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 1},
 	}}
+}
+
+// NewClientVia returns a user of the service at base (a URL naming the
+// service, e.g. http://web.shop.svc.cluster.local) whose connections all go
+// to addr (a sidecar's outbound listener on loopback): what a workload does
+// whose traffic its sidecar intercepts.
+func NewClientVia(base, addr string) *Client {
+	c := NewClient(base)
+	var d net.Dialer
+	c.http.Transport = &http.Transport{MaxIdleConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		}}
+	return c
 }
 
 // Close closes the client's idle connection: a client that is dropped

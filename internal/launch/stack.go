@@ -44,6 +44,9 @@ type Options struct {
 	// BackendIP is the loopback address the backends listen on (127.0.0.1
 	// when empty): another one gives addresses of another length.
 	BackendIP string
+	// BackendIPs, when set, gives backend i its own loopback address (a
+	// control plane that keys endpoints by address, as Istio does).
+	BackendIPs []string
 	// Mode is the pool's mode (verified when empty); Envoy runs
 	// envoy/<mode>.yaml unless EnvoyYAML names another file.
 	Mode      string
@@ -188,6 +191,9 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 	}
 	for i := 0; i < opts.Backends; i++ {
 		b := &Backend{Name: "backend-" + strconv.Itoa(i+1), IP: opts.BackendIP, Port: ports[4+i]}
+		if i < len(opts.BackendIPs) {
+			b.IP = opts.BackendIPs[i]
+		}
 		s.Backends = append(s.Backends, b)
 		if err := s.StartBackend(ctx, i); err != nil {
 			return nil, err
