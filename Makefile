@@ -12,7 +12,7 @@ GO ?= go
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo envoy redis fuzz soak bench bench-placement clean
+.PHONY: help build test lint demo envoy redis fuzz soak bench bench-placement clean control-planes
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test: envoy redis lint ## run every test (after go vet and gofmt): unit, fuzz se
 	$(GO) test -run '^$$' -bench 'Decide|Token|Stream|Lookup|Build|Rank|Store' -benchtime 1x ./affinity ./affinity/redisstore ./extproc
 	$(GO) test -race -count=1 ./...
 	cd examples/mcp && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+	$(MAKE) control-planes
+
+control-planes: envoy ## the Envoy Gateway and Istio recipes through their own code (separate modules: Envoy Gateway v1.9.1 built from its module, istiod's discovery server in process); the first run on a machine compiles them (minutes)
 	cd examples/envoy-gateway/standalone && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
 	cd examples/istio/pilot && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
 
