@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,12 +44,7 @@ func envelopeStack(t *testing.T, mode string) *launch.Stack {
 	if mode == "verified" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := launch.Eventually(ctx, 10*time.Second, func() error {
-			if n, err := s.EnvoyStat("http.ingress.jwt_authn.jwks_fetch_success"); err != nil || n == 0 {
-				return fmt.Errorf("Envoy has not fetched the service's keys: %d, %v", n, err)
-			}
-			return nil
-		}); err != nil {
+		if err := s.WaitJWKS(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -25,25 +25,13 @@ import (
 var bins launch.Binaries
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "envoy-affinity-mcp-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := func() int {
-		defer os.RemoveAll(dir)
-		if bins, err = launch.Build(dir); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
+	os.Exit(launch.RunTests(m, &bins, func(dir string, bins *launch.Binaries) error {
 		bins.Backend = filepath.Join(dir, "mcp-server")
 		if out, err := exec.Command("go", "build", "-o", bins.Backend, "./server").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build ./server: %v\n%s", err, out)
-			return 1
+			return fmt.Errorf("go build ./server: %v\n%s", err, out)
 		}
-		return m.Run()
-	}()
-	os.Exit(code)
+		return nil
+	}))
 }
 
 // recipe is one way to run the gateway: an Envoy YAML of this folder, the
@@ -82,12 +70,7 @@ func newStack(t *testing.T, r recipe) *launch.Stack {
 	if r.mode == "verified" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := launch.Eventually(ctx, 10*time.Second, func() error {
-			if n, err := s.EnvoyStat("http.ingress.jwt_authn.jwks_fetch_success"); err != nil || n == 0 {
-				return fmt.Errorf("Envoy has not fetched the service's keys: %d, %v", n, err)
-			}
-			return nil
-		}); err != nil {
+		if err := s.WaitJWKS(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

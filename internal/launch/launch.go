@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -312,4 +313,27 @@ func WriteVariant(src, dst, old, new string) error {
 		return fmt.Errorf("%s has no %q to replace", src, old)
 	}
 	return os.WriteFile(dst, []byte(strings.Replace(string(yaml), old, new, 1)), 0o600)
+}
+
+// RunTests is a TestMain for a package that runs stacks: it builds the
+// binaries into a temporary folder, lets more reach it (more may build its
+// own into dir and change bins), runs the tests and removes the folder.
+func RunTests(m *testing.M, bins *Binaries, more func(dir string, bins *Binaries) error) int {
+	dir, err := os.MkdirTemp("", "envoy-affinity-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bins, err = Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if more != nil {
+		if err := more(dir, bins); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	return m.Run()
 }

@@ -667,3 +667,14 @@ func (s *Stack) CookieHost(cookie string) string {
 	}
 	return ""
 }
+
+// WaitJWKS waits until Envoy (listener stat prefix ingress) has fetched the
+// service's keys, so that verified tokens are Envoy's alone from then on.
+func (s *Stack) WaitJWKS(ctx context.Context) error {
+	return Eventually(ctx, 10*time.Second, func() error {
+		if n, err := s.EnvoyStat("http.ingress.jwt_authn.jwks_fetch_success"); err != nil || n == 0 {
+			return fmt.Errorf("Envoy has not fetched the service's keys: %d, %v", n, err)
+		}
+		return nil
+	})
+}

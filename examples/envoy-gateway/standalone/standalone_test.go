@@ -32,27 +32,15 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "envoy-affinity-eg-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := func() int {
-		defer os.RemoveAll(dir)
-		if bins, err = launch.Build(dir); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
+	os.Exit(launch.RunTests(m, &bins, func(dir string, _ *launch.Binaries) error {
 		envoyGateway = filepath.Join(dir, "envoy-gateway")
 		build := exec.Command("go", "build", "-o", envoyGateway, "github.com/envoyproxy/gateway/cmd/envoy-gateway")
 		build.Dir = "eg"
 		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build envoy-gateway: %v\n%s", err, out)
-			return 1
+			return fmt.Errorf("go build envoy-gateway: %v\n%s", err, out)
 		}
-		return m.Run()
-	}()
-	os.Exit(code)
+		return nil
+	}))
 }
 
 // gateway is Envoy Gateway in standalone mode with the stack's service and

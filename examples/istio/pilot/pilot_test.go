@@ -21,22 +21,7 @@ import (
 
 var bins launch.Binaries
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "envoy-affinity-istio-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := func() int {
-		defer os.RemoveAll(dir)
-		if bins, err = launch.Build(dir); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(launch.RunTests(m, &bins, nil)) }
 
 // webCluster is Istio's name for web's port 80, the pool's name.
 const webCluster = "outbound|80||web.shop.svc.cluster.local"
