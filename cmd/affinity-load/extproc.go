@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -38,7 +39,8 @@ func streamLoop(addr string, cookies []string, conns int, d time.Duration, healt
 			{Key: ":authority", RawValue: []byte("app.example")}, {Key: "user-agent", RawValue: []byte("affinity-load")},
 		}
 		if len(cookies) > 0 {
-			h = append(h, &corev3.HeaderValue{Key: "cookie", RawValue: []byte(cookies[i])})
+			name, value := sessionHeader(cookies[i])
+			h = append(h, &corev3.HeaderValue{Key: strings.ToLower(name), RawValue: []byte(value)})
 		}
 		reqs[i] = &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
 			RequestHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: h}, EndOfStream: true}}}

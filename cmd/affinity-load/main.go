@@ -1,7 +1,7 @@
 // Command affinity-load is the benchmark's load generator. Each simulated
 // session sends its own session cookie (one line of -cookies each, e.g.
 // "affinity=…"; none when the file is empty or absent, so every request is
-// a new session).
+// a new session), or its own session header (a line "X-Session-Id: …").
 //
 // Closed loop (-c N): N connections send back to back; reports the
 // saturation throughput. Open loop (-rate R): requests are scheduled at R per
@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,6 +111,15 @@ func readCookies(path string) ([]string, error) {
 	return out, sc.Err()
 }
 
+// sessionHeader is the request header a line of -cookies is sent as: a
+// header line "Name: value" as it is, anything else as the Cookie header.
+func sessionHeader(line string) (name, value string) {
+	if name, value, ok := strings.Cut(line, ": "); ok && !strings.ContainsAny(name, "=; ") {
+		return name, value
+	}
+	return "Cookie", line
+}
+
 // client is one keep-alive connection's worth of HTTP client.
 func client() *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}
@@ -122,7 +132,8 @@ func send(c *http.Client, url string, cookies []string, rng *rand.Rand) error {
 		return err
 	}
 	if len(cookies) > 0 {
-		req.Header.Set("Cookie", cookies[rng.IntN(len(cookies))])
+		name, value := sessionHeader(cookies[rng.IntN(len(cookies))])
+		req.Header.Set(name, value)
 	}
 	resp, err := c.Do(req)
 	if err != nil {

@@ -39,6 +39,12 @@ type config struct {
 	establish string
 	// serverArgs are extra flags of the service.
 	serverArgs []string
+	// sessionHeader, when set, is the response header whose value the
+	// sessions carry back (an upstream_header pool), instead of the cookie;
+	// backendArgs and poolYAML set such a backend and pool up.
+	sessionHeader string
+	backendArgs   []string
+	poolYAML      string
 }
 
 // sample is one configuration's figures in one round.
@@ -69,6 +75,8 @@ type settings struct {
 	parts bool
 	// luaFloor measures what a Lua filter costs before it verifies anything.
 	luaFloor bool
+	// envelope measures verified mode with an enveloped session header.
+	envelope bool
 	// authz compares the ext_proc call with an ext_authz call.
 	authz bool
 	// service measures the service alone, without Envoy.
@@ -99,6 +107,7 @@ func main() {
 	flag.BoolVar(&st.jwtCache, "jwt-cache", false, "verified mode with jwt_authn's token cache as verified.yaml sizes it and sized to -sessions, beside the baseline and Envoy's cookie")
 	flag.BoolVar(&st.oneRoute, "verified-one-route", false, "compare verified.yaml with a variant that skips the ext_proc by matchers alone, on one route, without clear_route_cache")
 	flag.BoolVar(&st.callVariants, "call-variants", false, "compare opaque.yaml's ext_proc call with one that forwards only the cookie header (forward_rules) and only the cluster attribute, for established and new sessions")
+	flag.BoolVar(&st.envelope, "envelope", false, "verified mode with the session in an application header the backend starts, in a signed envelope that Envoy verifies and unwraps (launch.SessionHeaderChanges), beside verified mode's cookie, the baseline and Envoy's cookie")
 	flag.BoolVar(&st.luaFloor, "lua-floor", false, "compare plain Envoy with a Lua filter that only reads the session cookie (the least any scripted verifier costs) and with jwt_authn alone, beside Envoy's cookie")
 	flag.BoolVar(&st.quick, "quick", false, "a few seconds: one short round of four configurations, Go client only (make test runs it so the benchmark cannot rot)")
 	flag.Parse()
@@ -216,6 +225,24 @@ func run(st settings) error {
 			{name: "Lua filter reading the cookie, nothing more", mode: "opaque", yaml: lua},
 			parts[len(parts)-1]}
 	}
+	if st.envelope {
+		data, err := os.ReadFile(filepath.Join(root, "envoy", "verified.yaml"))
+		if err != nil {
+			return err
+		}
+		text, err := launch.ApplyChanges(string(data), launch.SessionHeaderChanges("x-session-id", "default"))
+		if err != nil {
+			return err
+		}
+		variant := filepath.Join(dir, "verified-envelope.yaml")
+		if err := os.WriteFile(variant, []byte(text), 0o600); err != nil {
+			return err
+		}
+		configs = []config{configs[0], configs[1], configs[4],
+			{name: "verified, envelope in X-Session-Id", mode: "verified", yaml: variant, sessionHeader: "X-Session-Id",
+				backendArgs: []string{"-session-header", "X-Session-Id"},
+				poolYAML:    "    key_sources: [{type: upstream_header, name: X-Session-Id, envelope: signed}]\n"}}
+	}
 	if st.parts {
 		parts, err := partsConfigs(root, dir)
 		if err != nil {
@@ -283,7 +310,8 @@ func measure(set settings, root string, bins launch.Binaries, c config, dir stri
 		return sample{}, err
 	}
 	ctx := context.Background()
-	st, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: c.mode, EnvoyYAML: c.yaml, ServerArgs: c.serverArgs})
+	st, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: c.mode, EnvoyYAML: c.yaml, ServerArgs: c.serverArgs,
+		BackendArgs: c.backendArgs, PoolYAML: c.poolYAML})
 	if err != nil {
 		return sample{}, err
 	}
@@ -360,7 +388,9 @@ func establish(ctx context.Context, st *launch.Stack, c config, dir string, n in
 	if c.fresh {
 		return cookies, os.WriteFile(cookies, nil, 0o600)
 	}
-	// A new session per request (no cookie), whose cookie the answer sets.
+	// A new session per request (no cookie), whose cookie (or session
+	// header) the answer sets.
+	header := c.sessionHeader
 	lines := make([]string, n)
 	err := requests(n, func(c *http.Client, i int) error {
 		resp, err := c.Get(url + "/")
@@ -369,10 +399,13 @@ func establish(ctx context.Context, st *launch.Stack, c config, dir string, n in
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		for _, c := range resp.Cookies() {
-			if c.Name == "affinity" {
-				lines[i] = "affinity=" + c.Value
+		for _, ck := range resp.Cookies() {
+			if ck.Name == "affinity" && header == "" {
+				lines[i] = "affinity=" + ck.Value
 			}
+		}
+		if v := resp.Header.Get(header); header != "" && v != "" {
+			lines[i] = header + ": " + v
 		}
 		return nil
 	})
@@ -394,13 +427,22 @@ func warm(url, cookies string) error {
 	if err != nil {
 		return err
 	}
-	lines := strings.Fields(string(data))
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
 	return requests(len(lines), func(c *http.Client, i int) error {
 		req, err := http.NewRequest(http.MethodGet, url, nil)
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Cookie", lines[i])
+		if name, value, ok := strings.Cut(lines[i], ": "); ok && !strings.ContainsAny(name, "=; ") {
+			req.Header.Set(name, value)
+		} else {
+			req.Header.Set("Cookie", lines[i])
+		}
 		resp, err := c.Do(req)
 		if err != nil {
 			return err
