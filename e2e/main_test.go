@@ -50,13 +50,7 @@ func newStackWith(t *testing.T, opts launch.Options) *launch.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("envoy-affinity log:\n%s", s.Server.Tail())
-			t.Logf("envoy log:\n%s", s.Envoy.Tail())
-		}
-		s.Close()
-	})
+	s.CloseWhenDone(t, func() *launch.Proc { return s.Envoy })
 	return s
 }
 

@@ -61,12 +61,7 @@ func newStack(t *testing.T, r recipe) *launch.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("envoy-affinity log:\n%s", s.Server.Tail())
-		}
-		s.Close()
-	})
+	s.CloseWhenDone(t)
 	if r.mode == "verified" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -315,12 +310,9 @@ func serverDies(t *testing.T, r recipe) {
 	t.Logf("server %s died: its %d sessions ended (a new session works), the other %d went on", dead.Name, lost, kept)
 }
 
-// TestMCPDeleteForgets: the DELETE that ends a session (the SDK's Close)
-// makes the service forget the binding it learned.
-func TestMCPDeleteForgets(t *testing.T) {
-	s := newStack(t, opaqueLearned)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// openOne opens one session through the stack and calls whoami once.
+func openOne(t *testing.T, ctx context.Context, s *launch.Stack) *session {
+	t.Helper()
 	cs, err := connect(ctx, s.URL("/mcp"))
 	if err != nil {
 		t.Fatal(err)
@@ -329,6 +321,17 @@ func TestMCPDeleteForgets(t *testing.T) {
 	if err := ss.call(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return ss
+}
+
+// TestMCPDeleteForgets: the DELETE that ends a session (the SDK's Close)
+// makes the service forget the binding it learned.
+func TestMCPDeleteForgets(t *testing.T) {
+	s := newStack(t, opaqueLearned)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ss := openOne(t, ctx, s)
+	cs := ss.cs
 	explain := func() string {
 		t.Helper()
 		resp, err := s.AdminClient().Get(s.ServerURL("/debug/explain?pool=mcp&key=" + url.QueryEscape(cs.ID())))
@@ -397,14 +400,7 @@ func TestMCPEnvelopeDelete(t *testing.T) {
 			s := newStack(t, r)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			cs, err := connect(ctx, s.URL("/mcp"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ss := &session{cs: cs}
-			if err := ss.call(ctx); err != nil {
-				t.Fatal(err)
-			}
+			cs := openOne(t, ctx, s).cs
 			envelope := cs.ID()
 			post := func() int {
 				t.Helper()

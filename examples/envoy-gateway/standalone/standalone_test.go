@@ -70,18 +70,7 @@ func startGateway(t *testing.T) *gateway {
 		t.Fatal(err)
 	}
 	g := &gateway{t: t, s: s, res: filepath.Join(dir, "resources", "recipe.yaml"), hosts: []int{0, 1, 2}, policy: true}
-	t.Cleanup(func() {
-		if g.proc != nil {
-			if t.Failed() {
-				t.Logf("envoy-gateway log:\n%s", g.proc.Tail())
-			}
-			g.proc.Stop()
-		}
-		if t.Failed() {
-			t.Logf("envoy-affinity log:\n%s", s.Server.Tail())
-		}
-		s.Close()
-	})
+	s.CloseWhenDone(t, func() *launch.Proc { return g.proc })
 	if g.port, err = launch.FreePort(); err != nil {
 		t.Fatal(err)
 	}

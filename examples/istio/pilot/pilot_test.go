@@ -68,18 +68,7 @@ func runProxy(t *testing.T, v variant, persistentSession, sidecar bool) *proxyRu
 		t.Fatal(err)
 	}
 	r := &proxyRun{t: t, v: v, s: s, dir: dir, sidecar: sidecar, persistentSession: persistentSession}
-	t.Cleanup(func() {
-		if r.envoy != nil {
-			if t.Failed() {
-				t.Logf("envoy log:\n%s", r.envoy.Tail())
-			}
-			r.envoy.Stop()
-		}
-		if t.Failed() {
-			t.Logf("envoy-affinity log:\n%s", s.Server.Tail())
-		}
-		s.Close()
-	})
+	s.CloseWhenDone(t, func() *launch.Proc { return r.envoy })
 	if r.port, err = launch.FreePort(); err != nil {
 		t.Fatal(err)
 	}
