@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,16 +26,18 @@ type Service struct {
 // Check compares Envoy's configuration with the service's pools. When e is
 // live, client fetches the JWKS Envoy reads (nil: it is not fetched).
 func Check(ctx context.Context, e *Envoy, svc Service, client *http.Client) *Report {
-	c := &checker{ctx: ctx, e: e, svc: svc, client: client, r: &Report{Envoy: e.Source}}
+	x := &examination{ctx: ctx, e: e, svc: svc, client: client, r: &Report{Envoy: e.Source}}
 	for _, p := range svc.Pools {
-		c.r.Pools = append(c.r.Pools, p.Name)
-		c.pool(p)
+		x.r.Pools = append(x.r.Pools, p.Name)
+		x.pool(p)
 	}
-	c.r.sort()
-	return c.r
+	x.r.sort()
+	return x.r
 }
 
-type checker struct {
+// examination is one Envoy examined against the service: each rule of the
+// catalogue its steps find broken is added to the report.
+type examination struct {
 	ctx    context.Context
 	e      *Envoy
 	svc    Service
@@ -90,13 +93,13 @@ func (s *site) byType(typ string) []httpFilter {
 }
 
 // sites lists every HTTP connection manager with its filters and routes.
-func (c *checker) sites() []*site {
+func (x *examination) sites() []*site {
 	var out []*site
-	for _, l := range c.e.Listeners {
+	for _, l := range x.e.Listeners {
 		for _, hcm := range l.HCMs {
 			s := &site{listener: l.Name, hcm: hcm}
 			for i, f := range list(hcm["http_filters"]) {
-				hf := httpFilter{index: i, name: str(get(f, "name")), cfg: c.e.filterConfig(f), disabled: boolean(get(f, "disabled"))}
+				hf := httpFilter{index: i, name: str(get(f, "name")), cfg: x.e.filterConfig(f), disabled: boolean(get(f, "disabled"))}
 				hf.typ = typeName(hf.cfg)
 				if hf.typ == typeWithMatcher {
 					hf.cfg = obj(get(hf.cfg, "extension_config", "typed_config"))
@@ -105,7 +108,7 @@ func (c *checker) sites() []*site {
 				}
 				s.filters = append(s.filters, hf)
 			}
-			rc := c.e.routeConfig(hcm)
+			rc := x.e.routeConfig(hcm)
 			for _, vh := range list(get(rc, "virtual_hosts")) {
 				for _, r := range list(get(vh, "routes")) {
 					s.routes = append(s.routes, route{name: str(get(r, "name")), vhost: str(get(vh, "name")), rc: rc, vh: obj(vh), r: obj(r)})
@@ -223,7 +226,7 @@ func (s *site) ours() []httpFilter {
 
 // serviceClusters are the clusters that reach the service itself (the
 // ext_proc's gRPC service and the JWKS), never a pool's.
-func (c *checker) serviceClusters(sites []*site) map[string]bool {
+func (x *examination) serviceClusters(sites []*site) map[string]bool {
 	out := map[string]bool{}
 	for _, s := range sites {
 		for _, f := range s.byType(typeExtProc) {
@@ -239,11 +242,11 @@ func (c *checker) serviceClusters(sites []*site) map[string]bool {
 }
 
 // pool checks everything one pool needs.
-func (c *checker) pool(p *affinity.Pool) {
-	all := c.sites()
+func (x *examination) pool(p *affinity.Pool) {
+	all := x.sites()
 	var targets []string
 	if p.MatchAll {
-		service := c.serviceClusters(all)
+		service := x.serviceClusters(all)
 		for _, s := range all {
 			if len(s.ours()) == 0 {
 				continue
@@ -257,26 +260,19 @@ func (c *checker) pool(p *affinity.Pool) {
 			}
 		}
 		if len(targets) == 0 && !slices.ContainsFunc(all, func(s *site) bool { return len(s.ours()) > 0 }) {
-			c.r.add(Problem{Severity: Error, Check: "ext_proc.missing", Where: "pool " + p.Name,
-				Problem: "no HTTP connection manager has an ext_proc filter",
-				Breaks:  "the service sees no request: no session is placed or kept",
-				Fix:     "add the service's ext_proc filter before envoy.filters.http.router (" + fixGenerated + ")"})
+			x.r.add(extProcNowhere.at("pool "+p.Name, "no HTTP connection manager has an ext_proc filter"))
 			return
 		}
 		if len(targets) == 0 {
-			c.r.add(Problem{Severity: Error, Check: "route.missing", Where: "pool " + p.Name,
-				Problem: "no route leads to a cluster through an HTTP connection manager with an ext_proc filter",
-				Breaks:  "the service sees no request: no session is placed or kept",
-				Fix:     "add the service's filters and routes (envoy-affinity envoy-config prints them)"})
+			x.r.add(routeNowhere.at("pool "+p.Name, "no route leads to a cluster through an HTTP connection manager with an ext_proc filter"))
 			return
 		}
 	} else {
 		targets = []string{p.Name}
-		if _, ok := c.e.Clusters[p.Name]; !ok {
-			c.r.add(Problem{Severity: Error, Check: "cluster.missing", Where: "pool " + p.Name,
-				Problem: fmt.Sprintf("Envoy has no cluster %q (a named pool takes the requests routed to the cluster of its name)", p.Name),
-				Breaks:  "no request reaches this pool: its sessions are not kept",
-				Fix:     fmt.Sprintf("name the pool after the Envoy cluster its requests go to, or add cluster %q", p.Name)})
+		if _, ok := x.e.Clusters[p.Name]; !ok {
+			x.r.add(poolClusterMissing.at("pool "+p.Name,
+				fmt.Sprintf("Envoy has no cluster %q (a named pool takes the requests routed to the cluster of its name)", p.Name),
+				"${cluster}", strconv.Quote(p.Name)))
 			return
 		}
 	}
@@ -294,28 +290,24 @@ func (c *checker) pool(p *affinity.Pool) {
 		}
 	}
 	if len(sites) == 0 {
-		c.r.add(Problem{Severity: Error, Check: "route.missing", Where: fmt.Sprintf("cluster %q", targets[0]),
-			Problem: "no route of any listener sends requests to the cluster",
-			Breaks:  "the service sees no request of pool " + p.Name,
-			Fix:     "route the application's requests to the cluster through the listener that runs the service's ext_proc filter"})
+		x.r.add(routeMissing.at(fmt.Sprintf("cluster %q", targets[0]), "no route of any listener sends requests to the cluster",
+			"${pool}", p.Name))
 		return
 	}
 	var payload string
 	for _, s := range sites {
-		if k := c.site(p, s); k != "" {
+		if k := x.site(p, s); k != "" {
 			payload = k
 		}
 	}
 	for _, cl := range targets {
-		c.cluster(p, cl, sites, payload)
-		c.hosts(p, cl)
+		x.cluster(p, cl, sites, payload)
+		x.hosts(p, cl)
 	}
 	if p.Source != nil && p.Source.Kind == affinity.SourceEnvoy {
-		if _, ok := c.e.Clusters[p.Source.Envoy.Cluster]; !ok {
-			c.r.add(Problem{Severity: Error, Check: "discovery.cluster", Where: "pool " + p.Name,
-				Problem: fmt.Sprintf("discovery.envoy names cluster %q, which Envoy does not have", p.Source.Envoy.Cluster),
-				Breaks:  "the pool gets no hosts: every request is left to Envoy's load balancer",
-				Fix:     "set discovery.envoy.cluster to the cluster the pool's requests go to"})
+		if _, ok := x.e.Clusters[p.Source.Envoy.Cluster]; !ok {
+			x.r.add(discoveryCluster.at("pool "+p.Name,
+				fmt.Sprintf("discovery.envoy names cluster %q, which Envoy does not have", p.Source.Envoy.Cluster)))
 		}
 	}
 }
@@ -349,31 +341,23 @@ func rebinds(p *affinity.Pool) bool {
 	return usesMetadata(p) && !p.Failback && (p.Mode == affinity.ModeVerified || p.Mode == affinity.ModeOpaque)
 }
 
-const (
-	rebindBreaks = "a session that failed over (its host could not be reached, the successor served it) is not re-bound to " +
-		"the host that served it: it goes back to its old host when that host returns, and loses its data a second time"
-	fixGenerated = "envoy-affinity envoy-config prints the exact piece"
-)
-
 // site checks one HTTP connection manager's filters and routes for a pool;
 // it returns the jwt_authn payload_in_metadata key it found (verified).
-func (c *checker) site(p *affinity.Pool, s *site) string {
+func (x *examination) site(p *affinity.Pool, s *site) string {
 	ours := s.ours()
 	if len(ours) == 0 {
-		c.r.add(Problem{Severity: Error, Check: "ext_proc.missing", Where: fmt.Sprintf("listener %q", s.listener),
-			Problem: "no ext_proc filter in the HTTP filters, though routes go to pool " + p.Name + "'s cluster",
-			Breaks:  "the service sees none of these requests: no session is placed or kept",
-			Fix:     "add the service's ext_proc filter before envoy.filters.http.router (" + fixGenerated + ")"})
+		x.r.add(extProcMissing.at(fmt.Sprintf("listener %q", s.listener),
+			"no ext_proc filter in the HTTP filters, though routes go to pool "+p.Name+"'s cluster"))
 		return ""
 	}
 	for _, f := range ours {
-		c.extProcFilter(p, s, f)
+		x.extProcFilter(p, s, f)
 	}
 
 	var provider string
 	var prov map[string]any
 	if p.Mode == affinity.ModeVerified {
-		provider, prov = c.jwt(p, s, ours)
+		provider, prov = x.jwt(p, s, ours)
 	}
 	payload := str(prov["payload_in_metadata"])
 
@@ -409,72 +393,57 @@ func (c *checker) site(p *affinity.Pool, s *site) string {
 		if established(rt) {
 			sawEstablished = true
 			if sawDecide {
-				c.r.add(Problem{Severity: Error, Check: "route.order", Where: rt.where(s.listener),
-					Problem: "the established-session route comes after a route that takes the same requests",
-					Breaks:  "it never matches: every request goes to the service (the cost of opaque mode: 0.34× plain Envoy's throughput)",
-					Fix:     "put the established route first, the deciding route after it"})
+				x.r.add(routeOrder.at(rt.where(s.listener), "the established-session route comes after a route that takes the same requests"))
 			}
 			if decider != nil {
-				c.r.add(Problem{Severity: Warning, Check: "route.established", Where: rt.where(s.listener),
-					Problem: fmt.Sprintf("ext_proc filter %q sends the request headers of established sessions", decider.name),
-					Breaks:  "every established request costs a message to the service, which Envoy could have routed alone",
-					Fix:     establishedFix(p)})
+				x.r.add(establishedAsked(p).at(rt.where(s.listener),
+					fmt.Sprintf("ext_proc filter %q sends the request headers of established sessions", decider.name)))
 			}
 			if rebinds(p) && p.Mode == affinity.ModeVerified {
-				c.failoverVerified(p, s, rt, ours, prov)
+				x.failoverVerified(p, s, rt, ours, prov)
 			}
 			if inHeader, _ := tokenCarrier(p); inHeader && p.Mode == affinity.ModeVerified {
-				c.envelopeRoute(p, s, rt, payload)
+				x.envelopeRoute(p, s, rt, payload)
 			}
 			continue
 		}
 		sawDecide = sawDecide || isCatchAll(rt)
 		if decider == nil {
-			c.r.add(Problem{Severity: Error, Check: "ext_proc.processing_mode", Where: rt.where(s.listener),
-				Problem: "no ext_proc filter of the service sends this route's request headers (processing_mode request_header_mode SKIP, or the filter is disabled here)",
-				Breaks:  "requests on this route get no decision: new sessions are placed by Envoy's fallback policy and never get a session cookie",
-				Fix:     "processing_mode: {request_header_mode: SEND} on the route (ExtProcPerRoute overrides) or the filter"})
+			x.r.add(requestHeadersSkipped.at(rt.where(s.listener),
+				"no ext_proc filter of the service sends this route's request headers (processing_mode request_header_mode SKIP, or the filter is disabled here)"))
 			continue
 		}
 		if (p.Mode == affinity.ModeVerified || p.Mode == affinity.ModeOpaque) && on.response != "SEND" {
-			c.r.add(Problem{Severity: Error, Check: "ext_proc.processing_mode", Where: rt.where(s.listener),
-				Problem: fmt.Sprintf("ext_proc filter %q skips response headers here", decider.name),
-				Breaks:  "the session cookie is written on the response: new sessions never get one, and each request is placed anew",
-				Fix:     "processing_mode: {response_header_mode: SEND}"})
+			x.r.add(responseHeadersSkipped.at(rt.where(s.listener), fmt.Sprintf("ext_proc filter %q skips response headers here", decider.name)))
 		}
 		if on.reqBody != "NONE" || on.rspBody != "NONE" {
-			c.r.add(Problem{Severity: Warning, Check: "ext_proc.processing_mode", Where: rt.where(s.listener),
-				Problem: fmt.Sprintf("ext_proc filter %q sends bodies (request_body_mode %s, response_body_mode %s)", decider.name, on.reqBody, on.rspBody),
-				Breaks:  "Envoy streams or buffers every body to the service, which needs headers only: more messages per request",
-				Fix:     "processing_mode: {request_body_mode: NONE, response_body_mode: NONE}"})
+			x.r.add(bodiesSent.at(rt.where(s.listener),
+				fmt.Sprintf("ext_proc filter %q sends bodies (request_body_mode %s, response_body_mode %s)", decider.name, on.reqBody, on.rspBody)))
 		}
 		if p.Mode == affinity.ModeOpaque && rebinds(p) {
-			c.failoverOpaque(p, s, rt, ours)
+			x.failoverOpaque(p, s, rt, ours)
 		}
 	}
 	if p.Mode == affinity.ModeVerified && !sawEstablished && prov != nil {
-		c.r.add(Problem{Severity: Error, Check: "route.established", Where: fmt.Sprintf("listener %q", s.listener),
-			Problem: fmt.Sprintf("no route matches a verified token (match.dynamic_metadata on filter %s, path [%s, %s]) ahead of the deciding route", extproc.JWTFilterName, orDefault(payload, "affinity"), affinity.HostClaim),
-			Breaks:  "verified mode is not in effect: every request goes to the service (the cost of opaque mode: 0.34× plain Envoy's throughput)",
-			Fix:     "add the established route before the deciding one (" + fixGenerated + ")"})
+		x.r.add(establishedMissing.at(fmt.Sprintf("listener %q", s.listener),
+			fmt.Sprintf("no route matches a verified token (match.dynamic_metadata on filter %s, path [%s, %s]) ahead of the deciding route", extproc.JWTFilterName, orDefault(payload, "affinity"), affinity.HostClaim)))
 	}
 	if p.Mode == affinity.ModeVerified && payload != "" {
 		for _, rt := range s.routes {
 			for _, dm := range list(get(rt.r, "match", "dynamic_metadata")) {
 				if str(get(dm, "filter")) == extproc.JWTFilterName && !metaIs(dm, extproc.JWTFilterName, payload, affinity.HostClaim) {
-					c.r.add(Problem{Severity: Error, Check: "route.established", Where: rt.where(s.listener),
-						Problem: fmt.Sprintf("the route matches jwt_authn metadata at a path other than [%s, %s] (provider %q's payload_in_metadata, claim h)", payload, affinity.HostClaim, provider),
-						Breaks:  "it never matches: every request goes to the service",
-						Fix:     fmt.Sprintf("match: {dynamic_metadata: [{filter: %s, path: [{key: %s}, {key: %s}], value: {present_match: true}}]}", extproc.JWTFilterName, payload, affinity.HostClaim)})
+					x.r.add(establishedPath.at(rt.where(s.listener),
+						fmt.Sprintf("the route matches jwt_authn metadata at a path other than [%s, %s] (provider %q's payload_in_metadata, claim h)", payload, affinity.HostClaim, provider),
+						"${payload}", payload))
 				}
 			}
 		}
 	}
 	if p.Mode == affinity.ModeNative {
-		c.native(p, s, ours)
+		x.native(p, s, ours)
 	}
 	if p.Output.StatefulSession != "" {
-		c.statefulSessionHeader(p, s, ours)
+		x.statefulSessionHeader(p, s, ours)
 	}
 	return payload
 }
@@ -486,11 +455,13 @@ func orDefault(s, d string) string {
 	return s
 }
 
-func establishedFix(p *affinity.Pool) string {
+// establishedAsked is the rule of an established route whose request
+// headers go to the service: its fix depends on the mode.
+func establishedAsked(p *affinity.Pool) *Rule {
 	if p.Mode == affinity.ModeNative {
-		return "typed_per_filter_config on the route: {envoy.filters.http.ext_proc: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute, disabled: true}}"
+		return establishedAsksNative
 	}
-	return "processing_mode request_header_mode: SKIP on the filter, SEND in an ExtProcPerRoute override on the deciding route (" + fixGenerated + ")"
+	return establishedAsks
 }
 
 // isCatchAll tells whether a route matches every path with no further

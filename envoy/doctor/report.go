@@ -40,6 +40,9 @@ type Problem struct {
 	Breaks string `json:"breaks"`
 	// Fix is the exact change to make.
 	Fix string `json:"fix"`
+	// rule is the catalogue's rule the problem was found by (nil when
+	// the problem was read back from JSON).
+	rule *Rule
 }
 
 // String is the problem on one line.
