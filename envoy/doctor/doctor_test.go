@@ -10,8 +10,26 @@ import (
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 )
 
-// service loads a configuration whose one pool is given as YAML.
+// service loads a configuration whose one pool is given as YAML, with the
+// three hosts of envoy/app-endpoints.yaml.
 func service(t *testing.T, pool string) Service {
+	return loadService(t, onePool(pool))
+}
+
+// onePool is a pools list of one pool, with the three hosts of
+// envoy/app-endpoints.yaml.
+func onePool(pool string) string {
+	return "  - " + pool + `
+    hosts:
+      - {name: backend-1, address: 127.0.0.1:8081}
+      - {name: backend-2, address: 127.0.0.1:8082}
+      - {name: backend-3, address: 127.0.0.1:8083}
+`
+}
+
+// loadService loads a configuration of the pools given (the items of its
+// pools list, as YAML) and one signing key, k1.
+func loadService(t *testing.T, pools string) Service {
 	t.Helper()
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys.txt")
@@ -19,13 +37,7 @@ func service(t *testing.T, pool string) Service {
 		t.Fatal(err)
 	}
 	config := filepath.Join(dir, "config.yaml")
-	text := "keys: {file: keys.txt}\npools:\n  - " + pool + `
-    hosts:
-      - {name: backend-1, address: 127.0.0.1:8081}
-      - {name: backend-2, address: 127.0.0.1:8082}
-      - {name: backend-3, address: 127.0.0.1:8083}
-`
-	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte("keys: {file: keys.txt}\npools:\n"+pools), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	snap, err := affinity.LoadFile(config, os.Getenv, nil, time.Now())

@@ -68,6 +68,12 @@ func ReadYAML(path string) (*Envoy, error) {
 	if err := yaml.Unmarshal(data, &boot); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return readBootstrap(path, boot), nil
+}
+
+// readBootstrap reads a bootstrap decoded from the file at path (an EDS
+// file it names is read relative to path's folder).
+func readBootstrap(path string, boot map[string]any) *Envoy {
 	e := newEnvoy(path)
 	static := get(boot, "static_resources")
 	for _, l := range list(get(static, "listeners")) {
@@ -95,7 +101,7 @@ func ReadYAML(path string) (*Envoy, error) {
 			e.Members[name] = members
 		}
 	}
-	return e, nil
+	return e
 }
 
 func newEnvoy(source string) *Envoy {
