@@ -123,7 +123,7 @@ func (d *envoyDoctor) check(ctx context.Context) (*doctor.Report, error) {
 	}
 	r := doctor.Check(ctx, e, doctor.Service{Pools: snap.Pools, Keys: snap.Codec.Keys(), Now: d.engine.Now()}, d.client)
 	d.metrics.envoyChecks.WithLabelValues("checked").Inc()
-	for _, s := range []doctor.Severity{doctor.Error, doctor.Warning} {
+	for _, s := range doctor.Severities() {
 		d.metrics.envoyProblems.WithLabelValues(string(s)).Set(float64(r.Count(s)))
 	}
 	d.logChanges(r)
