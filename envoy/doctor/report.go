@@ -1,9 +1,3 @@
-// Package doctor checks an Envoy's configuration against what the
-// service's pools need: the ext_proc filter, jwt_authn, stateful_session,
-// the routes, the override_host policy, retries and circuit breakers, and
-// the live state (each pool's hosts against Envoy's cluster members, the
-// signing key against the JWKS Envoy fetches). Each problem says what is
-// wrong, where, what it breaks, and the exact fix.
 package doctor
 
 import (

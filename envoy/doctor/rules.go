@@ -215,7 +215,7 @@ var (
 		Fix:      "add it to the pool's hosts, or read the hosts from Envoy (discovery.envoy)"}
 )
 
-// jwt_authn in verified mode (examination.jwt, examination.rules,
+// jwt_authn in verified mode (examination.jwt, examination.jwtRules,
 // examination.jwks, examination.envelopeRoute).
 var (
 	jwtProvider = &Rule{ID: "jwt_authn.provider", Severity: Error,
