@@ -5,33 +5,18 @@ package e2e_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
+	"github.com/envoy-affinity/envoy-affinity/internal/launchtest"
 )
 
 var bins launch.Binaries
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "envoy-affinity-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins, err = launch.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "end-to-end tests need their binaries:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(launchtest.Main(m, &bins, nil)) }
 
 // envoyYAML is the path of a file of envoy/, the configuration users copy.
 func envoyYAML(name string) string { return filepath.Join("..", "envoy", name) }
@@ -50,7 +35,7 @@ func newStackWith(t *testing.T, opts launch.Options) *launch.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.CloseWhenDone(t, func() *launch.Proc { return s.Envoy })
+	launchtest.CloseWhenDone(t, s, func() *launch.Proc { return s.Envoy })
 	return s
 }
 

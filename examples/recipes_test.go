@@ -18,28 +18,14 @@ import (
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
+	"github.com/envoy-affinity/envoy-affinity/internal/launchtest"
 )
 
 // bins are the project's programs and Envoy, built once for the tests that
 // run them.
 var bins launch.Binaries
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "envoy-affinity-examples-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins, err = launch.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "the recipe tests need the binaries and Envoy:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(launchtest.Main(m, &bins, nil)) }
 
 // recipeDirs are the folders whose YAML files are Kubernetes objects.
 var recipeDirs = []string{"kubernetes", "istio", "envoy-gateway"}

@@ -19,13 +19,14 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
+	"github.com/envoy-affinity/envoy-affinity/internal/launchtest"
 )
 
 // bins runs the MCP server of ./server as the stack's backends.
 var bins launch.Binaries
 
 func TestMain(m *testing.M) {
-	os.Exit(launch.RunTests(m, &bins, func(dir string, bins *launch.Binaries) error {
+	os.Exit(launchtest.Main(m, &bins, func(dir string, bins *launch.Binaries) error {
 		bins.Backend = filepath.Join(dir, "mcp-server")
 		if out, err := exec.Command("go", "build", "-o", bins.Backend, "./server").CombinedOutput(); err != nil {
 			return fmt.Errorf("go build ./server: %v\n%s", err, out)
@@ -61,7 +62,7 @@ func newStack(t *testing.T, r recipe) *launch.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.CloseWhenDone(t)
+	launchtest.CloseWhenDone(t, s)
 	if r.mode == "verified" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -4,6 +4,7 @@
 // to them (HTTP clients, Envoy's stats, the service's config). The demo
 // (examples/demo), the end-to-end tests (e2e/) and the load benchmark
 // (e2e/bench) all run the stack through it; it is not part of the product.
+// It does not import testing: what only tests need is internal/launchtest.
 package launch
 
 import (
@@ -23,7 +24,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -313,27 +313,4 @@ func WriteVariant(src, dst, old, new string) error {
 		return fmt.Errorf("%s has no %q to replace", src, old)
 	}
 	return os.WriteFile(dst, []byte(strings.Replace(string(yaml), old, new, 1)), 0o600)
-}
-
-// RunTests is a TestMain for a package that runs stacks: it builds the
-// binaries into a temporary folder, lets more reach it (more may build its
-// own into dir and change bins), runs the tests and removes the folder.
-func RunTests(m *testing.M, bins *Binaries, more func(dir string, bins *Binaries) error) int {
-	dir, err := os.MkdirTemp("", "envoy-affinity-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if *bins, err = Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if more != nil {
-		if err := more(dir, bins); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
-	return m.Run()
 }

@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
@@ -677,26 +676,5 @@ func (s *Stack) WaitJWKS(ctx context.Context) error {
 			return fmt.Errorf("Envoy has not fetched the service's keys: %d, %v", n, err)
 		}
 		return nil
-	})
-}
-
-// CloseWhenDone closes the stack when the test ends. Each of others gives a
-// process the test started beside it, as it is then (nil: none), which is
-// stopped first; when the test failed, the end of each one's log and of the
-// service's is logged.
-func (s *Stack) CloseWhenDone(t testing.TB, others ...func() *Proc) {
-	t.Cleanup(func() {
-		for _, other := range others {
-			if p := other(); p != nil {
-				if t.Failed() {
-					t.Logf("%s log:\n%s", p.Name, p.Tail())
-				}
-				p.Stop()
-			}
-		}
-		if t.Failed() {
-			t.Logf("envoy-affinity log:\n%s", s.Server.Tail())
-		}
-		s.Close()
 	})
 }

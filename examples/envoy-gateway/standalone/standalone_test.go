@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
+	"github.com/envoy-affinity/envoy-affinity/internal/launchtest"
 )
 
 // envoyVersion is the pinned Envoy the Makefile installs; Envoy Gateway's
@@ -32,7 +33,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(launch.RunTests(m, &bins, func(dir string, _ *launch.Binaries) error {
+	os.Exit(launchtest.Main(m, &bins, func(dir string, _ *launch.Binaries) error {
 		envoyGateway = filepath.Join(dir, "envoy-gateway")
 		build := exec.Command("go", "build", "-o", envoyGateway, "github.com/envoyproxy/gateway/cmd/envoy-gateway")
 		build.Dir = "eg"
@@ -70,7 +71,7 @@ func startGateway(t *testing.T) *gateway {
 		t.Fatal(err)
 	}
 	g := &gateway{t: t, s: s, res: filepath.Join(dir, "resources", "recipe.yaml"), hosts: []int{0, 1, 2}, policy: true}
-	s.CloseWhenDone(t, func() *launch.Proc { return g.proc })
+	launchtest.CloseWhenDone(t, s, func() *launch.Proc { return g.proc })
 	if g.port, err = launch.FreePort(); err != nil {
 		t.Fatal(err)
 	}

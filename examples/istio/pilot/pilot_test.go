@@ -17,11 +17,12 @@ import (
 	"istio.io/istio/pilot/pkg/model"
 
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
+	"github.com/envoy-affinity/envoy-affinity/internal/launchtest"
 )
 
 var bins launch.Binaries
 
-func TestMain(m *testing.M) { os.Exit(launch.RunTests(m, &bins, nil)) }
+func TestMain(m *testing.M) { os.Exit(launchtest.Main(m, &bins, nil)) }
 
 // webCluster is Istio's name for web's port 80, the pool's name.
 const webCluster = "outbound|80||web.shop.svc.cluster.local"
@@ -68,7 +69,7 @@ func runProxy(t *testing.T, v variant, persistentSession, sidecar bool) *proxyRu
 		t.Fatal(err)
 	}
 	r := &proxyRun{t: t, v: v, s: s, dir: dir, sidecar: sidecar, persistentSession: persistentSession}
-	s.CloseWhenDone(t, func() *launch.Proc { return r.envoy })
+	launchtest.CloseWhenDone(t, s, func() *launch.Proc { return r.envoy })
 	if r.port, err = launch.FreePort(); err != nil {
 		t.Fatal(err)
 	}
