@@ -4,4 +4,12 @@
 // acts on: dynamic metadata naming the hosts for the override_host
 // load-balancing policy, and the Set-Cookie header on the response. It makes
 // no decision of its own.
+//
+// By file: server.go is the Server and what it is given (Decider,
+// Observer); stream.go the stream loop and its exits; request.go the
+// request phase (request headers → decision → answer); response.go the
+// response phase (response headers → Decider.Respond → header changes);
+// headers.go reads and writes headers and attributes for both; authz.go the
+// same decision through ext_authz; options.go the gRPC server's limits;
+// names.go the wire contract.
 package extproc
