@@ -21,7 +21,7 @@ import (
 func envelopeStack(t *testing.T, mode string) *launch.Stack {
 	t.Helper()
 	opts := launch.Options{Mode: mode, BackendArgs: []string{"-session-header", "X-Session-Id"},
-		PoolYAML: "    key_sources: [{type: upstream_header, name: X-Session-Id, envelope: signed}]\n"}
+		KeySources: []launch.KeySource{{Type: "upstream_header", Name: "X-Session-Id", Envelope: "signed"}}}
 	if mode == "verified" {
 		root, err := launch.ModuleRoot()
 		if err != nil {

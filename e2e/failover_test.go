@@ -14,7 +14,7 @@ import (
 )
 
 // activeHealth is the service's own health check, fast enough for a test.
-const activeHealth = "    health:\n      active: {interval: 200ms, timeout: 150ms}\n"
+var activeHealth = &launch.Health{ActiveInterval: 200 * time.Millisecond, ActiveTimeout: 150 * time.Millisecond}
 
 // TestCrash: sessions send requests continuously through Envoy to 3
 // backends; backend-2's process is killed (SIGKILL) and restarted at the
@@ -29,21 +29,22 @@ const activeHealth = "    health:\n      active: {interval: 200ms, timeout: 150m
 func TestCrash(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name, mode, pool string
-		failback         bool
+		name, mode string
+		health     *launch.Health
+		failback   bool
 	}{
 		{name: "verified", mode: "verified"},
-		{name: "verified/active-health", mode: "verified", pool: activeHealth},
+		{name: "verified/active-health", mode: "verified", health: activeHealth},
 		{name: "opaque", mode: "opaque"},
-		{name: "opaque/active-health", mode: "opaque", pool: activeHealth},
+		{name: "opaque/active-health", mode: "opaque", health: activeHealth},
 		{name: "native", mode: "native"},
-		{name: "verified/failback", mode: "verified", pool: "    failback: true\n", failback: true},
-		{name: "opaque/failback", mode: "opaque", pool: "    failback: true\n", failback: true},
+		{name: "verified/failback", mode: "verified", failback: true},
+		{name: "opaque/failback", mode: "opaque", failback: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := newStackWith(t, launch.Options{Mode: tt.mode, PoolYAML: tt.pool})
+			s := newStackWith(t, launch.Options{Mode: tt.mode, Health: tt.health, Failback: tt.failback})
 			const victim = "backend-2"
 			sessions := startSessionsOn(t, s, 30, 6, victim)
 			successor := map[*session]string{}
@@ -216,7 +217,7 @@ func TestServedElsewhereRebinds(t *testing.T) {
 // where they are, and new sessions reach it again.
 func TestRecovery(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, launch.Options{Mode: "opaque", PoolYAML: "    health:\n      active: {interval: 200ms, timeout: 150ms}\n      passive: {}\n"})
+	s := newStackWith(t, launch.Options{Mode: "opaque", Health: &launch.Health{ActiveInterval: 200 * time.Millisecond, ActiveTimeout: 150 * time.Millisecond, Passive: true}})
 	sessions := spreadSessions(t, s, 45)
 	s.Backends[1].Proc.Kill()
 	moved := map[*session]string{}

@@ -72,9 +72,10 @@ func startRedis(t *testing.T) *launch.Redis {
 	return r
 }
 
-// redisStore is the config's store block for a Redis at addr.
-func redisStore(addr string) string {
-	return fmt.Sprintf("  redis:\n    addresses: ['%s']\n    sync_interval: 200ms\n    timeout: 50ms\n", addr)
+// redisStore is the config's store block for a Redis at addrs (one
+// server, or nodes of a Cluster once Mode says so), fast enough for a test.
+func redisStore(addrs ...string) *launch.RedisStore {
+	return &launch.RedisStore{Addresses: addrs, SyncInterval: 200 * time.Millisecond, Timeout: 50 * time.Millisecond}
 }
 
 // plainGet sends GET / to base with headers ("k", "v", ...) and no cookie
@@ -125,10 +126,10 @@ type fleet struct {
 	sessions []*fleetSession
 }
 
-func newFleet(t *testing.T, store string) *fleet {
+func newFleet(t *testing.T, store *launch.RedisStore) *fleet {
 	t.Helper()
-	return newFleetWith(t, launch.Options{StoreYAML: store,
-		PoolYAML: "    key_sources:\n      - {type: header, name: x-session-id}\n      - {type: app_cookie, name: app_session}\n      - {type: cookie}\n"})
+	return newFleetWith(t, launch.Options{Store: store,
+		KeySources: []launch.KeySource{{Type: "header", Name: "x-session-id"}, {Type: "app_cookie", Name: "app_session"}, {Type: "cookie"}}})
 }
 
 // newFleetWith starts a fleet from opts (mode verified, four replicas of
@@ -296,7 +297,7 @@ func TestFleet(t *testing.T) {
 	}{{"redis", true}, {"memory", false}} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			store := ""
+			var store *launch.RedisStore
 			var redis *launch.Redis
 			if tt.shared {
 				redis = startRedis(t)
@@ -589,8 +590,9 @@ func TestFleetCluster(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(c.Stop)
-			store := fmt.Sprintf("  redis:\n    mode: cluster\n    addresses: ['%s']\n    sync_interval: 200ms\n    timeout: 50ms\n", strings.Join(c.Addrs(), "', '"))
-			f := newFleetWith(t, launch.Options{StoreYAML: store, PoolYAML: "    key_sources:\n      - {type: header, name: x-session-id}\n      - {type: cookie}\n"})
+			store := redisStore(c.Addrs()...)
+			store.Mode = "cluster"
+			f := newFleetWith(t, launch.Options{Store: store, KeySources: []launch.KeySource{{Type: "header", Name: "x-session-id"}, {Type: "cookie"}}})
 			for i := range 200 {
 				f.openHeader(t, fmt.Sprintf("device-%d", i), i)
 			}
@@ -694,11 +696,11 @@ func TestFleetBoundedLoads(t *testing.T) {
 		name := map[bool]string{true: "redis", false: "memory"}[shared]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			store := ""
+			var store *launch.RedisStore
 			if shared {
 				store = redisStore(startRedis(t).Addr())
 			}
-			f := newFleetWith(t, launch.Options{StoreYAML: store, LoadFactor: 1.0})
+			f := newFleetWith(t, launch.Options{Store: store, LoadFactor: 1.0})
 			if err := f.s.SetHosts(context.Background(), 0, 1, 2); err != nil {
 				t.Fatal(err)
 			}

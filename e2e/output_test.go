@@ -19,9 +19,9 @@ import (
 // by a request header, and the header envoy-affinity writes for it.
 type outputPlatform struct {
 	name   string
-	yaml   string // in envoy/
-	header string // the request header Envoy routes by
-	pool   string // the pool's output config (launch.Options.PoolYAML)
+	yaml   string        // in envoy/
+	header string        // the request header Envoy routes by
+	output launch.Output // the pool's output config
 	// backendIP is where the backends listen ("" = 127.0.0.1).
 	backendIP string
 	// forge is the header's value naming addr, as a client would forge it.
@@ -40,7 +40,7 @@ var outputPlatforms = []outputPlatform{
 		name:   "envoy-gateway",
 		yaml:   envoyYAML("gateway-header.yaml"),
 		header: "x-affinity-destination",
-		pool:   "    output:\n      header: x-affinity-destination\n",
+		output: launch.Output{Header: "x-affinity-destination"},
 		forge:  func(addr string) string { return addr },
 		// Envoy Gateway's retry: connect-failure,refused-stream,reset.
 		retriesReset: true,
@@ -58,7 +58,7 @@ var outputPlatforms = []outputPlatform{
 		name:   "istio",
 		yaml:   envoyYAML("istio-session-header.yaml"),
 		header: "x-session-host",
-		pool:   "    output:\n      stateful_session_header: x-session-host\n",
+		output: launch.Output{StatefulSessionHeader: "x-session-host"},
 		// "127.0.0.10:PPPPP" is 16 bytes: its base64 ends in "==", so the
 		// padding Envoy's decoder needs is exercised.
 		backendIP: "127.0.0.10",
@@ -113,7 +113,7 @@ func TestOutputHeaderSessions(t *testing.T) {
 	for _, p := range outputPlatforms {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
-			s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: p.yaml, PoolYAML: p.pool, BackendIP: p.backendIP, LoadFactor: 1.25})
+			s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: p.yaml, Output: p.output, BackendIP: p.backendIP, LoadFactor: 1.25})
 
 			sessions := startSessions(t, s, 30)
 			spread := map[string]int{}
@@ -268,7 +268,7 @@ func TestOutputHeaderServiceAlone(t *testing.T) {
 			t.Parallel()
 			yaml := withoutEarlyRemoval(t, p.yaml, p.header)
 			s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: yaml, BackendIP: p.backendIP,
-				PoolYAML: p.pool + "    key_sources: [{type: header, name: x-user}]\n"})
+				Output: p.output, KeySources: []launch.KeySource{{Type: "header", Name: "x-user"}}})
 
 			for i := range 10 {
 				r, _, err := launch.NewClient(s.URL("")).Get("/", p.header, p.forge(s.Backends[0].Address()))
@@ -329,7 +329,7 @@ func withoutEarlyRemoval(t *testing.T, name, header string) string {
 func TestStatefulSessionHeaderEncoding(t *testing.T) {
 	t.Parallel()
 	s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: withoutEarlyRemoval(t, envoyYAML("istio-session-header.yaml"), "x-session-host"),
-		BackendIP: "127.0.0.10", PoolYAML: "    output:\n      stateful_session_header: x-session-host\n"})
+		BackendIP: "127.0.0.10", Output: launch.Output{StatefulSessionHeader: "x-session-host"}})
 	s.Server.Kill()
 	for _, b := range s.Backends {
 		padded := base64.StdEncoding.EncodeToString([]byte(b.Address()))
@@ -370,7 +370,7 @@ func TestOutputHeaderCrash(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
 			s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: p.yaml, BackendIP: p.backendIP,
-				PoolYAML: p.pool + "    health:\n      active: {interval: 200ms, timeout: 150ms}\n"})
+				Output: p.output, Health: activeHealth})
 			sessions := spreadSessions(t, s, 30)
 			var (
 				load             phasedLoad

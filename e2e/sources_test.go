@@ -20,8 +20,8 @@ import (
 // host joins; the application is told the session's successor.
 func TestHeaderKey(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, launch.Options{Mode: "verified", PoolYAML: "    key_sources:\n      - {type: header, name: x-session-id}\n      - {type: cookie}\n" +
-		"    upstream_headers: {rebound: x-session-rebound, successor: x-session-successor}\n"})
+	s := newStackWith(t, launch.Options{Mode: "verified", KeySources: []launch.KeySource{{Type: "header", Name: "x-session-id"}, {Type: "cookie"}},
+		UpstreamHeaders: launch.UpstreamHeaders{Rebound: "x-session-rebound", Successor: "x-session-successor"}})
 	if err := s.SetHosts(context.Background(), 0, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestHeaderKey(t *testing.T) {
 // that carries only that cookie to it.
 func TestLearnedAppCookie(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, launch.Options{Mode: "verified", PoolYAML: "    key_sources:\n      - {type: app_cookie, name: app_session}\n      - {type: cookie}\n"})
+	s := newStackWith(t, launch.Options{Mode: "verified", KeySources: []launch.KeySource{{Type: "app_cookie", Name: "app_session"}, {Type: "cookie"}}})
 	for i := range 12 {
 		first := launch.NewClient(s.URL(""))
 		r, _, err := first.Get("/")
@@ -185,7 +185,7 @@ func TestClientAddressBehindATrustedProxy(t *testing.T) {
 	if err := launch.WriteVariant(hcm, trusted, headers, headers+"                - header: {key: x-envoy-client, value: \"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\"}\n"); err != nil {
 		t.Fatal(err)
 	}
-	s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: trusted, PoolYAML: "    key_sources:\n      - {type: client_address, trusted_hops: 1}\n"})
+	s := newStackWith(t, launch.Options{Mode: "opaque", EnvoyYAML: trusted, KeySources: []launch.KeySource{{Type: "client_address", TrustedHops: 1}}})
 	client := &http.Client{Timeout: 5 * time.Second}
 	for i := range 12 {
 		ip := fmt.Sprintf("198.51.100.%d", i+1)

@@ -41,10 +41,10 @@ type config struct {
 	serverArgs []string
 	// sessionHeader, when set, is the response header whose value the
 	// sessions carry back (an upstream_header pool), instead of the cookie;
-	// backendArgs and poolYAML set such a backend and pool up.
+	// backendArgs and keySources set such a backend and pool up.
 	sessionHeader string
 	backendArgs   []string
-	poolYAML      string
+	keySources    []launch.KeySource
 }
 
 // sample is one configuration's figures in one round.
@@ -241,7 +241,7 @@ func run(st settings) error {
 		configs = []config{configs[0], configs[1], configs[4],
 			{name: "verified, envelope in X-Session-Id", mode: "verified", yaml: variant, sessionHeader: "X-Session-Id",
 				backendArgs: []string{"-session-header", "X-Session-Id"},
-				poolYAML:    "    key_sources: [{type: upstream_header, name: X-Session-Id, envelope: signed}]\n"}}
+				keySources:  []launch.KeySource{{Type: "upstream_header", Name: "X-Session-Id", Envelope: "signed"}}}}
 	}
 	if st.parts {
 		parts, err := partsConfigs(root, dir)
@@ -311,7 +311,7 @@ func measure(set settings, root string, bins launch.Binaries, c config, dir stri
 	}
 	ctx := context.Background()
 	st, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: c.mode, EnvoyYAML: c.yaml, ServerArgs: c.serverArgs,
-		BackendArgs: c.backendArgs, PoolYAML: c.poolYAML})
+		BackendArgs: c.backendArgs, KeySources: c.keySources})
 	if err != nil {
 		return sample{}, err
 	}

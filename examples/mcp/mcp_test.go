@@ -39,16 +39,17 @@ func TestMain(m *testing.M) {
 // pool's mode and its key source as the stack writes the pool (with
 // config.yaml's bounded loads).
 type recipe struct {
-	name, yaml, mode, source string
+	name, yaml, mode string
+	source           launch.KeySource
 	// envelope: the client holds a signed envelope, not the server's id.
 	envelope bool
 }
 
 var (
 	// verifiedEnvelope is the recipe as shipped: envoy.yaml and config.yaml.
-	verifiedEnvelope = recipe{"verified, envelope", "envoy.yaml", "verified", "{type: upstream_header, name: mcp-session-id, envelope: signed}", true}
-	opaqueLearned    = recipe{"opaque, learned", "envoy-opaque.yaml", "opaque", "{type: upstream_header, name: mcp-session-id}", false}
-	opaqueEnvelope   = recipe{"opaque, envelope", "envoy-opaque.yaml", "opaque", "{type: upstream_header, name: mcp-session-id, envelope: signed}", true}
+	verifiedEnvelope = recipe{"verified, envelope", "envoy.yaml", "verified", launch.KeySource{Type: "upstream_header", Name: "mcp-session-id", Envelope: "signed"}, true}
+	opaqueLearned    = recipe{"opaque, learned", "envoy-opaque.yaml", "opaque", launch.KeySource{Type: "upstream_header", Name: "mcp-session-id"}, false}
+	opaqueEnvelope   = recipe{"opaque, envelope", "envoy-opaque.yaml", "opaque", launch.KeySource{Type: "upstream_header", Name: "mcp-session-id", Envelope: "signed"}, true}
 	recipes          = []recipe{verifiedEnvelope, opaqueLearned, opaqueEnvelope}
 )
 
@@ -58,7 +59,7 @@ var (
 func newStack(t *testing.T, r recipe) *launch.Stack {
 	t.Helper()
 	s, err := launch.StartStack(context.Background(), bins, launch.Options{Dir: t.TempDir(), Mode: r.mode,
-		PoolName: "mcp", PoolYAML: "    key_sources: [" + r.source + "]\n", EnvoyYAML: r.yaml, LoadFactor: 1.25})
+		PoolName: "mcp", KeySources: []launch.KeySource{r.source}, EnvoyYAML: r.yaml, LoadFactor: 1.25})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,15 @@ const (
 const endpointsFile = "app-endpoints.yaml"
 
 // Options shape a stack.
+//
+// The service's config is the stack's to write: it rewrites the file when
+// a test changes the pool's hosts (SetHosts, Drain, DiscoverFrom), so a
+// caller shapes it through typed fields only (Mode, Strict, KeySources,
+// Output, Health, Store, ...), never through YAML text spliced in or
+// replaced in the file; a setting no field covers gets a field here. Envoy
+// runs a file the caller names (EnvoyYAML): a shipped file of envoy/, or a
+// variant of one the caller wrote (WriteVariant, ApplyChanges) or has
+// BeforeEnvoy write from the service's config.
 type Options struct {
 	// Dir holds the configs and logs; it must exist.
 	Dir string
@@ -59,6 +68,8 @@ type Options struct {
 	SignDelay time.Duration
 	// Strict is the pool's strict option.
 	Strict bool
+	// Failback is the pool's failback option.
+	Failback bool
 	// LoadFactor turns on bounded loads with this factor (0: off).
 	LoadFactor float64
 	// EnvoySource takes the pool's hosts from Envoy's admin API instead of
@@ -66,12 +77,17 @@ type Options struct {
 	EnvoySource bool
 	// PoolName names the pool (left out when empty: it takes every cluster).
 	PoolName string
-	// PoolYAML is added to the pool's config as it is (fields indented by
-	// four spaces), e.g. key_sources.
-	PoolYAML string
-	// StoreYAML is the config's store block as it is (fields indented by
-	// two spaces), e.g. a redis block; empty: none.
-	StoreYAML string
+	// KeySources are the pool's key_sources (left out when empty).
+	KeySources []KeySource
+	// Output is the pool's output block (left out when zero).
+	Output Output
+	// UpstreamHeaders is the pool's upstream_headers block (left out
+	// when zero; both headers are named when it is not).
+	UpstreamHeaders UpstreamHeaders
+	// Health is the pool's health block (left out when nil).
+	Health *Health
+	// Store is the store block, a shared Redis (none when nil).
+	Store *RedisStore
 	// ServerArgs are extra flags for envoy-affinity.
 	ServerArgs []string
 	// BackendArgs are extra flags for each backend.
@@ -137,6 +153,9 @@ type Stack struct {
 	portMap   map[int]int
 	hosts     []int             // backends in the service's pool
 	draining  map[int]time.Time // backend index → drain deadline
+	// envoyAdmin is the admin port of the Envoy the pool's hosts come
+	// from, when not the stack's own (DiscoverFrom).
+	envoyAdmin int
 }
 
 // StartStack starts the backends, the server (with every backend in its
@@ -292,60 +311,6 @@ func (s *Stack) StartBackend(ctx context.Context, i int) error {
 	}
 	b.Proc = p
 	return waitReady(ctx, p, "http://"+b.Address()+"/", b.Name)
-}
-
-// Drain marks backend i as draining until deadline in the service's config.
-func (s *Stack) Drain(i int, deadline time.Time) error {
-	if s.draining == nil {
-		s.draining = map[int]time.Time{}
-	}
-	s.draining[i] = deadline
-	return s.WriteConfig(s.hosts...)
-}
-
-// WriteConfig writes the server's config with the given backends (by index)
-// in its one pool. The cookie is not Secure: the tests speak plain HTTP.
-func (s *Stack) WriteConfig(backends ...int) error {
-	s.hosts = append([]int(nil), backends...)
-	var b strings.Builder
-	fmt.Fprintf(&b, "keys:\n  file: keys.txt\n  sign_delay: %s\n", s.opts.SignDelay)
-	if s.opts.StoreYAML != "" {
-		b.WriteString("store:\n" + s.opts.StoreYAML)
-	}
-	fmt.Fprintf(&b, "pools:\n  - mode: %s\n    strict: %t\n    cookie:\n      secure: false\n", s.opts.Mode, s.opts.Strict)
-	if s.opts.PoolName != "" {
-		fmt.Fprintf(&b, "    name: %s\n", s.opts.PoolName)
-	}
-	b.WriteString(s.opts.PoolYAML)
-	if s.opts.LoadFactor > 0 {
-		fmt.Fprintf(&b, "    bounded_load:\n      factor: %v\n", s.opts.LoadFactor)
-	}
-	if s.opts.RefreshInterval > 0 {
-		fmt.Fprintf(&b, "    session:\n      refresh_interval: %s\n", s.opts.RefreshInterval)
-	}
-	if s.opts.EnvoySource {
-		fmt.Fprintf(&b, "    discovery:\n      interval: 200ms\n      envoy: {admin: '127.0.0.1:%d', cluster: app}\n", s.AdminPort)
-		return writeAtomic(s.ConfigPath, []byte(b.String()))
-	}
-	b.WriteString("    hosts:\n")
-	for _, i := range backends {
-		be := s.Backends[i]
-		fmt.Fprintf(&b, "      - name: %s\n        address: %s\n", be.Name, be.Address())
-		if d, ok := s.draining[i]; ok {
-			fmt.Fprintf(&b, "        draining_until: %s\n", d.UTC().Format(time.RFC3339Nano))
-		}
-	}
-	return writeAtomic(s.ConfigPath, []byte(b.String()))
-}
-
-// writeAtomic writes and renames, so no reader sees half a file (and
-// Envoy's directory watch sees the rename).
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // WriteEndpoints gives Envoy's cluster "app" the listed backends (by index),

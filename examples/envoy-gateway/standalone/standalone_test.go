@@ -66,7 +66,7 @@ func startGateway(t *testing.T) *gateway {
 		// README.md's configuration: the header endpointOverride reads, the
 		// cookie the fallback hashes (the pool takes every request: Envoy
 		// Gateway sends no cluster name).
-		PoolYAML: "    output: {header: x-affinity-destination}\n"})
+		Output: launch.Output{Header: "x-affinity-destination"}})
 	if err != nil {
 		t.Fatal(err)
 	}

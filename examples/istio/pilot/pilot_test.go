@@ -30,15 +30,15 @@ const webCluster = "outbound|80||web.shop.svc.cluster.local"
 // variant is one of the recipe's two ways.
 type variant struct {
 	name, file string
-	// pool is the service's pool configuration (README.md).
-	pool string
+	// output is the pool's output configuration (README.md).
+	output launch.Output
 	// ownService: the file has web's Service itself (with the label).
 	ownService bool
 }
 
 var (
-	sessionHeader = variant{"session-header", "istio/session-header.yaml", "    output: {stateful_session_header: x-affinity-host}\n", true}
-	overrideHost  = variant{"override-host", "istio/override-host.yaml", "", false}
+	sessionHeader = variant{"session-header", "istio/session-header.yaml", launch.Output{StatefulSessionHeader: "x-affinity-host"}, true}
+	overrideHost  = variant{"override-host", "istio/override-host.yaml", launch.Output{}, false}
 )
 
 // proxyRun is the service and backends, and the real Envoy running what
@@ -62,7 +62,7 @@ func runProxy(t *testing.T, v variant, persistentSession, sidecar bool) *proxyRu
 	t.Helper()
 	dir := t.TempDir()
 	s, err := launch.StartStack(context.Background(), bins, launch.Options{Dir: dir, Mode: "opaque", NoEnvoy: true,
-		PoolName: webCluster, PoolYAML: v.pool,
+		PoolName: webCluster, Output: v.output,
 		// A pod of its own address each: Istio keys endpoints by address.
 		BackendIPs: []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"}})
 	if err != nil {
