@@ -1,11 +1,13 @@
-package main
+package service
 
 import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/internal/poolstate"
 )
 
 // logHostChanges returns an engine change hook that logs one line for each
@@ -23,23 +25,22 @@ func logHostChanges(log *slog.Logger) func(before, after *affinity.Snapshot) {
 				continue // a new pool: the reload's own line says so
 			}
 			was := map[string]string{}
-			for _, hs := range hostStates(prev) {
-				was[hs.host.ID] = hs.state
+			for _, h := range poolstate.Hosts(prev) {
+				was[h.ID] = h.State
 			}
 			var added, removed, changed []string
 			active := 0
-			for _, hs := range hostStates(p) {
-				id := hs.host.ID
-				if hs.state == "active" {
+			for _, h := range poolstate.Hosts(p) {
+				if h.State == poolstate.Active {
 					active++
 				}
-				switch w, ok := was[id]; {
+				switch w, ok := was[h.ID]; {
 				case !ok:
-					added = append(added, id+"="+hs.host.Address)
-				case w != hs.state:
-					changed = append(changed, id+":"+w+"->"+hs.state)
+					added = append(added, h.ID+"="+h.Address)
+				case w != h.State:
+					changed = append(changed, h.ID+":"+w+"->"+h.State)
 				}
-				delete(was, id)
+				delete(was, h.ID)
 			}
 			for id := range was {
 				removed = append(removed, id)
@@ -51,5 +52,17 @@ func logHostChanges(log *slog.Logger) func(before, after *affinity.Snapshot) {
 			log.Info("hosts changed", "pool", p.Name, "added", strings.Join(added, " "), "removed", strings.Join(removed, " "),
 				"changed", strings.Join(changed, " "), "hosts", len(p.Specs), "active", active)
 		}
+	}
+}
+
+// logSnapshot logs each pool of a configuration put in force: its hosts
+// and keys.
+func logSnapshot(log *slog.Logger, msg string, s *affinity.Snapshot) {
+	for _, p := range s.Pools {
+		ids := make([]string, 0, p.Hosts.Len())
+		for _, h := range p.Hosts.Hosts() {
+			ids = append(ids, h.ID+"="+h.Address)
+		}
+		log.Info(msg, "pool", p.Name, "hosts", strings.Join(ids, " "), "signing_key", s.Codec.Keys().Signer(time.Now()).ID, "keys", strings.Join(s.Codec.Keys().IDs(), ","))
 	}
 }

@@ -1,11 +1,9 @@
-package main
+package metrics
 
 import (
-	"context"
 	"flag"
-	"io"
 	"log/slog"
-	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,8 +13,17 @@ import (
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 	"github.com/envoy-affinity/envoy-affinity/affinity/redisstore"
+	"github.com/envoy-affinity/envoy-affinity/envoy/doctor"
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
+	"github.com/envoy-affinity/envoy-affinity/internal/poolstate"
+	"github.com/envoy-affinity/envoy-affinity/internal/testkit"
+	"github.com/envoy-affinity/envoy-affinity/internal/tlsreload"
 )
+
+// noDiscovery: no pool has a discovery.
+type noDiscovery struct{}
+
+func (noDiscovery) Status(string) (poolstate.Discovery, bool) { return poolstate.Discovery{}, false }
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
@@ -25,15 +32,13 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 // purpose (go test -run TestMetricsGolden -update).
 func TestMetricsGolden(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
-	writeFile(t, filepath.Join(dir, "c.yaml"), "keys: {file: keys.txt}\npools:\n  - mode: opaque\n    bounded_load: {}\n    hosts: [{name: web-1, address: '127.0.0.1:1'}, {name: web-2, address: '127.0.0.2:1', draining_until: 2099-01-01T00:00:00Z}]\n")
+	testkit.WriteFile(t, filepath.Join(dir, "keys.txt"), testkit.Key+"\n")
+	testkit.WriteFile(t, filepath.Join(dir, "c.yaml"), "keys: {file: keys.txt}\npools:\n  - mode: opaque\n    bounded_load: {}\n    hosts: [{name: web-1, address: '127.0.0.1:1'}, {name: web-2, address: '127.0.0.2:1', draining_until: 2099-01-01T00:00:00Z}]\n")
 	snap, err := affinity.LoadFile(filepath.Join(dir, "c.yaml"), os.Getenv, nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	engine := affinity.NewEngine(snap, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	// With TLS on, so that its metrics are pinned too.
 	ca, err := launch.NewCA("metrics test CA")
 	if err != nil {
@@ -43,9 +48,10 @@ func TestMetricsGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dir, "tls.crt"), string(cert.CertPEM))
-	writeFile(t, filepath.Join(dir, "tls.key"), string(cert.KeyPEM))
-	certs, err := newServerTLS(options{tlsCert: filepath.Join(dir, "tls.crt"), tlsKey: filepath.Join(dir, "tls.key")}, slog.New(slog.DiscardHandler))
+	testkit.WriteFile(t, filepath.Join(dir, "tls.crt"), string(cert.CertPEM))
+	testkit.WriteFile(t, filepath.Join(dir, "tls.key"), string(cert.KeyPEM))
+	certs, err := tlsreload.Load("gRPC", tlsreload.Files{Cert: tlsreload.File{Path: filepath.Join(dir, "tls.crt")}, Key: tlsreload.File{Path: filepath.Join(dir, "tls.key")}},
+		nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,11 +62,11 @@ func TestMetricsGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics(engine, newDiscoveries(ctx, engine, nil), shared, certs)
+	m := New(engine, noDiscovery{}, shared, certs)
 	m.StreamOpened()
 	m.Decided(engine.Decide(affinity.Request{}), 3*time.Microsecond)
-	m.reloads.Inc()
-	m.reloadFails.Inc()
+	m.ConfigReloaded()
+	m.ConfigRefused()
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -102,35 +108,38 @@ func TestMetricsGolden(t *testing.T) {
 	}
 }
 
-func TestMetricsEndpoint(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
-	cfg := filepath.Join(dir, "config.yaml")
-	writeFile(t, cfg, config("127.0.0.1:8081"))
-	_, adminAddr := startRun(t, io.Discard, "-config", cfg)
-	eventually(t, poolIs(adminAddr, "127.0.0.1:8081"))
-	resp, err := http.Get("http://" + adminAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, want := range []string{"envoy_affinity_streams_open 0", `envoy_affinity_host_state{host=`, "envoy_affinity_decision_duration_seconds_bucket"} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("/metrics lacks %q", want)
-		}
-	}
-}
-
 // BenchmarkMetricsDecided is what metrics add to each decision.
 func BenchmarkMetricsDecided(b *testing.B) {
 	cfg, _ := affinity.ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n"))
-	ring, _ := affinity.ParseKeyring(testKey)
+	ring, _ := affinity.ParseKeyring(testkit.Key)
 	engine := affinity.NewEngine(cfg.Build(ring), nil)
-	m := newMetrics(engine, newDiscoveries(context.Background(), engine, nil), nil)
+	m := New(engine, noDiscovery{}, nil)
 	d := affinity.Decision{Outcome: affinity.OutcomePinned, Pool: "default"}
 	b.ReportAllocs()
 	for b.Loop() {
 		m.Decided(d, time.Microsecond)
+	}
+}
+
+// TestEnvoyExamined: the doctor's examinations feed the envoy_config
+// metrics: problems by severity, examinations by result.
+func TestEnvoyExamined(t *testing.T) {
+	cfg, _ := affinity.ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n"))
+	ring, _ := affinity.ParseKeyring(testkit.Key)
+	m := New(affinity.NewEngine(cfg.Build(ring), nil), noDiscovery{}, nil)
+	m.EnvoyExamined(&doctor.Report{Problems: []doctor.Problem{{Severity: doctor.Error}, {Severity: doctor.Warning}, {Severity: doctor.Warning}}})
+	m.EnvoyUnreachable()
+	m.EnvoyUnreachable()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`envoy_affinity_envoy_config_problems{severity="error"} 1`,
+		`envoy_affinity_envoy_config_problems{severity="warning"} 2`,
+		`envoy_affinity_envoy_config_checks_total{result="checked"} 1`,
+		`envoy_affinity_envoy_config_checks_total{result="unreachable"} 2`,
+	} {
+		if !strings.Contains(rec.Body.String(), want+"\n") {
+			t.Errorf("no %s in:\n%s", want, rec.Body.String())
+		}
 	}
 }

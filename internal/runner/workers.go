@@ -1,4 +1,4 @@
-package main
+package runner
 
 import (
 	"context"
@@ -6,8 +6,8 @@ import (
 )
 
 // poolWorkers runs one background task per pool that has a setting C for
-// it (a host source, an active health check) and restarts a pool's task
-// when a reload changes its setting; a task whose pool no longer has one is
+// it (a discovery, an active health probe) and restarts a pool's task when
+// a reload changes its setting; a task whose pool no longer has one is
 // stopped. Each running task keeps a state S (its statistics, say).
 type poolWorkers[C comparable, S any] struct {
 	ctx context.Context
@@ -54,6 +54,17 @@ func (w *poolWorkers[C, S]) reconcile(want map[string]C) {
 			w.run(ctx, pool, conf, r.state)
 		}()
 	}
+}
+
+// lookup returns the setting and state of the pool's running task.
+func (w *poolWorkers[C, S]) lookup(pool string) (conf C, state S, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r, ok := w.running[pool]
+	if !ok {
+		return conf, state, false
+	}
+	return r.conf, r.state, true
 }
 
 // wait blocks until every task has stopped (after the context ends).

@@ -1,0 +1,38 @@
+package main
+
+import "runtime/debug"
+
+// testedEnvoy is the Envoy release the end-to-end tests run (Makefile's
+// ENVOY_VERSION; a test keeps them equal).
+const testedEnvoy = "1.40.0"
+
+// version is the module version the binary was built from, or the VCS
+// revision of a development build.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return "devel-" + rev
+}
