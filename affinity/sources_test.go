@@ -12,7 +12,7 @@ type mapHeaders map[string]string
 
 func (m mapHeaders) Get(name string) (string, bool) { v, ok := m[name]; return v, ok }
 
-func sourcesSnapshot(t *testing.T, sources string, hosts ...string) *Snapshot {
+func sourcesSnapshot(t testing.TB, sources string, hosts ...string) *Snapshot {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "keys: {env: K}\npools:\n  - mode: opaque\n    key_sources: %s\n    upstream_headers: {rebound: X-Session-Rebound, successor: x-session-successor}\n    hosts:\n", sources)
@@ -223,4 +223,34 @@ func FuzzKeySources(f *testing.F) {
 			t.Fatalf("the same request went to %q, then %q", first.HostID, again.HostID)
 		}
 	})
+}
+
+// BenchmarkDecideKey is the decision for a request of a known key, per key
+// source: the source reads the key, the store remembers its host.
+func BenchmarkDecideKey(b *testing.B) {
+	tests := []struct {
+		name, sources string
+		req           Request
+	}{
+		{"header", "[{type: header, name: x-session-id}]", Request{Headers: mapHeaders{"x-session-id": "user-42"}}},
+		{"query", "[{type: query, name: sid}]", Request{Headers: mapHeaders{":path": "/cart?sid=abc"}}},
+		{"client_address", "[{type: client_address}]", Request{SourceAddress: "192.0.2.7:5555"}},
+		{"app_cookie", "[{type: app_cookie, name: JSESSIONID}, {type: cookie}]", Request{CookieHeaders: []string{"JSESSIONID=abc123"}}},
+	}
+	for _, tt := range tests {
+		e := NewEngine(sourcesSnapshot(b, tt.sources, "web-1", "web-2", "web-3"), func() time.Time { return t0 })
+		if tt.name == "app_cookie" {
+			d := e.Decide(Request{})
+			e.Respond(&d, Upstream{Served: "127.0.0.2:80", SetCookies: []string{"JSESSIONID=abc123; Path=/"}})
+		}
+		e.Decide(tt.req)
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if d := e.Decide(tt.req); d.Outcome != OutcomePinned {
+					b.Fatal(d)
+				}
+			}
+		})
+	}
 }
