@@ -43,8 +43,12 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 		if pc.BoundedLoad != nil {
 			p.LoadFactor = *pc.BoundedLoad.Factor
 		}
-		for _, ks := range pc.KeySources {
-			p.KeySources = append(p.KeySources, KeySourceSpec{Type: KeySource(ks.Type), Name: ks.Name, TrustedHops: ks.TrustedHops, Envelope: ks.Envelope == EnvelopeSigned})
+		p.KeySources = make([]KeySourceSpec, len(pc.KeySources))
+		for i, ks := range pc.KeySources {
+			kind, _ := kindOf(KeySource(ks.Type)) // validated
+			spec := &p.KeySources[i]
+			*spec = KeySourceSpec{Type: KeySource(ks.Type), Name: ks.Name, TrustedHops: ks.TrustedHops, Envelope: ks.Envelope == EnvelopeSigned, kind: kind}
+			kind.attach(p, spec)
 		}
 		p.ReboundHeader, p.SuccessorHeader = pc.UpstreamHeaders.Rebound, pc.UpstreamHeaders.Successor
 		p.Output = OutputHeaders{Header: pc.Output.Header, StatefulSession: pc.Output.StatefulSessionHeader}

@@ -117,10 +117,11 @@ type DNSDiscoveryConfig struct {
 // KeySourceConfig is one source of session keys.
 type KeySourceConfig struct {
 	// Type is cookie (our signed cookie), header, app_cookie (the
-	// application's own session cookie, learned from its responses), query
-	// or client_address.
+	// application's own session cookie, learned from its responses),
+	// upstream_header, query or client_address: one of KeySourceTypes.
 	Type string `yaml:"type"`
-	// Name is the header, cookie or query parameter (header, app_cookie, query).
+	// Name is the header, cookie or query parameter (header, app_cookie,
+	// upstream_header, query).
 	Name string `yaml:"name"`
 	// TrustedHops (client_address): 0 takes the source address; n > 0
 	// takes the address n entries left of the last one of

@@ -76,7 +76,7 @@ func (c *Config) applyDefaults() {
 		for j := range p.KeySources {
 			// Header names are case-insensitive (Envoy sends them lower
 			// case); cookie and query names keep their case.
-			if t := KeySource(p.KeySources[j].Type); t == SourceHeader || t == SourceUpstreamHeader {
+			if kind, ok := kindOf(KeySource(p.KeySources[j].Type)); ok && kind.traits().headerName {
 				p.KeySources[j].Name = strings.ToLower(p.KeySources[j].Name)
 			}
 		}

@@ -173,30 +173,25 @@ func (p *PoolConfig) validate(v *validator, at string) {
 	}
 }
 
+// validateKeySources checks each entry by the rules of its kind, and the
+// options a kind does not take alike for every kind.
 func (p *PoolConfig) validateKeySources(v *validator, at string) {
 	seen := map[string]bool{}
-	for j, ks := range p.KeySources {
+	for j := range p.KeySources {
+		ks := &p.KeySources[j]
 		kat := fmt.Sprintf("%s.key_sources[%d]", at, j)
-		switch KeySource(ks.Type) {
-		case SourceCookie, SourceClientAddress:
-			if ks.Name != "" && ks.Type == string(SourceCookie) {
-				v.errorf(kat+".name", "the cookie source is named by pools[].cookie.name")
-			}
-		case SourceHeader, SourceAppCookie, SourceQuery, SourceUpstreamHeader:
-			if ks.Name == "" || !cookieNameRE.MatchString(ks.Name) {
-				v.errorf(kat+".name", "%s needs a valid name, got %q", ks.Type, ks.Name)
-			}
-			if ks.Type == string(SourceAppCookie) && ks.Name == strings.ToLower(p.Cookie.Name) {
-				v.errorf(kat+".name", "%q is the session cookie itself", ks.Name)
-			}
-		default:
-			v.errorf(kat+".type", "%q is not one of cookie, header, app_cookie, upstream_header, query, client_address", ks.Type)
+		var tr keyTraits
+		if kind, ok := kindOf(KeySource(ks.Type)); ok {
+			tr = kind.traits()
+			kind.check(ks, p, v, kat)
+		} else {
+			v.errorf(kat+".type", "%q is not one of %s", ks.Type, typesWith(func(keyTraits) bool { return true }))
 		}
-		if ks.Envelope != "" && (ks.Envelope != EnvelopeSigned || ks.Type != string(SourceUpstreamHeader)) {
-			v.errorf(kat+".envelope", "only upstream_header takes an envelope, and it is %q", EnvelopeSigned)
+		if ks.Envelope != "" && (ks.Envelope != EnvelopeSigned || !tr.envelope) {
+			v.errorf(kat+".envelope", "only %s takes an envelope, and it is %q", typesWith(func(t keyTraits) bool { return t.envelope }), EnvelopeSigned)
 		}
-		if ks.TrustedHops < 0 || ks.TrustedHops > 0 && ks.Type != string(SourceClientAddress) {
-			v.errorf(kat+".trusted_hops", "only client_address takes trusted_hops, at least 0")
+		if ks.TrustedHops < 0 || ks.TrustedHops > 0 && !tr.trustedHops {
+			v.errorf(kat+".trusted_hops", "only %s takes trusted_hops, at least 0", typesWith(func(t keyTraits) bool { return t.trustedHops }))
 		}
 		id := ks.Type + "/" + ks.Name
 		if seen[id] {
@@ -204,9 +199,17 @@ func (p *PoolConfig) validateKeySources(v *validator, at string) {
 		}
 		seen[id] = true
 	}
-	if Mode(p.Mode) == ModeNative && (len(p.KeySources) != 1 || p.KeySources[0].Type != string(SourceCookie)) {
+	// Envoy's stateful_session cookie stands in for our token: no other
+	// key can reach the service in native mode.
+	if Mode(p.Mode) == ModeNative && (len(p.KeySources) != 1 || !bindsByToken(p.KeySources[0].Type)) {
 		v.errorf(at+".key_sources", "native mode pins sessions with Envoy's cookie only")
 	}
+}
+
+// bindsByToken tells whether a type's keys are our session tokens.
+func bindsByToken(t string) bool {
+	kind, ok := kindOf(KeySource(t))
+	return ok && kind.traits().binding == bindToken
 }
 
 // outputReserved are request headers Envoy or the service reads for
@@ -227,7 +230,7 @@ func (p *PoolConfig) validateOutput(v *validator, at string) {
 		others[n] = "upstream_headers.successor"
 	}
 	for j, ks := range p.KeySources {
-		if ks.Type == string(SourceHeader) {
+		if kind, ok := kindOf(KeySource(ks.Type)); ok && kind.traits().clientHeader {
 			others[ks.Name] = fmt.Sprintf("key_sources[%d] (the client sends it)", j)
 		}
 	}

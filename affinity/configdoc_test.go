@@ -53,3 +53,19 @@ func TestConfigurationReference(t *testing.T) {
 		t.Fatalf("only %d fields found: the walk is broken", len(fields))
 	}
 }
+
+// referenceRow is the row of docs/configuration.md that documents field.
+func referenceRow(t *testing.T, field string) string {
+	t.Helper()
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(doc)) {
+		if strings.HasPrefix(line, "| `"+field+"` |") {
+			return line
+		}
+	}
+	t.Fatalf("docs/configuration.md has no row for `%s`", field)
+	return ""
+}

@@ -27,57 +27,53 @@ func (e *Engine) Decide(req Request) Decision {
 			return Decision{Reason: ReasonNoPool, RemoveHeaders: snap.clientHeaders}
 		}
 	}
-	d, learnedFrom := e.decide(snap, pool, &req, now)
-	e.annotate(pool, &d, learnedFrom)
+	d, fromLearned := e.decide(snap, pool, &req, now)
+	e.annotate(pool, &d, fromLearned)
 	d.Output = pool.Output
 	d.RemoveHeaders = pool.clientHeaders(len(d.Hosts) > 0)
 	return d
 }
 
-// decide runs the pool's key sources in order; it also reports which
-// learned source (application cookie, upstream header) the decision came
-// from, if one did.
-func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time) (Decision, KeySource) {
+// decide runs the pool's key sources in order; it also reports whether the
+// decision came from a learned source (application cookie, upstream
+// header).
+func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time) (Decision, bool) {
 	if pool.Mode == ModeNative {
 		// Envoy's own cookie pins established sessions; the service is
 		// asked only to place a new one.
-		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), ""
+		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), false
 	}
 	for i := range pool.KeySources {
 		ks := &pool.KeySources[i]
-		if ks.Type == SourceCookie {
-			if token, found := RequestCookie(req.CookieHeaders, pool.Cookie.Name); found {
-				return e.fromToken(snap, pool, token, now), ""
-			}
+		value, found := ks.kind.read(ks, *req)
+		if !found {
 			continue
 		}
+		tr := ks.kind.traits()
+		if tr.binding == bindToken {
+			return e.fromToken(snap, pool, value, now), false
+		}
 		if ks.Envelope {
-			if value, ok := req.header(ks.Name); ok && value != "" {
-				if d, ok := e.fromEnvelope(snap, pool, ks, value, now); ok {
-					return d, ks.Type
-				}
+			if d, ok := e.fromEnvelope(snap, pool, ks, value, now); ok {
+				return d, true
 			}
 			// Not an envelope of this pool: a value too long to wrap
 			// was learned instead (below); anything else is unknown.
 		}
-		if key := ks.key(req); key != "" {
-			if d, ok := e.keyed(pool, ks, key, now); ok {
-				if ks.Type == SourceUpstreamHeader && d.Outcome != OutcomeRejected && isDelete(req) {
-					// The client ends the session: this request still goes
-					// to its host, later ones are unknown.
-					e.store.Unbind(pool.Name, key)
-				}
-				if ks.Type.learned() {
-					return d, ks.Type
-				}
-				return d, ""
+		key := tr.prefix + value
+		if d, ok := e.keyed(pool, tr.binding, key, now); ok {
+			if tr.endsOnDelete && d.Outcome != OutcomeRejected && isDelete(req) {
+				// The client ends the session: this request still goes
+				// to its host, later ones are unknown.
+				e.store.Unbind(pool.Name, key)
 			}
+			return d, tr.binding == bindLearned
 		}
 	}
-	if _, ok := pool.source(SourceCookie); ok {
-		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), ""
+	if pool.keyedBy(bindToken) {
+		return e.bind(snap, pool, newSession(now), OutcomeNew, ReasonNoCookie, now), false
 	}
-	if pool.learns() {
+	if pool.keyedBy(bindLearned) {
 		// No key yet: the service places the request (with bounded loads)
 		// and learns the key from its response. Until then the placement
 		// counts as a session of its host, so that a burst of new
@@ -89,9 +85,9 @@ func (e *Engine) decide(snap *Snapshot, pool *Pool, req *Request, now time.Time)
 			e.store.Seen(pool.Name, id, d.HostID, now)
 			d.Placement = id
 		}
-		return d, ""
+		return d, false
 	}
-	return Decision{Pool: pool.Name, Reason: ReasonNoKey}, ""
+	return Decision{Pool: pool.Name, Reason: ReasonNoKey}, false
 }
 
 // isDelete tells whether the request's method is DELETE.
@@ -221,10 +217,10 @@ func (v *verdict) settle(p *Pool) {
 // by the key's hash, remembered so that later host additions do not move it.
 // An application cookie the store does not know is no decision (false): the
 // next source is tried.
-func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time) (Decision, bool) {
+func (e *Engine) keyed(pool *Pool, binding keyBinding, key string, now time.Time) (Decision, bool) {
 	var bound string
 	var known bool
-	if ks.Type.learned() {
+	if binding == bindLearned {
 		// Only the response that set an application cookie or session
 		// header binds it.
 		bound, known = e.store.Binding(pool.Name, key, now)
@@ -239,7 +235,7 @@ func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time)
 			return placed, true
 		}
 	}
-	v := judgeKey(pool, ks.Type, bound, known, now)
+	v := judgeKey(pool, binding, bound, known, now)
 	switch v.outcome {
 	case OutcomePassThrough:
 		return Decision{}, false
@@ -259,9 +255,9 @@ func (e *Engine) keyed(pool *Pool, ks *KeySourceSpec, key string, now time.Time)
 // why; OutcomePassThrough for an application cookie the store does not
 // know (the next source decides). It changes nothing, so that explaining a
 // key is the very decision a request gets.
-func judgeKey(p *Pool, source KeySource, bound string, known bool, now time.Time) verdict {
+func judgeKey(p *Pool, binding keyBinding, bound string, known bool, now time.Time) verdict {
 	switch {
-	case !known && source.learned():
+	case !known && binding == bindLearned:
 		return verdict{outcome: OutcomePassThrough}
 	case !known:
 		return verdict{outcome: OutcomeNew, reason: ReasonNewKey}
@@ -286,21 +282,17 @@ var reboundValues = map[Reason]string{
 
 // annotate adds what the response phase and the application need: the
 // application cookie or upstream session header to learn (unless the
-// decision came from one), and the upstream headers.
-func (e *Engine) annotate(pool *Pool, d *Decision, learnedFrom KeySource) {
+// decision came from a learned source), and the upstream headers.
+func (e *Engine) annotate(pool *Pool, d *Decision, fromLearned bool) {
 	if d.Outcome == OutcomePassThrough || d.Outcome == OutcomeRejected {
 		return
 	}
-	if ks, ok := pool.source(SourceAppCookie); ok && learnedFrom == "" {
-		d.LearnCookie = ks.Name
+	if !fromLearned {
+		d.LearnCookie, d.LearnHeader = pool.learning.cookie, pool.learning.header
 	}
-	if ks, ok := pool.source(SourceUpstreamHeader); ok && ks.Envelope {
-		// Whatever the request carried, a value the response sets goes to
-		// the client in an envelope.
-		d.EnvelopeHeader = ks.Name
-	} else if ok && learnedFrom == "" {
-		d.LearnHeader = ks.Name
-	}
+	// Whatever the request carried, a value the response sets goes to the
+	// client in an envelope.
+	d.EnvelopeHeader = pool.learning.envelope
 	if name := pool.ReboundHeader; name != "" {
 		why := ""
 		switch {

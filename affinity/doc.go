@@ -22,5 +22,10 @@
 //   - hostsets.go: the host-set pipeline (source list, operator's drains,
 //     health view, host sets); drain.go and health.go feed it.
 //   - rendezvous.go, host.go: placement; token.go, cookie.go, keys.go: the
-//     session token; sources.go: key sources; store.go: the session store.
+//     session token; store.go: the session store.
+//   - sources.go: key sources (KeySource, the keyKind interface, the
+//     keyKinds table, and what Envoy needs of a pool's sources:
+//     FallbackHash, NeedsClientAddress, TokenHeader); sourcekinds.go: one
+//     type per kind of source. A new kind is one type there and one entry
+//     in keyKinds.
 package affinity

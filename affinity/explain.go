@@ -3,7 +3,6 @@ package affinity
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"time"
 )
 
@@ -81,12 +80,12 @@ func (e *Engine) Explain(pool, cookie, key string) (Explanation, error) {
 		return x, nil
 	}
 	for _, ks := range p.KeySources {
-		if ks.Type == SourceCookie {
+		tr := ks.kind.traits()
+		if tr.binding == bindToken {
 			continue
 		}
-		k := storeKey(ks.Type, key)
 		x.Input = string(ks.Type)
-		e.explainKey(p, ks.Type, k, now, &x)
+		e.explainKey(p, tr.binding, tr.prefix+ks.kind.canonical(key), now, &x)
 		return x, nil
 	}
 	x.Input = "session"
@@ -94,24 +93,6 @@ func (e *Engine) Explain(pool, cookie, key string) (Explanation, error) {
 	x.Why = append(x.Why, "a session with this id is placed on its first choice with room; the order below is where it moves when hosts leave")
 	e.explainPlacement(p, key, now, &x)
 	return x, nil
-}
-
-// storeKey is the store's key for a key the source reads.
-func storeKey(t KeySource, key string) string {
-	switch t {
-	case SourceHeader:
-		return prefixHeader + key
-	case SourceAppCookie:
-		return prefixAppCookie + key
-	case SourceUpstreamHeader:
-		return prefixUpstream + key
-	case SourceQuery:
-		return prefixQuery + key
-	}
-	if ip, err := netip.ParseAddr(key); err == nil {
-		key = ip.Unmap().String()
-	}
-	return prefixAddress + key
 }
 
 func (e *Engine) explainCookie(snap *Snapshot, p *Pool, cookie string, now time.Time, x *Explanation) {
@@ -149,9 +130,9 @@ func (e *Engine) explainCookie(snap *Snapshot, p *Pool, cookie string, now time.
 	}
 }
 
-func (e *Engine) explainKey(p *Pool, source KeySource, key string, now time.Time, x *Explanation) {
+func (e *Engine) explainKey(p *Pool, binding keyBinding, key string, now time.Time, x *Explanation) {
 	bound, known := e.store.Binding(p.Name, key, now)
-	v := judgeKey(p, source, bound, known, now)
+	v := judgeKey(p, binding, bound, known, now)
 	x.Outcome, x.Reason = v.outcome.String(), v.reason.String()
 	switch v.outcome {
 	case OutcomePassThrough:

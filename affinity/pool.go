@@ -79,6 +79,9 @@ type Pool struct {
 	// names no host (when it does, they are written over the client's).
 	// Built once, shared read-only by the decisions.
 	removeRouted, removeUnrouted []string
+	// learning is what the decisions ask the response phase to read, set
+	// up by the key sources.
+	learning learning
 }
 
 // setClientHeaders lists the client headers the pool's decisions remove.
@@ -114,27 +117,6 @@ type OutputHeaders struct {
 	// StatefulSession carries base64 of the primary's "ip:port" (Envoy's
 	// stateful_session filter with header session state).
 	StatefulSession string
-}
-
-// source returns the pool's source of the given type.
-func (p *Pool) source(t KeySource) (*KeySourceSpec, bool) {
-	for i := range p.KeySources {
-		if p.KeySources[i].Type == t {
-			return &p.KeySources[i], true
-		}
-	}
-	return nil, false
-}
-
-// learns tells whether the pool learns keys from responses (an application
-// cookie or an upstream session header).
-func (p *Pool) learns() bool {
-	for _, ks := range p.KeySources {
-		if ks.Type.learned() {
-			return true
-		}
-	}
-	return false
 }
 
 // placement is the host set new and re-bound sessions are placed on: the

@@ -77,7 +77,7 @@ func (e *Engine) Respond(d *Decision, up Upstream) Reply {
 				reply.SetHeaders = append(reply.SetHeaders, [2]string{d.EnvelopeHeader, token})
 			} else if up.Served != "" {
 				// Too long to wrap: learned, as without an envelope.
-				e.learnKey(d.Pool, SourceUpstreamHeader, prefixUpstream+v, up.Served)
+				e.learnKey(d.Pool, SourceUpstreamHeader, v, up.Served)
 			}
 		}
 	}
@@ -89,13 +89,13 @@ func (e *Engine) Respond(d *Decision, up Upstream) Reply {
 			pair, _, _ := strings.Cut(sc, ";")
 			name, value, ok := strings.Cut(pair, "=")
 			if ok && strings.TrimSpace(name) == d.LearnCookie {
-				e.learnKey(d.Pool, SourceAppCookie, prefixAppCookie+strings.TrimSpace(value), up.Served)
+				e.learnKey(d.Pool, SourceAppCookie, strings.TrimSpace(value), up.Served)
 			}
 		}
 	}
 	if d.LearnHeader != "" && up.Headers != nil {
 		if v, ok := up.Headers.Get(d.LearnHeader); ok {
-			e.learnKey(d.Pool, SourceUpstreamHeader, prefixUpstream+strings.TrimSpace(v), up.Served)
+			e.learnKey(d.Pool, SourceUpstreamHeader, strings.TrimSpace(v), up.Served)
 		}
 	}
 	if len(d.Hosts) > 0 && up.Served != d.Hosts[0] {
@@ -160,23 +160,25 @@ func (e *Engine) failedOver(up Upstream) Reply {
 	return Reply{}
 }
 
-// learnKey records that a key of a learned source (an application's
-// session cookie, an upstream's session header; key with its prefix) was
-// set by a response the host at served (ip:port) answered; later requests
-// carrying it go to that host. It reports whether it recorded anything.
-func (e *Engine) learnKey(pool string, source KeySource, key, served string) bool {
+// learnKey records that value, a key of a learned source (an application's
+// session cookie, an upstream's session header), was set by a response the
+// host at served (ip:port) answered; later requests carrying it go to that
+// host. It reports whether it recorded anything: not when the pool in force
+// no longer has a source of that type.
+func (e *Engine) learnKey(pool string, source KeySource, value, served string) bool {
 	p, ok := e.snap.Load().byName[pool]
-	if !ok || strings.HasSuffix(key, ":") {
-		return false // no value
+	if !ok || value == "" {
+		return false
 	}
-	if _, ok := p.source(source); !ok {
+	ks, ok := p.source(source)
+	if !ok {
 		return false
 	}
 	host, ok := p.Hosts.LookupAddress(served)
 	if !ok {
 		return false
 	}
-	e.store.Bind(p.Name, key, host.ID, e.now())
+	e.store.Bind(p.Name, ks.kind.traits().prefix+value, host.ID, e.now())
 	return true
 }
 

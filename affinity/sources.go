@@ -1,15 +1,12 @@
 package affinity
 
-import (
-	"net/netip"
-	"net/url"
-	"strings"
-)
+import "strings"
 
-// KeySource is where a request's session key comes from.
+// KeySource is where a request's session key comes from: the type of a key
+// source as the configuration names it.
 type KeySource string
 
-// Key sources.
+// Key sources. Each is one keyKind registered in keyKinds (sourcekinds.go).
 const (
 	// SourceCookie is our own signed session cookie.
 	SourceCookie KeySource = "cookie"
@@ -33,12 +30,18 @@ const (
 
 // KeySourceSpec is one configured source.
 type KeySourceSpec struct {
-	Type        KeySource
+	Type KeySource
+	// Name is the header, cookie or query parameter the source reads; for
+	// our cookie, the pool's cookie name.
 	Name        string
 	TrustedHops int
 	// Envelope (upstream_header): the value travels to the client inside a
 	// signed token (Envelope) instead of being learned in the store.
 	Envelope bool
+
+	// kind is what the source's type does, resolved once when the pool is
+	// built.
+	kind keyKind
 }
 
 // EnvelopeSigned is the envelope option of an upstream_header source.
@@ -50,7 +53,73 @@ type Headers interface {
 	Get(name string) (string, bool)
 }
 
-// Prefixes keep the keys of different sources apart in the store.
+// A keyKind is one type of key source: how a request carries its key, how
+// the key is bound to a host, what its entry in the configuration takes,
+// and what Envoy must know to keep its sessions. Adding a type of key
+// source is one keyKind and one entry in keyKinds; the decision, the
+// response phase, validation and Envoy's configuration read it from there.
+type keyKind interface {
+	// traits are the kind's fixed properties.
+	traits() keyTraits
+	// read returns the request's value of source ks (without the store
+	// prefix), and whether the request carries one.
+	read(ks *KeySourceSpec, req Request) (string, bool)
+	// canonical is a value given in words (Engine.Explain) as read would
+	// return it.
+	canonical(value string) string
+	// check validates the kind's own rules for an entry of pool pc at
+	// path at (its name); the options it does not take are checked for
+	// every kind alike.
+	check(c *KeySourceConfig, pc *PoolConfig, v *validator, at string)
+	// attach sets up source ks and what the decisions of pool p need of
+	// it (what their response phase learns) when the pool is built.
+	attach(p *Pool, ks *KeySourceSpec)
+	// fallbackHash is what Envoy's fallback load balancer can hash to
+	// keep the source's sessions on one host while the service is away
+	// (zero: nothing).
+	fallbackHash(ks *KeySourceSpec) FallbackHash
+}
+
+// keyTraits are a kind's fixed properties.
+type keyTraits struct {
+	// binding is how the kind's keys are bound to hosts.
+	binding keyBinding
+	// prefix keeps the kind's keys apart from other kinds' in the store
+	// (empty for a kind whose keys are never stored). The prefixes are in
+	// the shared store: a kind's never changes.
+	prefix string
+	// envelope and trustedHops say which options the entry takes.
+	envelope, trustedHops bool
+	// headerName: the entry's name is an HTTP header, case-insensitive
+	// and kept in lower case as Envoy sends it.
+	headerName bool
+	// clientHeader: the entry's name is a request header the client names
+	// its session with, which an output header may not reuse.
+	clientHeader bool
+	// clientAddress: the kind reads the client's address, which Envoy
+	// sends only when asked (a request attribute).
+	clientAddress bool
+	// endsOnDelete: a DELETE carrying a key ends its session; the store
+	// forgets the key once the request is decided.
+	endsOnDelete bool
+}
+
+// keyBinding is how a kind's keys are bound to hosts.
+type keyBinding uint8
+
+const (
+	// bindToken: the key is our signed session token, which names its
+	// host; a request without one starts a session with a new token.
+	bindToken keyBinding = iota
+	// bindPlaced: a new key is placed by its hash and the store remembers
+	// its host.
+	bindPlaced
+	// bindLearned: only the response that sets a key binds it; a key the
+	// store does not know is no decision (the next source is tried).
+	bindLearned
+)
+
+// Store prefixes of the kinds whose keys are stored.
 const (
 	prefixHeader    = "h:"
 	prefixAppCookie = "c:"
@@ -59,63 +128,126 @@ const (
 	prefixUpstream  = "u:"
 )
 
-// learned tells whether a source's keys are bound only by the responses
-// that set them (never placed by their hash).
-func (t KeySource) learned() bool { return t == SourceAppCookie || t == SourceUpstreamHeader }
-
-// key returns the request's key from the source, with the source's prefix,
-// or "" when the request has none.
-func (ks *KeySourceSpec) key(req *Request) string {
-	switch ks.Type {
-	case SourceHeader:
-		if v, ok := req.header(ks.Name); ok && v != "" {
-			return prefixHeader + v
-		}
-	case SourceAppCookie:
-		if v, ok := RequestCookie(req.CookieHeaders, ks.Name); ok && v != "" {
-			return prefixAppCookie + v
-		}
-	case SourceQuery:
-		path, _ := req.header(":path")
-		if _, q, ok := strings.Cut(path, "?"); ok {
-			if vals, err := url.ParseQuery(q); err == nil && vals.Get(ks.Name) != "" {
-				return prefixQuery + vals.Get(ks.Name)
-			}
-		}
-	case SourceClientAddress:
-		if ip := clientAddress(req, ks.TrustedHops); ip.IsValid() {
-			return prefixAddress + ip.String()
-		}
-	case SourceUpstreamHeader:
-		if v, ok := req.header(ks.Name); ok && v != "" {
-			return prefixUpstream + v
-		}
-	}
-	return ""
+// registeredKind is one entry of keyKinds.
+type registeredKind struct {
+	typ  KeySource
+	kind keyKind
 }
 
-// clientAddress is the request's source address as Envoy reports it, or
-// with n trusted hops the address n entries left of the last one of
-// x-forwarded-for, which Envoy (use_remote_address) appended: the client
-// as Envoy's xff_num_trusted_hops: n picks it
-// (TestClientAddressBehindATrustedProxy).
-func clientAddress(req *Request, hops int) netip.Addr {
-	if hops > 0 {
-		// Envoy (use_remote_address) has appended the connection's
-		// address: the client is hops entries left of it.
-		xff, _ := req.header("x-forwarded-for")
-		parts := strings.Split(xff, ",")
-		if i := len(parts) - 1 - hops; i >= 0 {
-			if ip, err := netip.ParseAddr(strings.TrimSpace(parts[i])); err == nil {
-				return ip.Unmap()
-			}
+// keyKinds are the types of key source, in the order the configuration
+// reference and its errors list them.
+var keyKinds = [...]registeredKind{
+	{SourceCookie, sessionCookieKind{}},
+	{SourceHeader, headerKind{}},
+	{SourceAppCookie, appCookieKind{}},
+	{SourceUpstreamHeader, upstreamHeaderKind{}},
+	{SourceQuery, queryKind{}},
+	{SourceClientAddress, clientAddressKind{}},
+}
+
+// kindOf is the registered kind of a type.
+func kindOf(t KeySource) (keyKind, bool) {
+	for _, r := range keyKinds {
+		if r.typ == t {
+			return r.kind, true
 		}
 	}
-	if ap, err := netip.ParseAddrPort(req.SourceAddress); err == nil {
-		return ap.Addr().Unmap()
+	return nil, false
+}
+
+// KeySourceTypes lists the types of key source the configuration takes.
+func KeySourceTypes() []KeySource {
+	out := make([]KeySource, len(keyKinds))
+	for i, r := range keyKinds {
+		out[i] = r.typ
 	}
-	ip, _ := netip.ParseAddr(req.SourceAddress)
-	return ip.Unmap()
+	return out
+}
+
+// typesWith lists, comma separated, the types whose traits satisfy f.
+func typesWith(f func(keyTraits) bool) string {
+	var names []string
+	for _, r := range keyKinds {
+		if f(r.kind.traits()) {
+			names = append(names, string(r.typ))
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// FallbackHash is what Envoy's fallback load balancer hashes to keep a
+// pool's sessions on one host while the service cannot be asked: a cookie
+// or a request header; both empty when no key source can be hashed.
+type FallbackHash struct {
+	Cookie, Header string
+}
+
+// FallbackHash is what Envoy should hash for the pool while the service is
+// away: our session cookie when the pool has the cookie source (established
+// sessions carry it), else the first key source Envoy can hash.
+func (p *Pool) FallbackHash() FallbackHash {
+	var first FallbackHash
+	for i := range p.KeySources {
+		ks := &p.KeySources[i]
+		h := ks.kind.fallbackHash(ks)
+		if h.Cookie != "" {
+			return h
+		}
+		if first == (FallbackHash{}) {
+			first = h
+		}
+	}
+	return first
+}
+
+// NeedsClientAddress tells whether a key source of the pool reads the
+// client's address, which Envoy sends the service only when asked.
+func (p *Pool) NeedsClientAddress() bool {
+	for i := range p.KeySources {
+		if p.KeySources[i].kind.traits().clientAddress {
+			return true
+		}
+	}
+	return false
+}
+
+// TokenHeader is the request header that carries the pool's signed session
+// tokens when the pool has no cookie source: the upstream session header
+// its decisions wrap in an envelope ("" when the cookie carries them, or
+// nothing does).
+func (p *Pool) TokenHeader() string {
+	if p.keyedBy(bindToken) {
+		return ""
+	}
+	return p.learning.envelope
+}
+
+// keyedBy tells whether a key source of the pool binds its keys so.
+func (p *Pool) keyedBy(b keyBinding) bool {
+	for i := range p.KeySources {
+		if p.KeySources[i].kind.traits().binding == b {
+			return true
+		}
+	}
+	return false
+}
+
+// source returns the pool's first source of the given type.
+func (p *Pool) source(t KeySource) (*KeySourceSpec, bool) {
+	for i := range p.KeySources {
+		if p.KeySources[i].Type == t {
+			return &p.KeySources[i], true
+		}
+	}
+	return nil, false
+}
+
+// learning names what the decisions of a pool ask the response phase to
+// read, set up by the key sources' kinds (attach): the application cookie
+// and the upstream session header whose values are learned, and the
+// session header whose values are wrapped in an envelope ("" = none).
+type learning struct {
+	cookie, header, envelope string
 }
 
 func (r *Request) header(name string) (string, bool) {

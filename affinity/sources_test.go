@@ -96,10 +96,10 @@ func TestLearnedAppCookie(t *testing.T) {
 	if d.LearnCookie != "JSESSIONID" {
 		t.Fatalf("the response phase is not asked to learn: %+v", d)
 	}
-	if !e.learnKey(d.Pool, SourceAppCookie, prefixAppCookie+"abc123", "127.0.0.3:80") {
+	if !e.learnKey(d.Pool, SourceAppCookie, "abc123", "127.0.0.3:80") {
 		t.Fatal("not learned")
 	}
-	if e.learnKey(d.Pool, SourceAppCookie, prefixAppCookie+"x", "10.9.9.9:80") {
+	if e.learnKey(d.Pool, SourceAppCookie, "x", "10.9.9.9:80") {
 		t.Fatal("learned a host outside the pool")
 	}
 	got := e.Decide(Request{CookieHeaders: []string{"JSESSIONID=abc123"}})
