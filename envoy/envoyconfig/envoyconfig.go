@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -191,7 +190,7 @@ func newView(snap *affinity.Snapshot, p *affinity.Pool, opts Options) (*view, er
 	// service sees: asked for only when a key source reads it.
 	v.RequestAttributes = []string{extproc.ClusterAttribute}
 	v.AttributesWhy = "The cluster selects the pool."
-	if slices.ContainsFunc(p.KeySources, func(k affinity.KeySourceSpec) bool { return k.Type == affinity.SourceClientAddress }) {
+	if p.NeedsClientAddress() {
 		v.RequestAttributes = append(v.RequestAttributes, extproc.SourceAttribute)
 		v.AttributesWhy = "The cluster selects the pool; the client address is a key source."
 	}
@@ -200,19 +199,15 @@ func newView(snap *affinity.Snapshot, p *affinity.Pool, opts Options) (*view, er
 			v.UpstreamHeaders = append(v.UpstreamHeaders, h)
 		}
 	}
-	if !slices.ContainsFunc(p.KeySources, func(k affinity.KeySourceSpec) bool { return k.Type == affinity.SourceCookie }) {
-		// Without our cookie, the session's own header keeps it on one
-		// host while the service is away, and carries the envelope.
-		for _, k := range p.KeySources {
-			if (k.Type == affinity.SourceUpstreamHeader || k.Type == affinity.SourceHeader) && v.HashHeader == "" {
-				v.HashHeader = k.Name
-			}
-			if k.Type == affinity.SourceUpstreamHeader && k.Envelope && p.Mode == affinity.ModeVerified {
-				v.SessionHeader = k.Name
-				v.MaxLifetime = seconds(p.AbsoluteTimeout + tokenRounding)
-				v.AbsoluteTimeout = p.AbsoluteTimeout
-			}
-		}
+	// Without our cookie, the session's own header keeps it on one host
+	// while the service is away, and carries the envelope. A pool that
+	// Envoy can hash nothing of gets the cookie's hash, which no request
+	// carries: Maglev spreads its requests.
+	v.HashHeader = p.FallbackHash().Header
+	if h := p.TokenHeader(); h != "" && p.Mode == affinity.ModeVerified {
+		v.SessionHeader = h
+		v.MaxLifetime = seconds(p.AbsoluteTimeout + tokenRounding)
+		v.AbsoluteTimeout = p.AbsoluteTimeout
 	}
 	var err error
 	if v.GRPC, err = parseEndpoint("-grpc-address", opts.GRPCAddress, DefaultGRPCAddress); err != nil {

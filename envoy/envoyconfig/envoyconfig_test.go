@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/extproc"
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
@@ -234,4 +235,58 @@ func TestPiecesRefuse(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPiecesFollowTheKeySources: for a pool keyed by each type of key source
+// alone, the fallback's hash policy is the pool's FallbackHash (our cookie's
+// when nothing else can be hashed), and the ext_proc asks for the client's
+// address exactly when the pool needs it.
+func TestPiecesFollowTheKeySources(t *testing.T) {
+	for _, typ := range affinity.KeySourceTypes() {
+		t.Run(string(typ), func(t *testing.T) {
+			// The type alone, or with a name when it needs one.
+			entry := "{type: " + string(typ) + "}"
+			if _, err := affinity.ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n    key_sources: ["+entry+"]\n")); err != nil {
+				entry = "{type: " + string(typ) + ", name: X-Session}"
+			}
+			snap := load(t, "    mode: opaque\n    key_sources: ["+entry+"]\n", "ed25519")
+			p := snap.Pools[0]
+			doc := generate(t, snap, Options{Cluster: "app"})
+			want := map[string]any{"cookie": map[string]any{"name": p.Cookie.Name}}
+			if h := p.FallbackHash(); h.Header != "" {
+				want = map[string]any{"header": map[string]any{"header_name": h.Header}}
+			} else if h.Cookie != "" {
+				want = map[string]any{"cookie": map[string]any{"name": h.Cookie}}
+			}
+			if got := findKey(doc[KeyCluster], "hash_policy"); !reflect.DeepEqual(got, []any{want}) {
+				t.Errorf("the fallback hashes %v, the pool's FallbackHash is %+v", got, p.FallbackHash())
+			}
+			attrs, _ := findKey(doc[KeyFilters], "request_attributes").([]any)
+			if asks := slices.Contains(attrs, any(extproc.SourceAttribute)); len(attrs) == 0 || asks != p.NeedsClientAddress() {
+				t.Errorf("request_attributes %v, the pool needs the client address: %v", attrs, p.NeedsClientAddress())
+			}
+		})
+	}
+}
+
+// findKey is the value of the first map key named key in tree, depth first.
+func findKey(tree any, key string) any {
+	switch v := tree.(type) {
+	case map[string]any:
+		if got, ok := v[key]; ok {
+			return got
+		}
+		for _, sub := range v {
+			if got := findKey(sub, key); got != nil {
+				return got
+			}
+		}
+	case []any:
+		for _, sub := range v {
+			if got := findKey(sub, key); got != nil {
+				return got
+			}
+		}
+	}
+	return nil
 }
