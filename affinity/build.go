@@ -47,7 +47,7 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 		for i, ks := range pc.KeySources {
 			kind, _ := kindOf(KeySource(ks.Type)) // validated
 			spec := &p.KeySources[i]
-			*spec = KeySourceSpec{Type: KeySource(ks.Type), Name: ks.Name, TrustedHops: ks.TrustedHops, Envelope: ks.Envelope == EnvelopeSigned, kind: kind}
+			*spec = KeySourceSpec{Type: KeySource(ks.Type), Name: ks.Name, TrustedHops: ks.TrustedHops, Envelope: ks.Envelope == EnvelopeSigned, kind: kind, traits: kind.traits()}
 			kind.attach(p, spec)
 		}
 		p.ReboundHeader, p.SuccessorHeader = pc.UpstreamHeaders.Rebound, pc.UpstreamHeaders.Successor

@@ -80,7 +80,7 @@ func (e *Engine) Explain(pool, cookie, key string) (Explanation, error) {
 		return x, nil
 	}
 	for _, ks := range p.KeySources {
-		tr := ks.kind.traits()
+		tr := ks.traits
 		if tr.binding == bindToken {
 			continue
 		}

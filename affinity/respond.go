@@ -178,7 +178,7 @@ func (e *Engine) learnKey(pool string, source KeySource, value, served string) b
 	if !ok {
 		return false
 	}
-	e.store.Bind(p.Name, ks.kind.traits().prefix+value, host.ID, e.now())
+	e.store.Bind(p.Name, ks.traits.prefix+value, host.ID, e.now())
 	return true
 }
 

@@ -34,6 +34,12 @@ func (sessionCookieKind) traits() keyTraits { return keyTraits{binding: bindToke
 // read returns the token; a cookie that is present counts even when empty
 // or invalid (it becomes a new session).
 func (sessionCookieKind) read(ks *KeySourceSpec, req Request) (string, bool) {
+	return requestToken(ks, &req)
+}
+
+// requestToken is the request's session token (the decision reads it
+// directly, sessionCookieKind.read through the kind).
+func requestToken(ks *KeySourceSpec, req *Request) (string, bool) {
 	return RequestCookie(req.CookieHeaders, ks.Name)
 }
 

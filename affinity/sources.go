@@ -39,9 +39,11 @@ type KeySourceSpec struct {
 	// signed token (Envelope) instead of being learned in the store.
 	Envelope bool
 
-	// kind is what the source's type does, resolved once when the pool is
-	// built.
-	kind keyKind
+	// kind is what the source's type does, and traits its properties,
+	// resolved once when the pool is built: a decision reads them without
+	// calling the kind.
+	kind   keyKind
+	traits keyTraits
 }
 
 // EnvelopeSigned is the envelope option of an upstream_header source.
@@ -204,7 +206,7 @@ func (p *Pool) FallbackHash() FallbackHash {
 // client's address, which Envoy sends the service only when asked.
 func (p *Pool) NeedsClientAddress() bool {
 	for i := range p.KeySources {
-		if p.KeySources[i].kind.traits().clientAddress {
+		if p.KeySources[i].traits.clientAddress {
 			return true
 		}
 	}
@@ -225,7 +227,7 @@ func (p *Pool) TokenHeader() string {
 // keyedBy tells whether a key source of the pool binds its keys so.
 func (p *Pool) keyedBy(b keyBinding) bool {
 	for i := range p.KeySources {
-		if p.KeySources[i].kind.traits().binding == b {
+		if p.KeySources[i].traits.binding == b {
 			return true
 		}
 	}
