@@ -112,29 +112,15 @@ func (x *examination) overrideHost(p *affinity.Pool, where string, cl map[string
 }
 
 // fallbackHashKey is what keeps a session on one host while the service
-// is away, which the fallback policy must hash: the session cookie, or, in
-// a pool without a cookie source, the session header of its first
-// upstream_header (else header) key source. ok is false when the pool has
-// none of them: no hash could keep its sessions.
+// is away, which the fallback policy must hash: the pool's own answer
+// (affinity.Pool.FallbackHash), which envoy-config prints too. ok is false
+// when the pool has nothing Envoy could hash.
 func fallbackHashKey(p *affinity.Pool) (cookie bool, name string, ok bool) {
-	if _, ok := sourceOf(p, affinity.SourceCookie); ok {
-		return true, p.Cookie.Name, true
+	h := p.FallbackHash()
+	if h.Cookie != "" {
+		return true, h.Cookie, true
 	}
-	ks, ok := sourceOf(p, affinity.SourceUpstreamHeader)
-	if !ok {
-		ks, ok = sourceOf(p, affinity.SourceHeader)
-	}
-	return false, ks.Name, ok
-}
-
-// sourceOf is the pool's key source of a type.
-func sourceOf(p *affinity.Pool, t affinity.KeySource) (affinity.KeySourceSpec, bool) {
-	for _, ks := range p.KeySources {
-		if ks.Type == t {
-			return ks, true
-		}
-	}
-	return affinity.KeySourceSpec{}, false
+	return false, h.Header, h.Header != ""
 }
 
 // circuitBreakers checks that failover has room for its retries.

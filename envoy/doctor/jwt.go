@@ -20,10 +20,8 @@ import (
 // verifies: the session cookie, or, in a pool without one, the upstream
 // session header that carries an envelope.
 func tokenCarrier(p *affinity.Pool) (header bool, name string) {
-	if _, ok := sourceOf(p, affinity.SourceCookie); !ok {
-		if ks, ok := sourceOf(p, affinity.SourceUpstreamHeader); ok && ks.Envelope {
-			return true, ks.Name
-		}
+	if h := p.TokenHeader(); h != "" {
+		return true, h
 	}
 	return false, p.Cookie.Name
 }
