@@ -34,7 +34,7 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 			Strict:          pc.Strict,
 			Failback:        pc.Failback,
 			IdleTimeout:     pc.Session.IdleTimeout,
-			Source:          pc.Discovery.source(),
+			Discovery:       pc.Discovery.build(),
 			Health:          pc.Health.policy(),
 			AbsoluteTimeout: pc.Session.AbsoluteTimeout,
 			RefreshInterval: pc.Session.RefreshInterval,
@@ -75,17 +75,17 @@ func sameSite(s string) SameSite {
 	return SameSiteLax
 }
 
-// source is the runtime form of a discovery block (nil: none).
-func (d *DiscoveryConfig) source() *HostSource {
+// build is the runtime form of a discovery block (nil: none).
+func (d *DiscoveryConfig) build() *Discovery {
 	if d == nil {
 		return nil
 	}
-	s := &HostSource{Interval: d.Interval, DrainTimeout: d.DrainTimeout}
+	s := &Discovery{Interval: d.Interval, DrainTimeout: d.DrainTimeout}
 	if e := d.Envoy; e != nil {
-		s.Kind, s.Envoy = SourceEnvoy, EnvoySource{Admin: e.Admin, Cluster: e.Cluster}
+		s.Kind, s.Envoy = DiscoveryEnvoy, EnvoyDiscovery{Admin: e.Admin, Cluster: e.Cluster}
 	}
 	if n := d.DNS; n != nil {
-		s.Kind, s.DNS = SourceDNS, DNSSource{Name: n.Name, Port: n.Port, SRV: n.SRV, Server: n.Server}
+		s.Kind, s.DNS = DiscoveryDNS, DNSDiscovery{Name: n.Name, Port: n.Port, SRV: n.SRV, Server: n.Server}
 	}
 	return s
 }

@@ -87,9 +87,9 @@ const (
 type DiscoveryConfig struct {
 	Envoy *EnvoyDiscoveryConfig `yaml:"envoy"`
 	DNS   *DNSDiscoveryConfig   `yaml:"dns"`
-	// Interval is how often the source is read (default 2s).
+	// Interval is how often the hosts are read (default 2s).
 	Interval time.Duration `yaml:"interval"`
-	// DrainTimeout is how long a host the source reports as draining keeps
+	// DrainTimeout is how long a host discovery reports as draining keeps
 	// its sessions (default 5m).
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 }
@@ -208,7 +208,7 @@ type PoolConfig struct {
 	// Output names request headers that carry the decision to Envoy
 	// besides the metadata (opaque mode only; off when empty).
 	Output OutputConfig `yaml:"output"`
-	// Discovery, when set, takes the hosts from a source instead of Hosts.
+	// Discovery, when set, reads the hosts from Envoy or DNS instead of Hosts.
 	Discovery *DiscoveryConfig `yaml:"discovery"`
 	// Health turns on the service's own health checking (passive, active).
 	Health *HealthConfig `yaml:"health"`
@@ -256,7 +256,7 @@ type HostConfig struct {
 }
 
 // HealthConfig turns on the service's own view of host health, on top of
-// what the host source says.
+// what discovery says.
 type HealthConfig struct {
 	// Passive marks a host down when Envoy had to serve its session
 	// elsewhere (the primary could not be reached), or after Status5xx

@@ -19,7 +19,7 @@
 //     token or key); respond.go: what its response means (Engine.Respond);
 //     bind.go: placement with bounded loads and issuing the token;
 //     explain.go: the same judgements, in words.
-//   - hostsets.go: the host-set pipeline (source list, operator's drains,
+//   - hostsets.go: the host-set pipeline (listed hosts, operator's drains,
 //     health view, host sets); drain.go and health.go feed it.
 //   - rendezvous.go, host.go: placement; token.go, cookie.go, keys.go: the
 //     session token; store.go: the session store.

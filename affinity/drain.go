@@ -8,7 +8,7 @@ import (
 )
 
 // OperatorState is an operator's runtime setting of one host's state, on top
-// of what the configuration or the host source says. It lasts until it is
+// of what the configuration or discovery says. It lasts until it is
 // replaced or the host's ID leaves the pool for good.
 type OperatorState struct {
 	// Draining: the host drains until Deadline. Otherwise the host is

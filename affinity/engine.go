@@ -89,7 +89,7 @@ type establishedEntry struct {
 func (e *Engine) SetStore(s Store) { e.store = s }
 
 // OnChange sets a function called with the configuration in force before
-// and after each change (a reload, a host source's update, a health or
+// and after each change (a reload, a discovery answer, a health or
 // operator change of a host), in order, with the engine's lock held: it
 // must be quick and must not call back into the engine's writers. Set it
 // before the engine is used.

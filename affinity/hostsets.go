@@ -4,7 +4,7 @@ package affinity
 // place. Each change (a reload, a discovery answer, a health verdict, an
 // operator's drain) runs the same steps and swaps the snapshot once:
 //
-//	the source's list (config file or latest discovery answer)
+//	the listed hosts (config file or latest discovery answer)
 //	  → the operator's drains and undrains   (overridden)
 //	  → minus the hosts held down by health  (healthy)
 //	  → the host sets decisions read          (setHosts: all, active, draining)
@@ -42,7 +42,7 @@ func (e *Engine) Update(s *Snapshot) {
 		m.SetIdle(s.IdleTimeout())
 	}
 	for i, p := range s.Pools {
-		if specs, ok := e.discovered[p.Name]; ok && p.Source != nil {
+		if specs, ok := e.discovered[p.Name]; ok && p.Discovery != nil {
 			s = s.withPool(i, specs)
 		}
 	}
@@ -61,7 +61,7 @@ func (e *Engine) SetHosts(pool string, specs []HostSpec) {
 	e.discovered[pool] = specs
 	s := e.snap.Load()
 	for i, p := range s.Pools {
-		if p.Name == pool && p.Source != nil {
+		if p.Name == pool && p.Discovery != nil {
 			e.swapLocked(e.rebuilt(s.withPool(i, specs), e.now()))
 			return
 		}
@@ -95,7 +95,7 @@ func (s *Snapshot) withPool(i int, specs []HostSpec) *Snapshot {
 // called with e.mu held.
 func (e *Engine) rebuildLocked(now time.Time) { e.swapLocked(e.rebuilt(e.snap.Load(), now)) }
 
-// rebuilt is s with every pool's host sets built from its source list, with
+// rebuilt is s with every pool's host sets built from its listed hosts, with
 // the operator's overrides applied and minus the hosts the service holds
 // down; called with e.mu held.
 func (e *Engine) rebuilt(s *Snapshot, now time.Time) *Snapshot {
@@ -173,6 +173,6 @@ func (e *Engine) withOperatorStates(pool string, specs []HostSpec) []HostSpec {
 	return out
 }
 
-// needsRebuild reports whether host sets differ from their source lists:
+// needsRebuild reports whether host sets differ from their listed hosts:
 // the service holds a host down or an operator overrides one.
 func (e *Engine) needsRebuild() bool { return len(e.hostHealth) > 0 || len(e.operatorStates) > 0 }

@@ -56,12 +56,12 @@ type Pool struct {
 	// MatchAll: the pool's name was left out, so it takes requests of every
 	// cluster (a configuration with a single pool).
 	MatchAll bool
-	// Source is where the pool's hosts come from (nil: the hosts of the
+	// Discovery is where the pool's hosts come from (nil: the hosts of the
 	// file).
-	Source *HostSource
+	Discovery *Discovery
 	// Health is the service's own health checking.
 	Health HealthPolicy
-	// Specs are the hosts as the source lists them, before the service's
+	// Specs are the hosts as the file or discovery lists them, before the service's
 	// health view takes any out.
 	Specs []HostSpec
 	// Hosts are all the pool's hosts, draining ones included: a session
@@ -198,41 +198,41 @@ func (p *Pool) boundHost(s Session) (Host, bool) {
 	return p.Hosts.Lookup(s.Host)
 }
 
-// HostSource is where a pool's hosts come from when the file does not list
+// Discovery is where a pool's hosts come from when the file does not list
 // them: Envoy's admin API or DNS. It is comparable, so a reload that leaves
 // it alone can be told from one that changes it.
-type HostSource struct {
+type Discovery struct {
 	// Kind says which of Envoy and DNS is set.
-	Kind  SourceKind
-	Envoy EnvoySource
-	DNS   DNSSource
-	// Interval is how often the source is read.
+	Kind  DiscoveryKind
+	Envoy EnvoyDiscovery
+	DNS   DNSDiscovery
+	// Interval is how often the hosts are read.
 	Interval time.Duration
-	// DrainTimeout is how long a host the source reports as draining keeps
+	// DrainTimeout is how long a host discovery reports as draining keeps
 	// its sessions.
 	DrainTimeout time.Duration
 }
 
-// SourceKind names a kind of host source.
-type SourceKind string
+// DiscoveryKind names a kind of discovery.
+type DiscoveryKind string
 
-// Host source kinds.
+// Discovery kinds.
 const (
-	SourceEnvoy SourceKind = "envoy"
-	SourceDNS   SourceKind = "dns"
+	DiscoveryEnvoy DiscoveryKind = "envoy"
+	DiscoveryDNS   DiscoveryKind = "dns"
 )
 
-// EnvoySource reads a cluster's hosts, weights and health from Envoy's
+// EnvoyDiscovery reads a cluster's hosts, weights and health from Envoy's
 // admin API.
-type EnvoySource struct {
+type EnvoyDiscovery struct {
 	Admin   string // host:port or http://host:port
 	Cluster string
 }
 
-// DNSSource resolves Name into hosts: A and AAAA records with Port, or SRV
+// DNSDiscovery resolves Name into hosts: A and AAAA records with Port, or SRV
 // records (their own ports and weights). Server, when set, is the DNS
 // server asked (ip:port).
-type DNSSource struct {
+type DNSDiscovery struct {
 	Name   string
 	Port   int
 	SRV    bool
@@ -240,7 +240,7 @@ type DNSSource struct {
 }
 
 // HealthPolicy is the service's own view of host health, on top of what the
-// host source says; each part is off when nil.
+// discovery says; each part is off when nil.
 type HealthPolicy struct {
 	Passive *PassiveHealth
 	Active  *ActiveHealth

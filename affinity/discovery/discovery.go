@@ -1,7 +1,7 @@
 // Package discovery reads a pool's hosts from where they already live: the
-// co-located Envoy's admin API or DNS. A source is polled every interval; a
+// co-located Envoy's admin API or DNS. A Lister is polled every interval; a
 // failed or empty answer keeps the last good host list (it is logged and
-// counted, never applied), so a source's outage never empties a pool.
+// counted, never applied), so an outage of Envoy or DNS never empties a pool.
 package discovery
 
 import (
@@ -15,15 +15,15 @@ import (
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 )
 
-// Source answers with the pool's hosts as they are now.
-type Source interface {
+// Lister answers with the pool's hosts as they are now.
+type Lister interface {
 	Hosts(ctx context.Context) ([]affinity.HostSpec, error)
 }
 
 // ErrEmpty is an answer without a single host; it is not applied.
 var ErrEmpty = errors.New("the source has no host")
 
-// Stats count a source's reads.
+// Stats count a discovery's reads.
 type Stats struct {
 	Refreshes atomic.Uint64 // good answers
 	Errors    atomic.Uint64 // failed or empty answers (the last good list stays)
@@ -32,7 +32,7 @@ type Stats struct {
 
 // Run polls src every interval until ctx is done and hands each good answer
 // that differs from the last to apply.
-func Run(ctx context.Context, src Source, every time.Duration, apply func([]affinity.HostSpec), stats *Stats, log *slog.Logger) {
+func Run(ctx context.Context, src Lister, every time.Duration, apply func([]affinity.HostSpec), stats *Stats, log *slog.Logger) {
 	var last []affinity.HostSpec
 	failing := false
 	poll := func() {
@@ -79,6 +79,6 @@ func Run(ctx context.Context, src Source, every time.Duration, apply func([]affi
 }
 
 var (
-	_ Source = (*EnvoyAdmin)(nil)
-	_ Source = (*DNS)(nil)
+	_ Lister = (*EnvoyAdmin)(nil)
+	_ Lister = (*DNS)(nil)
 )

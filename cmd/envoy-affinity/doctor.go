@@ -40,10 +40,10 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// A pool that follows DNS is compared with what the name resolves to
 	// now (a pool reading Envoy has Envoy's hosts by construction).
 	for _, p := range snap.Pools {
-		if p.Source == nil || p.Source.Kind != affinity.SourceDNS {
+		if p.Discovery == nil || p.Discovery.Kind != affinity.DiscoveryDNS {
 			continue
 		}
-		hosts, err := runner.DiscoverySource(*p.Source).Hosts(ctx)
+		hosts, err := runner.ListerFor(*p.Discovery).Hosts(ctx)
 		if err != nil {
 			fmt.Fprintf(stderr, "doctor: pool %s: hosts not compared: %v\n", p.Name, err)
 			continue

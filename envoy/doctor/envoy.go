@@ -21,9 +21,9 @@ import (
 // listeners' HTTP connection managers, its route configurations and
 // clusters, and each cluster's hosts.
 type Envoy struct {
-	// Source is where the configuration was read: a file, or the admin
+	// From is where the configuration was read: a file, or the admin
 	// address of a running Envoy.
-	Source string
+	From string
 	// Listeners are the listeners, each with its HTTP connection managers.
 	Listeners []Listener
 	// Clusters are the clusters by name.
@@ -105,7 +105,7 @@ func readBootstrap(path string, boot map[string]any) *Envoy {
 }
 
 func newEnvoy(source string) *Envoy {
-	return &Envoy{Source: source, Clusters: map[string]map[string]any{}, Routes: map[string]map[string]any{},
+	return &Envoy{From: source, Clusters: map[string]map[string]any{}, Routes: map[string]map[string]any{},
 		Members: map[string][]Member{}, ecds: map[string]any{}}
 }
 

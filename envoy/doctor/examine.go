@@ -24,7 +24,7 @@ type Service struct {
 // Check compares Envoy's configuration with the service's pools. When e is
 // live, client fetches the JWKS Envoy reads (nil: it is not fetched).
 func Check(ctx context.Context, e *Envoy, svc Service, client *http.Client) *Report {
-	x := &examination{ctx: ctx, e: e, svc: svc, client: client, r: &Report{Envoy: e.Source}}
+	x := &examination{ctx: ctx, e: e, svc: svc, client: client, r: &Report{Envoy: e.From}}
 	for _, p := range svc.Pools {
 		x.r.Pools = append(x.r.Pools, p.Name)
 		x.pool(p)
@@ -106,10 +106,10 @@ func (x *examination) pool(p *affinity.Pool) {
 		x.cluster(p, cl, sites, payload)
 		x.hosts(p, cl)
 	}
-	if p.Source != nil && p.Source.Kind == affinity.SourceEnvoy {
-		if _, ok := x.e.Clusters[p.Source.Envoy.Cluster]; !ok {
+	if p.Discovery != nil && p.Discovery.Kind == affinity.DiscoveryEnvoy {
+		if _, ok := x.e.Clusters[p.Discovery.Envoy.Cluster]; !ok {
 			x.r.add(discoveryCluster.at("pool "+p.Name,
-				fmt.Sprintf("discovery.envoy names cluster %q, which Envoy does not have", p.Source.Envoy.Cluster)))
+				fmt.Sprintf("discovery.envoy names cluster %q, which Envoy does not have", p.Discovery.Envoy.Cluster)))
 		}
 	}
 }

@@ -9,10 +9,10 @@ import (
 // hosts compares a pool's hosts with the Envoy cluster's members.
 func (x *examination) hosts(p *affinity.Pool, cluster string) {
 	members, known := x.e.Members[cluster]
-	if !known || (p.Source != nil && p.Source.Kind == affinity.SourceEnvoy) {
+	if !known || (p.Discovery != nil && p.Discovery.Kind == affinity.DiscoveryEnvoy) {
 		return // unknown, or the pool reads them from Envoy itself
 	}
-	if p.Source != nil && len(p.Specs) == 0 {
+	if p.Discovery != nil && len(p.Specs) == 0 {
 		return // a DNS pool not yet resolved
 	}
 	where := fmt.Sprintf("pool %s, cluster %q", p.Name, cluster)

@@ -56,8 +56,8 @@ func New(engine Engine, observer Observer, log *slog.Logger) *Doctor {
 // envoyAdmin is the admin address the first pool reading Envoy names.
 func envoyAdmin(snap *affinity.Snapshot) string {
 	for _, p := range snap.Pools {
-		if p.Source != nil && p.Source.Kind == affinity.SourceEnvoy {
-			return p.Source.Envoy.Admin
+		if p.Discovery != nil && p.Discovery.Kind == affinity.DiscoveryEnvoy {
+			return p.Discovery.Envoy.Admin
 		}
 	}
 	return ""

@@ -18,7 +18,7 @@ type HostSetter interface {
 // Discoveries runs the discovery of each pool that has one, and restarts
 // it when a reload changes its configuration.
 type Discoveries struct {
-	workers *poolWorkers[affinity.HostSource, *discovery.Stats]
+	workers *poolWorkers[affinity.Discovery, *discovery.Stats]
 }
 
 // NewDiscoveries runs discoveries until ctx ends, handing what they find
@@ -27,20 +27,20 @@ func NewDiscoveries(ctx context.Context, engine HostSetter, log *slog.Logger) *D
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	run := func(ctx context.Context, pool string, conf affinity.HostSource, stats *discovery.Stats) {
-		discovery.Run(ctx, DiscoverySource(conf), conf.Interval, func(hosts []affinity.HostSpec) { engine.SetHosts(pool, hosts) },
+	run := func(ctx context.Context, pool string, conf affinity.Discovery, stats *discovery.Stats) {
+		discovery.Run(ctx, ListerFor(conf), conf.Interval, func(hosts []affinity.HostSpec) { engine.SetHosts(pool, hosts) },
 			stats, log.With("pool", pool, "source", string(conf.Kind)))
 	}
-	newStats := func(string, affinity.HostSource) *discovery.Stats { return &discovery.Stats{} }
+	newStats := func(string, affinity.Discovery) *discovery.Stats { return &discovery.Stats{} }
 	return &Discoveries{newPoolWorkers(ctx, newStats, run)}
 }
 
 // Reconcile starts the discoveries the snapshot names and stops the others.
 func (d *Discoveries) Reconcile(snap *affinity.Snapshot) {
-	want := map[string]affinity.HostSource{}
+	want := map[string]affinity.Discovery{}
 	for _, p := range snap.Pools {
-		if p.Source != nil {
-			want[p.Name] = *p.Source
+		if p.Discovery != nil {
+			want[p.Name] = *p.Discovery
 		}
 	}
 	d.workers.reconcile(want)
@@ -63,9 +63,9 @@ func (d *Discoveries) Status(pool string) (poolstate.Discovery, bool) {
 // Wait blocks until every discovery has stopped (after the context ends).
 func (d *Discoveries) Wait() { d.workers.wait() }
 
-// DiscoverySource is the source a pool's discovery configuration reads.
-func DiscoverySource(c affinity.HostSource) discovery.Source {
-	if c.Kind == affinity.SourceEnvoy {
+// ListerFor is the Lister a pool's discovery configuration reads its hosts with.
+func ListerFor(c affinity.Discovery) discovery.Lister {
+	if c.Kind == affinity.DiscoveryEnvoy {
 		return discovery.NewEnvoyAdmin(c.Envoy.Admin, c.Envoy.Cluster, c.DrainTimeout)
 	}
 	return discovery.NewDNS(c.DNS.Name, c.DNS.Port, c.DNS.SRV, c.DNS.Server)
