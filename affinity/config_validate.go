@@ -183,7 +183,7 @@ func (p *PoolConfig) validateKeySources(v *validator, at string) {
 		var tr keyTraits
 		if kind, ok := kindOf(KeySource(ks.Type)); ok {
 			tr = kind.traits()
-			kind.check(ks, p, v, kat)
+			kind.validate(ks, p, v, kat)
 		} else {
 			v.errorf(kat+".type", "%q is not one of %s", ks.Type, typesWith(func(keyTraits) bool { return true }))
 		}

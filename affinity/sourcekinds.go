@@ -14,7 +14,7 @@ import (
 type kindDefaults struct{}
 
 func (kindDefaults) canonical(value string) string                           { return value }
-func (kindDefaults) check(*KeySourceConfig, *PoolConfig, *validator, string) {}
+func (kindDefaults) validate(*KeySourceConfig, *PoolConfig, *validator, string) {}
 func (kindDefaults) attach(*Pool, *KeySourceSpec)                            {}
 func (kindDefaults) fallbackHash(*KeySourceSpec) FallbackHash                { return FallbackHash{} }
 
@@ -43,7 +43,7 @@ func requestToken(ks *KeySourceSpec, req *Request) (string, bool) {
 	return RequestCookie(req.CookieHeaders, ks.Name)
 }
 
-func (sessionCookieKind) check(c *KeySourceConfig, _ *PoolConfig, v *validator, at string) {
+func (sessionCookieKind) validate(c *KeySourceConfig, _ *PoolConfig, v *validator, at string) {
 	if c.Name != "" {
 		v.errorf(at+".name", "the cookie source is named by pools[].cookie.name")
 	}
@@ -68,7 +68,7 @@ func (headerKind) read(ks *KeySourceSpec, req Request) (string, bool) {
 	return v, ok && v != ""
 }
 
-func (headerKind) check(c *KeySourceConfig, _ *PoolConfig, v *validator, at string) {
+func (headerKind) validate(c *KeySourceConfig, _ *PoolConfig, v *validator, at string) {
 	needName(c, v, at)
 }
 
@@ -87,7 +87,7 @@ func (appCookieKind) read(ks *KeySourceSpec, req Request) (string, bool) {
 	return v, ok && v != ""
 }
 
-func (appCookieKind) check(c *KeySourceConfig, pc *PoolConfig, v *validator, at string) {
+func (appCookieKind) validate(c *KeySourceConfig, pc *PoolConfig, v *validator, at string) {
 	needName(c, v, at)
 	if c.Name == strings.ToLower(pc.Cookie.Name) {
 		v.errorf(at+".name", "%q is the session cookie itself", c.Name)
@@ -116,7 +116,7 @@ func (upstreamHeaderKind) read(ks *KeySourceSpec, req Request) (string, bool) {
 	return v, ok && v != ""
 }
 
-func (upstreamHeaderKind) check(c *KeySourceConfig, _ *PoolConfig, v *validator, at string) {
+func (upstreamHeaderKind) validate(c *KeySourceConfig, _ *PoolConfig, v *validator, at string) {
 	needName(c, v, at)
 }
 
@@ -151,7 +151,7 @@ func (queryKind) read(ks *KeySourceSpec, req Request) (string, bool) {
 	return "", false
 }
 
-func (queryKind) check(c *KeySourceConfig, _ *PoolConfig, v *validator, at string) {
+func (queryKind) validate(c *KeySourceConfig, _ *PoolConfig, v *validator, at string) {
 	needName(c, v, at)
 }
 

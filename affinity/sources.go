@@ -69,10 +69,10 @@ type keyKind interface {
 	// canonical is a value given in words (Engine.Explain) as read would
 	// return it.
 	canonical(value string) string
-	// check validates the kind's own rules for an entry of pool pc at
+	// validate applies the kind's own rules to an entry of pool pc at
 	// path at (its name); the options it does not take are checked for
 	// every kind alike.
-	check(c *KeySourceConfig, pc *PoolConfig, v *validator, at string)
+	validate(c *KeySourceConfig, pc *PoolConfig, v *validator, at string)
 	// attach sets up source ks and what the decisions of pool p need of
 	// it (what their response phase learns) when the pool is built.
 	attach(p *Pool, ks *KeySourceSpec)
