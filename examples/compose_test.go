@@ -19,6 +19,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"gopkg.in/yaml.v3"
+
+	"github.com/envoy-affinity/envoy-affinity/internal/envoyversion"
 )
 
 // composeFile is docker-compose.yml at the top of the repository.
@@ -417,21 +419,13 @@ func TestComposePorts(t *testing.T) {
 var repoPathRE = regexp.MustCompile(`\b(?:envoy|examples|cmd)/[\w./-]+\.(?:yaml|go)\b`)
 
 // TestComposeVersionsAndPaths checks the images against what the project
-// tests with (Envoy: the Makefile's ENVOY_VERSION; Go: go.mod's release),
+// tests with (Envoy: internal/envoyversion; Go: go.mod's release),
 // and that every repository file the compose file and its service config
 // mention in comments exists.
 func TestComposeVersionsAndPaths(t *testing.T) {
 	c := loadCompose(t)
-	mk, err := os.ReadFile("../Makefile")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^ENVOY_VERSION := (\S+)$`).FindStringSubmatch(string(mk))
-	if m == nil {
-		t.Fatal("no ENVOY_VERSION in the Makefile")
-	}
-	if got, want := c.Services["envoy"].Image, "envoyproxy/envoy:v"+m[1]; got != want {
-		t.Errorf("Envoy image %s, want %s (the Makefile's ENVOY_VERSION)", got, want)
+	if got, want := c.Services["envoy"].Image, "envoyproxy/envoy:v"+envoyversion.Tested; got != want {
+		t.Errorf("Envoy image %s, want %s (internal/envoyversion)", got, want)
 	}
 	mod, err := os.ReadFile("../go.mod")
 	if err != nil {

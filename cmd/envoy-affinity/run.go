@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/envoy-affinity/envoy-affinity/internal/envoyversion"
 	"github.com/envoy-affinity/envoy-affinity/internal/service"
 	"github.com/envoy-affinity/envoy-affinity/internal/tlsreload"
 )
@@ -49,7 +50,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		case "doctor":
 			return runDoctor(ctx, args[1:], stdout, stderr)
 		case "version":
-			_, err := fmt.Fprintf(stdout, "envoy-affinity %s (tested with Envoy %s)\n", version(), testedEnvoy)
+			_, err := fmt.Fprintf(stdout, "envoy-affinity %s (tested with Envoy %s)\n", version(), envoyversion.Tested)
 			return err
 		}
 	}

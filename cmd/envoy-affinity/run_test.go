@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envoy-affinity/envoy-affinity/internal/envoyversion"
 	"github.com/envoy-affinity/envoy-affinity/internal/service"
 	"github.com/envoy-affinity/envoy-affinity/internal/testkit"
 	"github.com/envoy-affinity/envoy-affinity/internal/tlsreload"
@@ -92,7 +93,7 @@ func TestRunCommands(t *testing.T) {
 		{"check", []string{"check", "-config", good}, []string{"pool default: mode verified, 2 hosts, cookie affinity", "good.yaml: ok"}},
 		{"check with redis", []string{"check", "-config", withRedis}, []string{"store: redis single 127.0.0.1:6379, key prefix \"envoy-affinity:\"", "redis.yaml: ok"}},
 		{"keygen", []string{"keygen", "-id", "k7"}, []string{"k7:ed25519:"}},
-		{"version", []string{"version"}, []string{"envoy-affinity ", "(tested with Envoy " + testedEnvoy + ")"}},
+		{"version", []string{"version"}, []string{"envoy-affinity ", "(tested with Envoy " + envoyversion.Tested + ")"}},
 		{"keygen hs256", []string{"keygen", "-id", "k8", "-alg", "hs256"}, []string{"k8:hs256:"}},
 		{"jwks publishes public keys only", []string{"jwks", "-config", mixed}, []string{`"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"e1"`}},
 		{"doctor reports warnings and exits 0", []string{"doctor", "-config", good, "-envoy-yaml", filepath.Join("..", "..", "envoy", "verified.yaml")},

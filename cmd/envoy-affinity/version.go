@@ -2,10 +2,6 @@ package main
 
 import "runtime/debug"
 
-// testedEnvoy is the Envoy release the end-to-end tests run (Makefile's
-// ENVOY_VERSION; a test keeps them equal).
-const testedEnvoy = "1.40.0"
-
 // version is the module version the binary was built from, or the VCS
 // revision of a development build.
 func version() string {

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/envoy-affinity/envoy-affinity/internal/envoyversion"
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
@@ -640,5 +641,5 @@ func envoyRelease(v string) string {
 			return f
 		}
 	}
-	return launch.EnvoyVersion
+	return envoyversion.Tested
 }

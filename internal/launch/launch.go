@@ -25,10 +25,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
-)
 
-// EnvoyVersion is the Envoy release the project is tested with.
-const EnvoyVersion = "1.40.0"
+	"github.com/envoy-affinity/envoy-affinity/internal/envoyversion"
+)
 
 // EnvoyBinary returns the Envoy to run: $ENVOY, or the copy `make envoy`
 // keeps in the user cache folder.
@@ -40,9 +39,9 @@ func EnvoyBinary() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(cache, "envoy-affinity", "envoy-"+EnvoyVersion, "envoy")
+	p := filepath.Join(cache, "envoy-affinity", "envoy-"+envoyversion.Tested, "envoy")
 	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("no Envoy at %s: run `make envoy` (or set ENVOY to an Envoy %s binary)", p, EnvoyVersion)
+		return "", fmt.Errorf("no Envoy at %s: run `make envoy` (or set ENVOY to an Envoy %s binary)", p, envoyversion.Tested)
 	}
 	return p, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/envoy-affinity/envoy-affinity/internal/envoyversion"
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 	"github.com/envoy-affinity/envoy-affinity/internal/launchtest"
 )
@@ -24,7 +25,7 @@ import (
 // envoyVersion is the pinned Envoy the Makefile installs; Envoy Gateway's
 // host infrastructure runs it (EnvoyProxy.spec.provider.host.envoyVersion)
 // from where func-e keeps that version, so nothing is downloaded.
-const envoyVersion = "1.40.0"
+const envoyVersion = envoyversion.Tested
 
 var (
 	bins launch.Binaries
