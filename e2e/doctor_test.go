@@ -21,103 +21,12 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/envoy-affinity/envoy-affinity/envoy/doctor"
+	"github.com/envoy-affinity/envoy-affinity/internal/envoytree"
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
 // tree is a YAML document decoded into maps and lists, for editing.
-type tree = map[string]any
-
-// dig walks keys (strings) and list indexes (ints); it fails the test when
-// a step is missing, so a case never edits nothing.
-func dig(t *testing.T, v any, path ...any) tree {
-	t.Helper()
-	for _, p := range path {
-		switch k := p.(type) {
-		case string:
-			m, ok := v.(tree)
-			if !ok || m[k] == nil {
-				t.Fatalf("no %q in the YAML (path %v)", k, path)
-			}
-			v = m[k]
-		case int:
-			l, ok := v.([]any)
-			if !ok || k >= len(l) {
-				t.Fatalf("no entry %d in the YAML (path %v)", k, path)
-			}
-			v = l[k]
-		}
-	}
-	m, ok := v.(tree)
-	if !ok {
-		t.Fatalf("path %v is not a mapping", path)
-	}
-	return m
-}
-
-// hcm is the first listener's HTTP connection manager.
-func hcm(t *testing.T, y tree) tree {
-	return dig(t, y, "static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config")
-}
-
-// filterIndex is the position of the named HTTP filter.
-func filterIndex(t *testing.T, y tree, name string) int {
-	t.Helper()
-	i := slices.IndexFunc(hcm(t, y)["http_filters"].([]any), func(f any) bool { return f.(tree)["name"] == name })
-	if i < 0 {
-		t.Fatalf("no http filter %q", name)
-	}
-	return i
-}
-
-// filterConfig is the named HTTP filter's configuration, unwrapped from an
-// ExtensionWithMatcher.
-func filterConfig(t *testing.T, y tree, name string) tree {
-	tc := dig(t, hcm(t, y), "http_filters", filterIndex(t, y, name), "typed_config")
-	if inner, ok := tc["extension_config"].(tree); ok {
-		return dig(t, inner, "typed_config")
-	}
-	return tc
-}
-
-func removeFilter(t *testing.T, y tree, name string) {
-	h := hcm(t, y)
-	h["http_filters"] = slices.Delete(h["http_filters"].([]any), filterIndex(t, y, name), filterIndex(t, y, name)+1)
-}
-
-// routes are the first virtual host's routes.
-func routes(t *testing.T, y tree) []any {
-	return dig(t, hcm(t, y), "route_config", "virtual_hosts", 0)["routes"].([]any)
-}
-
-func routeNamed(t *testing.T, y tree, name string) tree {
-	t.Helper()
-	for _, r := range routes(t, y) {
-		if r.(tree)["name"] == name {
-			return r.(tree)
-		}
-	}
-	t.Fatalf("no route %q", name)
-	return nil
-}
-
-func clusterNamed(t *testing.T, y tree, name string) tree {
-	t.Helper()
-	for _, c := range dig(t, y, "static_resources")["clusters"].([]any) {
-		if c.(tree)["name"] == name {
-			return c.(tree)
-		}
-	}
-	t.Fatalf("no cluster %q", name)
-	return nil
-}
-
-func overrideHost(t *testing.T, y tree) tree {
-	return dig(t, clusterNamed(t, y, "app"), "load_balancing_policy", "policies", 0, "typed_extension_config", "typed_config")
-}
-
-func provider(t *testing.T, y tree) tree {
-	return dig(t, filterConfig(t, y, "envoy.filters.http.jwt_authn"), "providers", "affinity")
-}
+type tree = envoytree.Tree
 
 const extProcFilter = "envoy.filters.http.ext_proc"
 
@@ -155,66 +64,68 @@ func both(edits ...func(*testing.T, tree, tree)) func(*testing.T, tree, tree) {
 }
 
 var doctorCases = []doctorCase{
-	{check: "ext_proc.failure_mode_allow", envoy: func(t *testing.T, y tree) { filterConfig(t, y, extProcFilter)["failure_mode_allow"] = false }},
-	{check: "ext_proc.allow_mode_override", envoy: func(t *testing.T, y tree) { delete(filterConfig(t, y, extProcFilter), "allow_mode_override") }},
-	{check: "ext_proc.message_timeout", envoy: func(t *testing.T, y tree) { filterConfig(t, y, extProcFilter)["message_timeout"] = "5s" }},
+	{check: "ext_proc.failure_mode_allow", envoy: func(t *testing.T, y tree) { envoytree.FilterConfig(t, y, extProcFilter)["failure_mode_allow"] = false }},
+	{check: "ext_proc.allow_mode_override", envoy: func(t *testing.T, y tree) { delete(envoytree.FilterConfig(t, y, extProcFilter), "allow_mode_override") }},
+	{check: "ext_proc.message_timeout", envoy: func(t *testing.T, y tree) { envoytree.FilterConfig(t, y, extProcFilter)["message_timeout"] = "5s" }},
 	{check: "ext_proc.request_attributes", mode: "opaque",
 		envoy: func(t *testing.T, y tree) {
-			filterConfig(t, y, extProcFilter)["request_attributes"] = []any{"source.address"}
+			envoytree.FilterConfig(t, y, extProcFilter)["request_attributes"] = []any{"source.address"}
 		},
 		config: func(t *testing.T, pool, _ tree) { pool["name"] = "app" }},
 	{check: "ext_proc.receiving_namespaces", envoy: func(t *testing.T, y tree) {
-		delete(dig(t, filterConfig(t, y, extProcFilter), "metadata_options"), "receiving_namespaces")
+		delete(envoytree.Dig(t, envoytree.FilterConfig(t, y, extProcFilter), "metadata_options"), "receiving_namespaces")
 	}},
 	{check: "ext_proc.forwarding_namespaces", envoy: func(t *testing.T, y tree) {
-		delete(dig(t, filterConfig(t, y, extProcFilter), "metadata_options"), "forwarding_namespaces")
+		delete(envoytree.Dig(t, envoytree.FilterConfig(t, y, extProcFilter), "metadata_options"), "forwarding_namespaces")
 	}},
 	{check: "ext_proc.grpc_service", envoy: func(t *testing.T, y tree) {
 		// Envoy refuses a gRPC health check over HTTP/1.1; not the calls.
-		delete(clusterNamed(t, y, "envoy_affinity"), "typed_extension_protocol_options")
-		delete(clusterNamed(t, y, "envoy_affinity"), "health_checks")
+		delete(envoytree.ClusterNamed(t, y, "envoy_affinity"), "typed_extension_protocol_options")
+		delete(envoytree.ClusterNamed(t, y, "envoy_affinity"), "health_checks")
 	}},
 	{check: "ext_proc.grpc_service", live: true, envoy: func(t *testing.T, y tree) {
 		// The service listens on 127.0.0.1 only.
-		dig(t, clusterNamed(t, y, "envoy_affinity"), "load_assignment", "endpoints", 0, "lb_endpoints", 0, "endpoint", "address", "socket_address")["address"] = "127.0.0.2"
+		envoytree.Dig(t, envoytree.ClusterNamed(t, y, "envoy_affinity"), "load_assignment", "endpoints", 0, "lb_endpoints", 0, "endpoint", "address", "socket_address")["address"] = "127.0.0.2"
 	}},
 	{check: "ext_proc.processing_mode", envoy: func(t *testing.T, y tree) {
-		delete(dig(t, routeNamed(t, y, "decide"), "typed_per_filter_config"), extProcFilter)
+		delete(envoytree.Dig(t, envoytree.RouteNamed(t, y, "decide"), "typed_per_filter_config"), extProcFilter)
 	}},
-	{check: "ext_proc.missing", envoy: func(t *testing.T, y tree) { removeFilter(t, y, extProcFilter) }},
-	{check: "override_host.policy", envoy: func(t *testing.T, y tree) { delete(clusterNamed(t, y, "app"), "load_balancing_policy") }},
+	{check: "ext_proc.missing", envoy: func(t *testing.T, y tree) { envoytree.RemoveFilter(t, y, extProcFilter) }},
+	{check: "override_host.policy", envoy: func(t *testing.T, y tree) { delete(envoytree.ClusterNamed(t, y, "app"), "load_balancing_policy") }},
 	{check: "override_host.sources", envoy: func(t *testing.T, y tree) {
-		oh := overrideHost(t, y)
+		oh := envoytree.OverrideHost(t, y, "app")
 		oh["override_host_sources"] = oh["override_host_sources"].([]any)[1:]
 	}},
-	{check: "override_host.selected_host_key", envoy: func(t *testing.T, y tree) { delete(overrideHost(t, y), "selected_host_key") }},
+	{check: "override_host.selected_host_key", envoy: func(t *testing.T, y tree) { delete(envoytree.OverrideHost(t, y, "app"), "selected_host_key") }},
 	{check: "override_host.fallback_policy", envoy: func(t *testing.T, y tree) {
-		dig(t, overrideHost(t, y), "fallback_policy", "policies", 0, "typed_extension_config", "typed_config",
+		envoytree.Dig(t, envoytree.OverrideHost(t, y, "app"), "fallback_policy", "policies", 0, "typed_extension_config", "typed_config",
 			"consistent_hashing_lb_config", "hash_policy", 0, "cookie")["name"] = "other"
 	}},
 	{check: "route.retry_policy", envoy: func(t *testing.T, y tree) {
-		for _, r := range routes(t, y) {
-			delete(dig(t, r, "route"), "retry_policy")
+		for _, r := range envoytree.Routes(t, y) {
+			delete(envoytree.Dig(t, r, "route"), "retry_policy")
 		}
 	}},
-	{check: "cluster.max_retries", envoy: func(t *testing.T, y tree) { delete(clusterNamed(t, y, "app"), "circuit_breakers") }},
-	{check: "jwt_authn.provider", envoy: func(t *testing.T, y tree) { provider(t, y)["from_cookies"] = []any{"other"} }},
-	{check: "jwt_authn.payload_in_metadata", envoy: func(t *testing.T, y tree) { delete(provider(t, y), "payload_in_metadata") }},
-	{check: "jwt_authn.clear_route_cache", envoy: func(t *testing.T, y tree) { provider(t, y)["clear_route_cache"] = false }},
-	{check: "jwt_authn.jwt_cache_config", envoy: func(t *testing.T, y tree) { delete(provider(t, y), "jwt_cache_config") }},
-	{check: "jwt_authn.clock_skew_seconds", envoy: func(t *testing.T, y tree) { delete(provider(t, y), "clock_skew_seconds") }},
-	{check: "jwt_authn.audiences", envoy: func(t *testing.T, y tree) { provider(t, y)["audiences"] = []any{"other"} }},
-	{check: "jwt_authn.max_lifetime", envoy: func(t *testing.T, y tree) { provider(t, y)["max_lifetime"] = "60s" }},
+	{check: "cluster.max_retries", envoy: func(t *testing.T, y tree) { delete(envoytree.ClusterNamed(t, y, "app"), "circuit_breakers") }},
+	{check: "jwt_authn.provider", envoy: func(t *testing.T, y tree) { envoytree.Provider(t, y, "affinity")["from_cookies"] = []any{"other"} }},
+	{check: "jwt_authn.payload_in_metadata", envoy: func(t *testing.T, y tree) { delete(envoytree.Provider(t, y, "affinity"), "payload_in_metadata") }},
+	{check: "jwt_authn.clear_route_cache", envoy: func(t *testing.T, y tree) { envoytree.Provider(t, y, "affinity")["clear_route_cache"] = false }},
+	{check: "jwt_authn.jwt_cache_config", envoy: func(t *testing.T, y tree) { delete(envoytree.Provider(t, y, "affinity"), "jwt_cache_config") }},
+	{check: "jwt_authn.clock_skew_seconds", envoy: func(t *testing.T, y tree) { delete(envoytree.Provider(t, y, "affinity"), "clock_skew_seconds") }},
+	{check: "jwt_authn.audiences", envoy: func(t *testing.T, y tree) { envoytree.Provider(t, y, "affinity")["audiences"] = []any{"other"} }},
+	{check: "jwt_authn.max_lifetime", envoy: func(t *testing.T, y tree) { envoytree.Provider(t, y, "affinity")["max_lifetime"] = "60s" }},
 	{check: "jwt_authn.provider", base: envelopePool, envoy: func(t *testing.T, y tree) {
-		provider(t, y)["from_headers"] = []any{tree{"name": "x-other"}}
+		envoytree.Provider(t, y, "affinity")["from_headers"] = []any{tree{"name": "x-other"}}
 	}},
-	{check: "jwt_authn.max_lifetime", base: envelopePool, envoy: func(t *testing.T, y tree) { provider(t, y)["max_lifetime"] = "302s" }},
-	{check: "envelope.restore", base: envelopePool, envoy: func(t *testing.T, y tree) { delete(routeNamed(t, y, "established"), "request_headers_to_add") }},
+	{check: "jwt_authn.max_lifetime", base: envelopePool, envoy: func(t *testing.T, y tree) { envoytree.Provider(t, y, "affinity")["max_lifetime"] = "302s" }},
+	{check: "envelope.restore", base: envelopePool, envoy: func(t *testing.T, y tree) {
+		delete(envoytree.RouteNamed(t, y, "established"), "request_headers_to_add")
+	}},
 	{check: "envelope.response", base: envelopePool, envoy: func(t *testing.T, y tree) {
-		delete(routeNamed(t, y, "established"), "response_headers_to_remove")
+		delete(envoytree.RouteNamed(t, y, "established"), "response_headers_to_remove")
 	}},
 	{check: "jwt_authn.jwks", envoy: func(t *testing.T, y tree) {
-		dig(t, provider(t, y), "remote_jwks", "http_uri")["uri"] = "http://127.0.0.1:9003/keys.json"
+		envoytree.Dig(t, envoytree.Provider(t, y, "affinity"), "remote_jwks", "http_uri")["uri"] = "http://127.0.0.1:9003/keys.json"
 	}},
 	{check: "jwt_authn.jwks", live: true, config: func(t *testing.T, _, cfg tree) {
 		keys := filepath.Join(t.TempDir(), "keys.txt")
@@ -224,38 +135,40 @@ var doctorCases = []doctorCase{
 		cfg["keys"] = tree{"file": keys}
 	}},
 	{check: "jwt_authn.rules", envoy: func(t *testing.T, y tree) {
-		dig(t, filterConfig(t, y, "envoy.filters.http.jwt_authn"), "rules", 0)["requires"] = tree{"provider_name": "affinity"}
+		envoytree.Dig(t, envoytree.FilterConfig(t, y, "envoy.filters.http.jwt_authn"), "rules", 0)["requires"] = tree{"provider_name": "affinity"}
 	}},
 	{check: "route.established", envoy: func(t *testing.T, y tree) {
-		vh := dig(t, hcm(t, y), "route_config", "virtual_hosts", 0)
-		vh["routes"] = []any{routeNamed(t, y, "decide")}
+		vh := envoytree.Dig(t, envoytree.ConnectionManager(t, y), "route_config", "virtual_hosts", 0)
+		vh["routes"] = []any{envoytree.RouteNamed(t, y, "decide")}
 	}},
 	{check: "route.order", envoy: func(t *testing.T, y tree) {
-		vh := dig(t, hcm(t, y), "route_config", "virtual_hosts", 0)
-		vh["routes"] = []any{routeNamed(t, y, "decide"), routeNamed(t, y, "established")}
+		vh := envoytree.Dig(t, envoytree.ConnectionManager(t, y), "route_config", "virtual_hosts", 0)
+		vh["routes"] = []any{envoytree.RouteNamed(t, y, "decide"), envoytree.RouteNamed(t, y, "established")}
 	}},
-	{check: "failover.response", envoy: func(t *testing.T, y tree) { delete(filterConfig(t, y, extProcFilter), "response_attributes") }},
-	{check: "failover.mark", envoy: func(t *testing.T, y tree) { delete(provider(t, y), "claim_to_headers") }},
+	{check: "failover.response", envoy: func(t *testing.T, y tree) { delete(envoytree.FilterConfig(t, y, extProcFilter), "response_attributes") }},
+	{check: "failover.mark", envoy: func(t *testing.T, y tree) { delete(envoytree.Provider(t, y, "affinity"), "claim_to_headers") }},
 	{check: "failover.mark", mode: "opaque", envoy: func(t *testing.T, y tree) {
-		for _, r := range routes(t, y) {
+		for _, r := range envoytree.Routes(t, y) {
 			delete(r.(tree), "response_headers_to_add")
 		}
 	}},
-	{check: "hcm.early_header_removal", envoy: func(t *testing.T, y tree) { delete(hcm(t, y), "early_header_mutation_extensions") }},
+	{check: "hcm.early_header_removal", envoy: func(t *testing.T, y tree) {
+		delete(envoytree.ConnectionManager(t, y), "early_header_mutation_extensions")
+	}},
 	{check: "filter.order", envoy: func(t *testing.T, y tree) {
-		h := hcm(t, y)
+		h := envoytree.ConnectionManager(t, y)
 		f := h["http_filters"].([]any)
 		f[0], f[1] = f[1], f[0] // the ext_proc before jwt_authn
 	}},
 	{check: "stateful_session.cookie", mode: "native", envoy: func(t *testing.T, y tree) {
-		dig(t, filterConfig(t, y, "envoy.filters.http.stateful_session"), "session_state", "typed_config", "cookie")["name"] = "other"
+		envoytree.Dig(t, envoytree.FilterConfig(t, y, "envoy.filters.http.stateful_session"), "session_state", "typed_config", "cookie")["name"] = "other"
 	}},
-	{check: "stateful_session.missing", mode: "native", envoy: func(t *testing.T, y tree) { removeFilter(t, y, "envoy.filters.http.stateful_session") }},
+	{check: "stateful_session.missing", mode: "native", envoy: func(t *testing.T, y tree) { envoytree.RemoveFilter(t, y, "envoy.filters.http.stateful_session") }},
 	{check: "hosts.missing", config: func(t *testing.T, pool, _ tree) {
 		pool["hosts"] = append(pool["hosts"].([]any), tree{"name": "gone", "address": "127.0.0.1:1"})
 	}},
 	{check: "hosts.extra", config: func(t *testing.T, pool, _ tree) { pool["hosts"] = pool["hosts"].([]any)[:2] }},
-	{check: "hosts.name", config: func(t *testing.T, pool, _ tree) { dig(t, pool, "hosts", 0)["name"] = "web-1" }},
+	{check: "hosts.name", config: func(t *testing.T, pool, _ tree) { envoytree.Dig(t, pool, "hosts", 0)["name"] = "web-1" }},
 	{check: "discovery.cluster", config: func(t *testing.T, pool, _ tree) {
 		delete(pool, "hosts")
 		pool["discovery"] = tree{"envoy": tree{"admin": "127.0.0.1:9901", "cluster": "web"}}
@@ -295,7 +208,7 @@ func doctorConfig(t *testing.T, s *launch.Stack, mode string, edit func(*testing
 	if err := yaml.Unmarshal(data, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	pool := dig(t, cfg, "pools", 0)
+	pool := envoytree.Dig(t, cfg, "pools", 0)
 	pool["mode"] = mode
 	if edit != nil {
 		edit(t, pool, cfg)
@@ -476,7 +389,7 @@ func TestDoctorInService(t *testing.T) {
 	// The service now reads an Envoy whose cluster keeps Envoy's default
 	// limit of 3 concurrent retries.
 	y := shippedYAML(t, "verified")
-	delete(clusterNamed(t, y, "app"), "circuit_breakers")
+	delete(envoytree.ClusterNamed(t, y, "app"), "circuit_breakers")
 	data, err := yaml.Marshal(y)
 	if err != nil {
 		t.Fatal(err)

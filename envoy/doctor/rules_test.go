@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/envoy-affinity/envoy-affinity/internal/envoytree"
 )
 
 // ruleCase is one rule of the catalogue put to the test on a bootstrap of
@@ -67,19 +69,21 @@ func drop(at func(t *testing.T, y tree) tree, key string) func(t *testing.T, y t
 	}
 }
 
-func extProc(t *testing.T, y tree) tree     { return filterOf(t, y, extProcName) }
-func appCluster(t *testing.T, y tree) tree  { return clusterNamed(t, y, "app") }
-func grpcCluster(t *testing.T, y tree) tree { return clusterNamed(t, y, "envoy_affinity") }
-func established(t *testing.T, y tree) tree { return routeNamed(t, y, "established") }
-func remoteJWKS(t *testing.T, y tree) tree  { return walk(t, provider(t, y), "remote_jwks", "http_uri") }
+func extProc(t *testing.T, y tree) tree     { return envoytree.FilterConfig(t, y, extProcName) }
+func appCluster(t *testing.T, y tree) tree  { return envoytree.ClusterNamed(t, y, "app") }
+func grpcCluster(t *testing.T, y tree) tree { return envoytree.ClusterNamed(t, y, "envoy_affinity") }
+func established(t *testing.T, y tree) tree { return envoytree.RouteNamed(t, y, "established") }
+func remoteJWKS(t *testing.T, y tree) tree {
+	return envoytree.Dig(t, envoytree.Provider(t, y, "affinity"), "remote_jwks", "http_uri")
+}
 func decideMode(t *testing.T, y tree) tree {
-	return walk(t, routeNamed(t, y, "decide"), "typed_per_filter_config", extProcName, "overrides", "processing_mode")
+	return envoytree.Dig(t, envoytree.RouteNamed(t, y, "decide"), "typed_per_filter_config", extProcName, "overrides", "processing_mode")
 }
 
 // eachRetryPolicy edits the retry policy of every route.
 func eachRetryPolicy(edit func(rp tree)) func(t *testing.T, y tree) {
 	return func(t *testing.T, y tree) {
-		eachRoute(t, y, func(action, _ tree) { edit(walk(t, action, "retry_policy")) })
+		eachRoute(t, y, func(action, _ tree) { edit(envoytree.Dig(t, action, "retry_policy")) })
 	}
 }
 
@@ -88,16 +92,16 @@ func routesOnly(names ...string) func(t *testing.T, y tree) {
 	return func(t *testing.T, y tree) {
 		var out []any
 		for _, n := range names {
-			out = append(out, routeNamed(t, y, n))
+			out = append(out, envoytree.RouteNamed(t, y, n))
 		}
-		virtualHost(t, y)["routes"] = out
+		envoytree.VirtualHost(t, y)["routes"] = out
 	}
 }
 
 // inlineJWKS replaces the remote key set with an inline one of a key id.
 func inlineJWKS(kid string) func(t *testing.T, y tree) {
 	return func(t *testing.T, y tree) {
-		p := provider(t, y)
+		p := envoytree.Provider(t, y, "affinity")
 		delete(p, "remote_jwks")
 		p["local_jwks"] = tree{"inline_string": `{"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "` + kid + `", "x": "AA"}]}`}
 	}
@@ -123,11 +127,11 @@ var threeMembers = []member{{8081, "backend-1"}, {8082, "backend-2"}, {8083, "ba
 
 var ruleCases = []ruleCase{
 	{rule: extProcNowhere, file: verifiedYAML, pools: verifiedPool,
-		breaks: func(t *testing.T, y tree) { dropFilter(t, y, extProcName) }},
+		breaks: func(t *testing.T, y tree) { envoytree.RemoveFilter(t, y, extProcName) }},
 	{rule: extProcMissing, file: verifiedYAML, pools: onePool("name: app\n    mode: verified"),
-		breaks: func(t *testing.T, y tree) { dropFilter(t, y, extProcName) }},
+		breaks: func(t *testing.T, y tree) { envoytree.RemoveFilter(t, y, extProcName) }},
 	{rule: routeNowhere, file: verifiedYAML, pools: verifiedPool,
-		breaks: func(t *testing.T, y tree) { virtualHost(t, y)["routes"] = []any{} }},
+		breaks: func(t *testing.T, y tree) { envoytree.VirtualHost(t, y)["routes"] = []any{} }},
 	// A cluster Envoy has, but no route sends requests to.
 	{rule: routeMissing, file: verifiedYAML, pools: onePool("name: envoy_affinity_admin\n    mode: opaque"),
 		keeps: func(t *testing.T, y tree) {
@@ -140,12 +144,12 @@ var ruleCases = []ruleCase{
 		}},
 	{rule: routedClusterMissing, file: verifiedYAML, pools: verifiedPool,
 		breaks: func(t *testing.T, y tree) {
-			vh := virtualHost(t, y)
+			vh := envoytree.VirtualHost(t, y)
 			vh["routes"] = append([]any{tree{"name": "gone", "match": tree{"prefix": "/gone"}, "route": tree{"cluster": "gone"}}}, vh["routes"].([]any)...)
 		}},
 	{rule: discoveryCluster, file: verifiedYAML, pools: "  - mode: verified\n    discovery: {envoy: {admin: 127.0.0.1:9901, cluster: web}}\n",
 		keeps: func(t *testing.T, y tree) {
-			s := walk(t, y, "static_resources")
+			s := envoytree.Dig(t, y, "static_resources")
 			s["clusters"] = append(s["clusters"].([]any), tree{"name": "web", "type": "STATIC"})
 		}},
 
@@ -154,21 +158,23 @@ var ruleCases = []ruleCase{
 	{rule: messageTimeoutLong, file: verifiedYAML, pools: verifiedPool, breaks: set(extProc, "message_timeout", "5s")},
 	{rule: messageTimeoutShort, file: verifiedYAML, pools: verifiedPool, breaks: set(extProc, "message_timeout", "0.01s")},
 	{rule: requestHeadersSkipped, file: verifiedYAML, pools: verifiedPool,
-		breaks: drop(func(t *testing.T, y tree) tree { return walk(t, routeNamed(t, y, "decide"), "typed_per_filter_config") }, extProcName)},
+		breaks: drop(func(t *testing.T, y tree) tree {
+			return envoytree.Dig(t, envoytree.RouteNamed(t, y, "decide"), "typed_per_filter_config")
+		}, extProcName)},
 	{rule: responseHeadersSkipped, file: opaqueYAML, pools: opaquePool,
-		breaks: set(func(t *testing.T, y tree) tree { return walk(t, extProc(t, y), "processing_mode") }, "response_header_mode", "SKIP")},
+		breaks: set(func(t *testing.T, y tree) tree { return envoytree.Dig(t, extProc(t, y), "processing_mode") }, "response_header_mode", "SKIP")},
 	{rule: bodiesSent, file: verifiedYAML, pools: verifiedPool, breaks: set(decideMode, "request_body_mode", "BUFFERED")},
 	{rule: requestAttributesCluster, file: opaqueYAML, pools: onePool("name: app\n    mode: opaque"),
 		breaks: set(extProc, "request_attributes", []any{"source.address"})},
 	{rule: requestAttributesSource, file: verifiedYAML, pools: onePool("mode: verified\n    key_sources: [{type: cookie}, {type: client_address}]"),
 		breaks: set(extProc, "request_attributes", []any{"xds.cluster_name"})},
 	{rule: receivingNamespaces, file: verifiedYAML, pools: verifiedPool,
-		breaks: drop(func(t *testing.T, y tree) tree { return walk(t, extProc(t, y), "metadata_options") }, "receiving_namespaces")},
+		breaks: drop(func(t *testing.T, y tree) tree { return envoytree.Dig(t, extProc(t, y), "metadata_options") }, "receiving_namespaces")},
 	{rule: forwardingNamespaces, file: verifiedYAML, pools: verifiedPool,
-		breaks: drop(func(t *testing.T, y tree) tree { return walk(t, extProc(t, y), "metadata_options") }, "forwarding_namespaces")},
+		breaks: drop(func(t *testing.T, y tree) tree { return envoytree.Dig(t, extProc(t, y), "metadata_options") }, "forwarding_namespaces")},
 	{rule: grpcServiceUnnamed, file: verifiedYAML, pools: verifiedPool, breaks: set(extProc, "grpc_service", tree{"timeout": "1s"})},
 	{rule: grpcClusterMissing, file: verifiedYAML, pools: verifiedPool,
-		breaks: set(func(t *testing.T, y tree) tree { return walk(t, extProc(t, y), "grpc_service", "envoy_grpc") }, "cluster_name", "gone")},
+		breaks: set(func(t *testing.T, y tree) tree { return envoytree.Dig(t, extProc(t, y), "grpc_service", "envoy_grpc") }, "cluster_name", "gone")},
 	{rule: grpcHTTP1, file: verifiedYAML, pools: verifiedPool, breaks: drop(grpcCluster, "typed_extension_protocol_options")},
 	{rule: grpcUnhealthy, file: verifiedYAML, pools: verifiedPool,
 		live: func(_ *testing.T, e *Envoy, broken bool) *http.Client {
@@ -181,18 +187,18 @@ var ruleCases = []ruleCase{
 	{rule: decisionSource, file: opaqueYAML, pools: opaquePool, breaks: set(overrideHost, "override_host_sources", []any{})},
 	{rule: tokenSource, file: verifiedYAML, pools: verifiedPool,
 		breaks: func(t *testing.T, y tree) {
-			oh := overrideHost(t, y)
+			oh := envoytree.OverrideHost(t, y, "app")
 			oh["override_host_sources"] = oh["override_host_sources"].([]any)[1:]
 		}},
 	{rule: sourceOrder, file: verifiedYAML, pools: verifiedPool,
 		breaks: func(t *testing.T, y tree) {
-			s := overrideHost(t, y)["override_host_sources"].([]any)
+			s := envoytree.OverrideHost(t, y, "app")["override_host_sources"].([]any)
 			s[0], s[1] = s[1], s[0]
 		}},
 	{rule: selectedHostKey, file: verifiedYAML, pools: verifiedPool, breaks: drop(overrideHost, "selected_host_key")},
 	{rule: fallbackHash, file: verifiedYAML, pools: verifiedPool,
 		breaks: set(func(t *testing.T, y tree) tree {
-			return walk(t, overrideHost(t, y), "fallback_policy", "policies", 0, "typed_extension_config", "typed_config",
+			return envoytree.Dig(t, envoytree.OverrideHost(t, y, "app"), "fallback_policy", "policies", 0, "typed_extension_config", "typed_config",
 				"consistent_hashing_lb_config", "hash_policy", 0, "cookie")
 		}, "name", "other")},
 	{rule: retryOn, file: verifiedYAML, pools: verifiedPool, breaks: eachRetryPolicy(func(rp tree) { rp["retry_on"] = "5xx-not" })},
@@ -216,7 +222,9 @@ var ruleCases = []ruleCase{
 		keeps:  set(provider, "audiences", []any{"app", "other"})},
 	{rule: maxLifetime, file: verifiedYAML, pools: verifiedPool, breaks: set(provider, "max_lifetime", "60s")},
 	{rule: jwtRequired, file: verifiedYAML, pools: verifiedPool,
-		breaks: set(func(t *testing.T, y tree) tree { return walk(t, filterOf(t, y, jwtName), "rules", 0) }, "requires", tree{"provider_name": "affinity"})},
+		breaks: set(func(t *testing.T, y tree) tree {
+			return envoytree.Dig(t, envoytree.FilterConfig(t, y, jwtName), "rules", 0)
+		}, "requires", tree{"provider_name": "affinity"})},
 	{rule: jwksCluster, file: verifiedYAML, pools: verifiedPool, breaks: set(remoteJWKS, "cluster", "gone")},
 	{rule: jwksPath, file: verifiedYAML, pools: verifiedPool, breaks: set(remoteJWKS, "uri", "http://127.0.0.1:9003/keys.json")},
 	{rule: jwksFetch, file: verifiedYAML, pools: verifiedPool, live: jwksServer},
@@ -225,39 +233,41 @@ var ruleCases = []ruleCase{
 	{rule: envelopeResponse, file: mcpYAML, pools: mcpPool, breaks: drop(established, "response_headers_to_remove")},
 
 	{rule: establishedAsks, file: verifiedYAML, pools: verifiedPool,
-		breaks: set(func(t *testing.T, y tree) tree { return walk(t, extProc(t, y), "processing_mode") }, "request_header_mode", "SEND")},
+		breaks: set(func(t *testing.T, y tree) tree { return envoytree.Dig(t, extProc(t, y), "processing_mode") }, "request_header_mode", "SEND")},
 	{rule: establishedAsksNative, file: nativeYAML, pools: nativePool, breaks: drop(established, "typed_per_filter_config")},
 	{rule: establishedMissing, file: verifiedYAML, pools: verifiedPool, breaks: routesOnly("decide")},
 	{rule: establishedPath, file: verifiedYAML, pools: verifiedPool,
-		breaks: set(func(t *testing.T, y tree) tree { return walk(t, established(t, y), "match", "dynamic_metadata", 0) },
+		breaks: set(func(t *testing.T, y tree) tree {
+			return envoytree.Dig(t, established(t, y), "match", "dynamic_metadata", 0)
+		},
 			"path", []any{tree{"key": "other"}, tree{"key": "h"}})},
 	{rule: routeOrder, file: verifiedYAML, pools: verifiedPool, breaks: routesOnly("decide", "established")},
 
 	{rule: failoverNoResponse, file: verifiedYAML, pools: verifiedPool,
-		breaks: set(func(t *testing.T, y tree) tree { return walk(t, extProc(t, y), "processing_mode") }, "response_header_mode", "SKIP")},
+		breaks: set(func(t *testing.T, y tree) tree { return envoytree.Dig(t, extProc(t, y), "processing_mode") }, "response_header_mode", "SKIP")},
 	{rule: failoverCookie, file: verifiedYAML, pools: verifiedPool, breaks: drop(extProc, "response_attributes")},
 	{rule: failoverCookieOpaque, file: opaqueYAML, pools: opaquePool,
-		breaks: drop(func(t *testing.T, y tree) tree { return filterOf(t, y, "affinity-failover") }, "response_attributes")},
+		breaks: drop(func(t *testing.T, y tree) tree { return envoytree.FilterConfig(t, y, "affinity-failover") }, "response_attributes")},
 	{rule: failoverUnwrapped, file: verifiedYAML, pools: verifiedPool,
 		breaks: func(t *testing.T, y tree) {
-			f := walk(t, connectionManager(t, y), "http_filters", indexOfFilter(t, y, extProcName))
+			f := envoytree.Dig(t, envoytree.ConnectionManager(t, y), "http_filters", envoytree.FilterIndex(t, y, extProcName))
 			f["typed_config"] = extProc(t, y)
 		}},
 	{rule: failoverUnmarked, file: verifiedYAML, pools: verifiedPool, breaks: drop(provider, "claim_to_headers")},
 	{rule: failoverUnmarkedOpaque, file: opaqueYAML, pools: opaquePool,
 		breaks: func(t *testing.T, y tree) { eachRoute(t, y, func(_, r tree) { delete(r, "response_headers_to_add") }) }},
-	{rule: earlyHeaderRemoval, file: verifiedYAML, pools: verifiedPool, breaks: drop(connectionManager, "early_header_mutation_extensions")},
+	{rule: earlyHeaderRemoval, file: verifiedYAML, pools: verifiedPool, breaks: drop(envoytree.ConnectionManager, "early_header_mutation_extensions")},
 
-	{rule: sessionCookieMissing, file: nativeYAML, pools: nativePool, breaks: func(t *testing.T, y tree) { dropFilter(t, y, sessionName) }},
+	{rule: sessionCookieMissing, file: nativeYAML, pools: nativePool, breaks: func(t *testing.T, y tree) { envoytree.RemoveFilter(t, y, sessionName) }},
 	{rule: sessionCookie, file: nativeYAML, pools: nativePool,
 		breaks: set(func(t *testing.T, y tree) tree {
-			return walk(t, filterOf(t, y, sessionName), "session_state", "typed_config", "cookie")
+			return envoytree.Dig(t, envoytree.FilterConfig(t, y, sessionName), "session_state", "typed_config", "cookie")
 		}, "name", "other")},
-	{rule: headerSessionMissing, file: istioYAML, pools: istioPool, breaks: func(t *testing.T, y tree) { dropFilter(t, y, sessionName) }},
-	{rule: extProcBeforeJWT, file: verifiedYAML, pools: verifiedPool, breaks: func(t *testing.T, y tree) { swapFilters(t, y, jwtName, extProcName) }},
-	{rule: markerBeforeExtProc, file: verifiedYAML, pools: verifiedPool, breaks: func(t *testing.T, y tree) { swapFilters(t, y, sessionName, extProcName) }},
-	{rule: extProcBeforeSession, file: nativeYAML, pools: nativePool, breaks: func(t *testing.T, y tree) { swapFilters(t, y, sessionName, extProcName) }},
-	{rule: extProcAfterHeaderSession, file: istioYAML, pools: istioPool, breaks: func(t *testing.T, y tree) { swapFilters(t, y, sessionName, extProcName) }},
+	{rule: headerSessionMissing, file: istioYAML, pools: istioPool, breaks: func(t *testing.T, y tree) { envoytree.RemoveFilter(t, y, sessionName) }},
+	{rule: extProcBeforeJWT, file: verifiedYAML, pools: verifiedPool, breaks: func(t *testing.T, y tree) { envoytree.SwapFilters(t, y, jwtName, extProcName) }},
+	{rule: markerBeforeExtProc, file: verifiedYAML, pools: verifiedPool, breaks: func(t *testing.T, y tree) { envoytree.SwapFilters(t, y, sessionName, extProcName) }},
+	{rule: extProcBeforeSession, file: nativeYAML, pools: nativePool, breaks: func(t *testing.T, y tree) { envoytree.SwapFilters(t, y, sessionName, extProcName) }},
+	{rule: extProcAfterHeaderSession, file: istioYAML, pools: istioPool, breaks: func(t *testing.T, y tree) { envoytree.SwapFilters(t, y, sessionName, extProcName) }},
 
 	{rule: hostMissing, file: verifiedYAML, pools: verifiedPool,
 		breaks: func(t *testing.T, y tree) { members(t, y, threeMembers[:2]...) },
