@@ -13,10 +13,10 @@ import (
 // Envoy cannot hash it.
 type kindDefaults struct{}
 
-func (kindDefaults) canonical(value string) string                           { return value }
+func (kindDefaults) canonical(value string) string                              { return value }
 func (kindDefaults) validate(*KeySourceConfig, *PoolConfig, *validator, string) {}
-func (kindDefaults) attach(*Pool, *KeySourceSpec)                            {}
-func (kindDefaults) fallbackHash(*KeySourceSpec) FallbackHash                { return FallbackHash{} }
+func (kindDefaults) attach(*Pool, *KeySourceSpec)                               {}
+func (kindDefaults) fallbackHash(*KeySourceSpec) FallbackHash                   { return FallbackHash{} }
 
 // needName checks that an entry names what its kind reads.
 func needName(c *KeySourceConfig, v *validator, at string) {
