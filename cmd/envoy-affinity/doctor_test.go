@@ -9,24 +9,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/envoy-affinity/envoy-affinity/internal/launch"
+	"github.com/envoy-affinity/envoy-affinity/internal/testkit"
 )
-
-// newDNSServer starts a loopback DNS server for the test's duration.
-func newDNSServer(t *testing.T) *launch.DNSServer {
-	t.Helper()
-	s, err := launch.NewDNSServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	return s
-}
 
 // TestDoctorResolvesDNSPools: the doctor compares a DNS pool's hosts, as
 // the name resolves now, with Envoy's cluster members.
 func TestDoctorResolvesDNSPools(t *testing.T) {
-	dns := newDNSServer(t)
+	dns := testkit.NewDNSServer(t)
 	dns.SetA("127.0.0.1", "127.0.0.9")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")

@@ -483,21 +483,10 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 }
 
-// newDNSServer starts a loopback DNS server for the test's duration.
-func newDNSServer(t *testing.T) *launch.DNSServer {
-	t.Helper()
-	s, err := launch.NewDNSServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	return s
-}
-
 // TestDNSDiscovery: the pool follows a DNS name whose answer changes; an
 // empty answer keeps the last good hosts, and is counted.
 func TestDNSDiscovery(t *testing.T) {
-	dns := newDNSServer(t)
+	dns := testkit.NewDNSServer(t)
 	dns.SetA("127.0.0.11", "127.0.0.12")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")
@@ -537,7 +526,7 @@ func TestDNSDiscovery(t *testing.T) {
 // TestDNSDiscoverySRV: SRV records give each host its own port and weight;
 // their targets resolve through the same server.
 func TestDNSDiscoverySRV(t *testing.T) {
-	dns := newDNSServer(t)
+	dns := testkit.NewDNSServer(t)
 	dns.SetA("127.0.0.21")
 	dns.SetSRV(
 		dnsmessage.SRVResource{Target: dnsmessage.MustNewName("a.web.test."), Port: 8081, Weight: 1},

@@ -28,56 +28,13 @@ import (
 	"github.com/envoy-affinity/envoy-affinity/internal/tlsreload"
 )
 
-// serverName is the DNS name in the test server certificates.
-const serverName = "envoy-affinity.internal"
-
-// tlsFixture is a CA, the certificates it issued and a folder for the
-// service's files.
-type tlsFixture struct {
-	dir    string
-	ca     *launch.CA
-	server launch.Cert
-	client launch.Cert
-	// The certificate, key and CA bundle files the flags name.
-	cert, key, caFile string
-}
-
-func newTLSFixture(t *testing.T) *tlsFixture {
-	t.Helper()
-	issue := mustCert(t)
-	f := &tlsFixture{dir: t.TempDir()}
-	var err error
-	if f.ca, err = launch.NewCA("test CA"); err != nil {
-		t.Fatal(err)
-	}
-	f.server = issue(f.ca.Server(serverName))
-	f.client = issue(f.ca.Client("envoy"))
-	f.cert, f.key, f.caFile = filepath.Join(f.dir, "tls.crt"), filepath.Join(f.dir, "tls.key"), filepath.Join(f.dir, "ca.crt")
-	writeFile(t, f.cert, string(f.server.CertPEM))
-	writeFile(t, f.key, string(f.server.KeyPEM))
-	writeFile(t, f.caFile, string(f.ca.PEM))
-	return f
-}
-
-// mustCert returns a function that passes an issued certificate through
-// and fails t on an error, so that a call reads issue(ca.Server(name)).
-func mustCert(t *testing.T) func(launch.Cert, error) launch.Cert {
-	return func(c launch.Cert, err error) launch.Cert {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-}
-
 // clientTLS is a client's config that trusts ca and presents cert (none
 // when nil).
 func clientTLS(t *testing.T, ca *launch.CA, cert *launch.Cert) *tls.Config {
 	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.PEM)
-	cfg := &tls.Config{RootCAs: roots, ServerName: serverName, NextProtos: []string{"h2"}}
+	cfg := &tls.Config{RootCAs: roots, ServerName: testkit.ServerName, NextProtos: []string{"h2"}}
 	if cert != nil {
 		pair, err := tls.X509KeyPair(cert.CertPEM, cert.KeyPEM)
 		if err != nil {
@@ -165,14 +122,14 @@ func (r *tlsRun) passChecks(t *testing.T) {
 // TestRunTLSClients: who gets an answer from the gRPC listener, with TLS
 // and with mutual TLS.
 func TestRunTLSClients(t *testing.T) {
-	issue := mustCert(t)
-	f := newTLSFixture(t)
+	issue := testkit.MustCert(t)
+	f := testkit.NewTLSFiles(t)
 	other, err := launch.NewCA("another CA")
 	if err != nil {
 		t.Fatal(err)
 	}
 	strangerCert := issue(other.Client("envoy"))
-	tls11 := clientTLS(t, f.ca, &f.client)
+	tls11 := clientTLS(t, f.CA, &f.Client)
 	tls11.MinVersion, tls11.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
 	clients := []struct {
 		name  string
@@ -180,10 +137,10 @@ func TestRunTLSClients(t *testing.T) {
 		// whether the call succeeds with mutual TLS and with TLS alone
 		mutual, tlsOnly bool
 	}{
-		{"client certificate of the CA", credentials.NewTLS(clientTLS(t, f.ca, &f.client)), true, true},
-		{"no client certificate", credentials.NewTLS(clientTLS(t, f.ca, nil)), false, true},
-		{"client certificate of another CA", credentials.NewTLS(clientTLS(t, f.ca, &strangerCert)), false, true},
-		{"client that does not trust the server", credentials.NewTLS(clientTLS(t, other, &f.client)), false, false},
+		{"client certificate of the CA", credentials.NewTLS(clientTLS(t, f.CA, &f.Client)), true, true},
+		{"no client certificate", credentials.NewTLS(clientTLS(t, f.CA, nil)), false, true},
+		{"client certificate of another CA", credentials.NewTLS(clientTLS(t, f.CA, &strangerCert)), false, true},
+		{"client that does not trust the server", credentials.NewTLS(clientTLS(t, other, &f.Client)), false, false},
 		{"TLS 1.1 at most", credentials.NewTLS(tls11), false, false},
 		{"plaintext", insecure.NewCredentials(), false, false},
 	}
@@ -192,15 +149,15 @@ func TestRunTLSClients(t *testing.T) {
 		files tlsreload.Files
 		log   string // the start-up line's word for it
 	}{
-		{"mutual TLS", grpcTLS(f.cert, f.key, f.caFile), `grpc_security="mutual TLS"`},
-		{"TLS", grpcTLS(f.cert, f.key, ""), "grpc_security=TLS "},
+		{"mutual TLS", grpcTLS(f.Cert, f.Key, f.CAFile), `grpc_security="mutual TLS"`},
+		{"TLS", grpcTLS(f.Cert, f.Key, ""), "grpc_security=TLS "},
 	}
 	for _, setup := range setups {
 		t.Run(setup.name, func(t *testing.T) {
 			var logs testkit.SyncBuffer
 			addr := startTLSRun(t, &logs, setup.files).grpcAddr
 			// Up once the right client gets an answer.
-			eventually(t, func() error { return healthOver(addr, credentials.NewTLS(clientTLS(t, f.ca, &f.client))) })
+			eventually(t, func() error { return healthOver(addr, credentials.NewTLS(clientTLS(t, f.CA, &f.Client))) })
 			eventually(t, func() error {
 				if !strings.Contains(logs.String(), setup.log) {
 					return fmt.Errorf("the start-up log lacks %s:\n%s", setup.log, logs.String())
@@ -271,44 +228,44 @@ func (l *linkedFiles) put(cert, key, ca []byte) {
 // connection without a restart; a bad set is refused, logged once, and the
 // certificate in force stays.
 func TestRunTLSRotation(t *testing.T) {
-	issue := mustCert(t)
-	f := newTLSFixture(t)
+	issue := testkit.MustCert(t)
+	f := testkit.NewTLSFiles(t)
 	links := newLinkedFiles(t)
-	links.put(f.server.CertPEM, f.server.KeyPEM, f.ca.PEM)
+	links.put(f.Server.CertPEM, f.Server.KeyPEM, f.CA.PEM)
 	cert, key, ca := links.path("tls.crt"), links.path("tls.key"), links.path("ca.crt")
 	var logs testkit.SyncBuffer
 	run := startTLSRun(t, &logs, grpcTLS(cert, key, ca))
 	addr := run.grpcAddr
-	client := clientTLS(t, f.ca, &f.client)
+	client := clientTLS(t, f.CA, &f.Client)
 	// A client that would resume its session, as Envoy does: a resumed
 	// connection would show the certificate from before the rotation.
 	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
-	eventually(t, serialIs(addr, client, f.server.Serial))
+	eventually(t, serialIs(addr, client, f.Server.Serial))
 
 	// Rotation: the next connection gets the new certificate.
-	second := issue(f.ca.Server(serverName))
-	links.put(second.CertPEM, second.KeyPEM, f.ca.PEM)
+	second := issue(f.CA.Server(testkit.ServerName))
+	links.put(second.CertPEM, second.KeyPEM, f.CA.PEM)
 	eventually(t, serialIs(addr, client, second.Serial))
 	if err := healthOver(addr, credentials.NewTLS(client)); err != nil {
 		t.Fatal(err)
 	}
 
-	third := issue(f.ca.Server(serverName))
-	expired := issue(f.ca.Expired(serverName))
+	third := issue(f.CA.Server(testkit.ServerName))
+	expired := issue(f.CA.Expired(testkit.ServerName))
 	bad := []struct {
 		name          string
 		cert, key, ca []byte
 		reason        string
 	}{
-		{"key of another certificate", third.CertPEM, second.KeyPEM, f.ca.PEM,
+		{"key of another certificate", third.CertPEM, second.KeyPEM, f.CA.PEM,
 			"-grpc-tls-key " + key + ": tls: private key does not match public key (certificate " + cert + ")"},
-		{"certificate cut short", third.CertPEM[:len(third.CertPEM)/2], third.KeyPEM, f.ca.PEM,
+		{"certificate cut short", third.CertPEM[:len(third.CertPEM)/2], third.KeyPEM, f.CA.PEM,
 			"-grpc-tls-cert " + cert + ": a PEM block is cut short"},
-		{"expired certificate", expired.CertPEM, expired.KeyPEM, f.ca.PEM,
+		{"expired certificate", expired.CertPEM, expired.KeyPEM, f.CA.PEM,
 			"-grpc-tls-cert " + cert + ": the certificate expired at"},
-		{"key file gone", third.CertPEM, nil, f.ca.PEM,
+		{"key file gone", third.CertPEM, nil, f.CA.PEM,
 			"-grpc-tls-key: open " + key + ": no such file or directory"},
-		{"CA bundle cut short", third.CertPEM, third.KeyPEM, f.ca.PEM[:len(f.ca.PEM)-40],
+		{"CA bundle cut short", third.CertPEM, third.KeyPEM, f.CA.PEM[:len(f.CA.PEM)-40],
 			"-grpc-client-ca " + ca + ": a PEM block is cut short"},
 	}
 	for i, b := range bad {
@@ -323,7 +280,7 @@ func TestRunTLSRotation(t *testing.T) {
 		if err := serialIs(addr, client, second.Serial)(); err != nil {
 			t.Fatalf("after %s: %v", b.name, err)
 		}
-		if err := healthOver(addr, credentials.NewTLS(clientTLS(t, f.ca, nil))); err == nil {
+		if err := healthOver(addr, credentials.NewTLS(clientTLS(t, f.CA, nil))); err == nil {
 			t.Fatalf("after %s: a client without a certificate was answered", b.name)
 		}
 		if n := strings.Count(logs.String(), "gRPC TLS files refused"); n != i+1 {
@@ -337,7 +294,7 @@ func TestRunTLSRotation(t *testing.T) {
 	}
 
 	// Put right: the next good set is taken, once.
-	links.put(third.CertPEM, third.KeyPEM, f.ca.PEM)
+	links.put(third.CertPEM, third.KeyPEM, f.CA.PEM)
 	eventually(t, serialIs(addr, client, third.Serial))
 	run.passChecks(t)
 	if n := strings.Count(logs.String(), "gRPC TLS files refused"); n != len(bad) {
@@ -386,23 +343,23 @@ func metricValue(text, name string) float64 {
 // TestRunTLSOnSIGHUP: with an hour between checks, the signal brings a new
 // certificate in at once.
 func TestRunTLSOnSIGHUP(t *testing.T) {
-	issue := mustCert(t)
-	f := newTLSFixture(t)
+	issue := testkit.MustCert(t)
+	f := testkit.NewTLSFiles(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
 	writeFile(t, cfg, config("127.0.0.1:8081"))
 	var logs testkit.SyncBuffer
 	s := settings(cfg)
-	s.ReloadInterval, s.GRPCTLS = time.Hour, grpcTLS(f.cert, f.key, "")
+	s.ReloadInterval, s.GRPCTLS = time.Hour, grpcTLS(f.Cert, f.Key, "")
 	addr, _ := startRun(t, &logs, s)
-	client := clientTLS(t, f.ca, nil)
-	eventually(t, serialIs(addr, client, f.server.Serial))
+	client := clientTLS(t, f.CA, nil)
+	eventually(t, serialIs(addr, client, f.Server.Serial))
 	// SIGHUP is caught from the "serving" line on; before, it would end the test binary.
 	eventually(t, serving(&logs))
-	next := issue(f.ca.Server(serverName))
-	writeFile(t, f.key, string(next.KeyPEM))
-	writeFile(t, f.cert, string(next.CertPEM))
+	next := issue(f.CA.Server(testkit.ServerName))
+	writeFile(t, f.Key, string(next.KeyPEM))
+	writeFile(t, f.Cert, string(next.CertPEM))
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -414,8 +371,8 @@ func TestRunTLSOnSIGHUP(t *testing.T) {
 // force for the next connection, as on the gRPC listener; a plain HTTP
 // client gets nothing.
 func TestRunAdminTLS(t *testing.T) {
-	issue := mustCert(t)
-	f := newTLSFixture(t)
+	issue := testkit.MustCert(t)
+	f := testkit.NewTLSFiles(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
@@ -423,11 +380,11 @@ func TestRunAdminTLS(t *testing.T) {
 	var logs testkit.SyncBuffer
 	s := settings(cfg)
 	s.ReloadInterval = 20 * time.Millisecond
-	s.AdminTLS.Cert.Path, s.AdminTLS.Key.Path = f.cert, f.key
+	s.AdminTLS.Cert.Path, s.AdminTLS.Key.Path = f.Cert, f.Key
 	s.GRPCAddr, s.AdminAddr = freeAddr(t), freeAddr(t)
 	adminAddr := s.AdminAddr
 	runUntilCleanup(t, &logs, s)
-	tlsCfg := clientTLS(t, f.ca, nil)
+	tlsCfg := clientTLS(t, f.CA, nil)
 	tlsCfg.NextProtos = nil
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
 	eventually(t, func() error {
@@ -449,9 +406,9 @@ func TestRunAdminTLS(t *testing.T) {
 		t.Fatalf("no admin TLS in the log:\n%s", logs.String())
 	}
 	// Rotated in place: the next connection gets the new certificate.
-	next := issue(f.ca.Server(serverName))
-	writeFile(t, f.key, string(next.KeyPEM))
-	writeFile(t, f.cert, string(next.CertPEM))
+	next := issue(f.CA.Server(testkit.ServerName))
+	writeFile(t, f.Key, string(next.KeyPEM))
+	writeFile(t, f.Cert, string(next.CertPEM))
 	eventually(t, serialIs(adminAddr, tlsCfg, next.Serial))
 	eventually(t, func() error {
 		if !strings.Contains(logs.String(), "admin TLS files reloaded") {

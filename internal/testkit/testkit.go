@@ -1,7 +1,8 @@
 // Package testkit holds what the service's tests share: a signing key,
 // configuration files written the way an operator's tools replace them,
-// a log buffer the server and the test share, free addresses, and waiting
-// for a condition. Only tests import it.
+// a log buffer the server and the test share, free addresses, waiting for
+// a condition, TLS certificates and their files, and a loopback DNS server.
+// Only tests import it.
 package testkit
 
 import (
