@@ -156,6 +156,8 @@ func run(st settings) error {
 		{name: "native", mode: "native"},
 		{name: "opaque, every request a new session", mode: "opaque", fresh: true},
 	}
+	// all is the full list the variants below pick from, also with -quick.
+	all := configs
 	if st.quick {
 		configs = []config{configs[0], configs[3], configs[4], configs[5]}
 	}
@@ -165,10 +167,10 @@ func run(st settings) error {
 		if err != nil {
 			return err
 		}
-		configs = []config{configs[0], configs[3], {name: "opaque, google_grpc client", mode: "opaque", yaml: variant}}
+		configs = []config{all[0], all[3], {name: "opaque, google_grpc client", mode: "opaque", yaml: variant}}
 	}
 	if st.yamlRev != "" {
-		configs = []config{configs[0]}
+		configs = []config{all[0]}
 		for _, mode := range []string{"verified", "opaque"} {
 			old, err := yamlAt(root, dir, st.yamlRev, mode)
 			if err != nil {
@@ -179,9 +181,9 @@ func run(st settings) error {
 	}
 	if st.authz {
 		authz := filepath.Join(root, "e2e", "bench", "opaque-authz.yaml")
-		configs = []config{configs[0], configs[1], configs[3],
+		configs = []config{all[0], all[1], all[3],
 			{name: "opaque, ext_authz call", mode: "opaque", yaml: authz, serverArgs: []string{"-ext-authz"}},
-			configs[6],
+			all[6],
 			{name: "opaque, ext_authz call, every request a new session", mode: "opaque", yaml: authz, fresh: true, serverArgs: []string{"-ext-authz"}}}
 	}
 	if st.jwtCache {
@@ -190,7 +192,7 @@ func run(st settings) error {
 			"jwt_cache_config: {jwt_cache_size: 10000}", fmt.Sprintf("jwt_cache_config: {jwt_cache_size: %d}", st.sessions)); err != nil {
 			return err
 		}
-		configs = []config{configs[0], configs[1], configs[4],
+		configs = []config{all[0], all[1], all[4],
 			{name: fmt.Sprintf("verified, jwt_cache_size %d", st.sessions), mode: "verified", yaml: big}}
 	}
 	if st.callVariants {
@@ -200,9 +202,9 @@ func run(st settings) error {
 			"              request_attributes: [xds.cluster_name]\n              forward_rules: {allowed_headers: {patterns: [{exact: cookie}]}}\n"); err != nil {
 			return err
 		}
-		configs = []config{configs[0], configs[1], configs[3],
+		configs = []config{all[0], all[1], all[3],
 			{name: "opaque, the cookie header and the cluster only", mode: "opaque", yaml: lean},
-			configs[6],
+			all[6],
 			{name: "opaque, the cookie header and the cluster only, every request a new session", mode: "opaque", yaml: lean, fresh: true}}
 	}
 	if st.oneRoute {
@@ -210,7 +212,7 @@ func run(st settings) error {
 		if err != nil {
 			return err
 		}
-		configs = []config{configs[0], configs[1], configs[4], {name: "verified, one route, matchers only", mode: "verified", yaml: variant}}
+		configs = []config{all[0], all[1], all[4], {name: "verified, one route, matchers only", mode: "verified", yaml: variant}}
 	}
 	if st.luaFloor {
 		lua := filepath.Join(dir, "baseline-lua.yaml")
@@ -222,7 +224,7 @@ func run(st settings) error {
 		if err != nil {
 			return err
 		}
-		configs = []config{configs[0], configs[1],
+		configs = []config{all[0], all[1],
 			{name: "Lua filter reading the cookie, nothing more", mode: "opaque", yaml: lua},
 			parts[len(parts)-1]}
 	}
@@ -239,7 +241,7 @@ func run(st settings) error {
 		if err := os.WriteFile(variant, []byte(text), 0o600); err != nil {
 			return err
 		}
-		configs = []config{configs[0], configs[1], configs[4],
+		configs = []config{all[0], all[1], all[4],
 			{name: "verified, envelope in X-Session-Id", mode: "verified", yaml: variant, sessionHeader: "X-Session-Id",
 				backendArgs: []string{"-session-header", "X-Session-Id"},
 				keySources:  []launch.KeySource{{Type: "upstream_header", Name: "X-Session-Id", Envelope: "signed"}}}}
@@ -249,7 +251,7 @@ func run(st settings) error {
 		if err != nil {
 			return err
 		}
-		configs = append([]config{configs[0], configs[1]}, parts...)
+		configs = append([]config{all[0], all[1]}, parts...)
 	}
 	results := make([][]sample, len(configs))
 	for r := 1; r <= rounds; r++ {
