@@ -1,4 +1,9 @@
 // Command envoy-affinity is the session-affinity ext_proc server for Envoy.
+//
+// This package is the command line only: run.go parses the serve flags into
+// a service.Config (internal/service runs the server), commands.go,
+// doctor.go and envoyconfig.go are the subcommands check, keygen, jwks,
+// doctor and envoy-config, and version.go the version command.
 package main
 
 import (
