@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,20 +24,6 @@ import (
 
 // twoHosts is a pool web of hosts a and b.
 const twoHosts = "keys: {file: keys.txt}\npools:\n  - name: web\n    hosts:\n      - {name: a, address: '127.0.0.1:8081'}\n      - {name: b, address: '127.0.0.1:8082'}\n"
-
-// newEngine is a decision engine of the configuration text (its keys the
-// test key).
-func newEngine(t *testing.T, config string) *affinity.Engine {
-	t.Helper()
-	dir := t.TempDir()
-	testkit.WriteFile(t, filepath.Join(dir, "keys.txt"), testkit.Key+"\n")
-	testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), config)
-	snap, err := affinity.LoadFile(filepath.Join(dir, "config.yaml"), os.Getenv, nil, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return affinity.NewEngine(snap, nil)
-}
 
 // fakeDiscovery reports a discovery for the pools it holds.
 type fakeDiscovery map[string]poolstate.Discovery
@@ -80,7 +65,7 @@ var metricsStub = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) 
 func serve(t *testing.T, d Deps) string {
 	t.Helper()
 	if d.Engine == nil {
-		d.Engine = newEngine(t, twoHosts)
+		d.Engine = testkit.NewEngine(t, twoHosts)
 	}
 	if d.Metrics == nil {
 		d.Metrics = metricsStub
@@ -258,7 +243,7 @@ func TestPoolsDiscovery(t *testing.T) {
 }
 
 func TestAdminExplain(t *testing.T) {
-	admin := serve(t, Deps{Engine: newEngine(t, testkit.Config("127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"))})
+	admin := serve(t, Deps{Engine: testkit.NewEngine(t, testkit.Config("127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"))})
 
 	var x struct {
 		Outcome string   `json:"outcome"`
@@ -301,7 +286,7 @@ func TestAdminToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := serve(t, Deps{Engine: newEngine(t, testkit.Config("127.0.0.1:8081")), Token: token, Pprof: true, Log: log})
+	admin := serve(t, Deps{Engine: testkit.NewEngine(t, testkit.Config("127.0.0.1:8081")), Token: token, Pprof: true, Log: log})
 
 	tests := []struct {
 		method, path, token string
@@ -464,7 +449,7 @@ func TestReadyz(t *testing.T) {
 	}{
 		{"hosts", nil, false, http.StatusOK},
 		{"shutting down", nil, true, http.StatusServiceUnavailable},
-		{"no hosts", newEngine(t, "keys: {file: keys.txt}\npools:\n  - discovery: {dns: {name: web.test., port: 80}}\n"), false, http.StatusServiceUnavailable},
+		{"no hosts", testkit.NewEngine(t, "keys: {file: keys.txt}\npools:\n  - discovery: {dns: {name: web.test., port: 80}}\n"), false, http.StatusServiceUnavailable},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			admin := serve(t, Deps{Engine: tt.engine, Readiness: shuttingDown(tt.stopping)})
@@ -507,7 +492,7 @@ func TestDoctor(t *testing.T) {
 // TestRoutes: only the probes and the public keys go without the token,
 // and one registration adds an endpoint with its access.
 func TestRoutes(t *testing.T) {
-	a := New(Deps{Engine: newEngine(t, twoHosts), Metrics: metricsStub, Doctor: fakeDoctor{}, Pprof: true, Log: slog.New(slog.DiscardHandler)})
+	a := New(Deps{Engine: testkit.NewEngine(t, twoHosts), Metrics: metricsStub, Doctor: fakeDoctor{}, Pprof: true, Log: slog.New(slog.DiscardHandler)})
 	a.Handle("GET /debug/hello", "says hello", Private, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("hello\n")) }))
 	var public, stateChanges []string
 	for _, r := range a.Routes() {

@@ -1,7 +1,8 @@
 // Package testkit holds what the service's tests share: a signing key,
 // configuration files written the way an operator's tools replace them,
 // a log buffer the server and the test share, free addresses, waiting for
-// a condition, TLS certificates and their files, and a loopback DNS server.
+// a condition, a decision engine of a configuration text, TLS certificates
+// and their files, and a loopback DNS server.
 // Only tests import it.
 package testkit
 
@@ -10,10 +11,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/envoy-affinity/envoy-affinity/affinity"
 )
 
 // Key is a keys-file line: an HS256 key with id k1.
@@ -87,4 +91,18 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// NewEngine is a decision engine of the configuration text, loaded from a
+// folder of the test's with its keys file (keys.txt) holding Key.
+func NewEngine(t *testing.T, config string) *affinity.Engine {
+	t.Helper()
+	dir := t.TempDir()
+	WriteFile(t, filepath.Join(dir, "keys.txt"), Key+"\n")
+	WriteFile(t, filepath.Join(dir, "config.yaml"), config)
+	snap, err := affinity.LoadFile(filepath.Join(dir, "config.yaml"), os.Getenv, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return affinity.NewEngine(snap, nil)
 }
