@@ -7,6 +7,11 @@
 // would; it lives beside the affinity cookie. With -session-header the
 // session is a header instead, which the backend sets in its answer to a
 // request without one and the client sends back (an API's session token).
+//
+// With -capacity N and -work D it is a host of limited capacity: at most N
+// requests at work at a time, each taking D, the others waiting in line, so
+// its latency grows with the load placed on it (the placement scenario of
+// e2e/heavy). Health checks do not wait in that line.
 package main
 
 import (
@@ -104,7 +109,13 @@ func main() {
 	name := flag.String("name", "backend-1", "name to answer with")
 	cookie := flag.String("cookie", "app_session", "name of the application's own session cookie")
 	header := flag.String("session-header", "", "keep the session in this header instead of the cookie: set in the answer to a request without it")
+	capacity := flag.Int("capacity", 0, "work on at most this many requests at a time, the others waiting in line (0: no limit)")
+	work := flag.Duration("work", 0, "with -capacity: how long each request takes")
 	flag.Parse()
+	if *capacity < 0 || *work < 0 || (*work > 0 && *capacity == 0) {
+		fmt.Fprintln(os.Stderr, "backend: -capacity must be at least 0, -work at least 0, and -work needs -capacity")
+		os.Exit(2)
+	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -113,7 +124,11 @@ func main() {
 	}
 	a := &app{name: *name, cookie: *cookie, header: *header, counts: map[string]int{}}
 	mux := http.NewServeMux()
-	mux.Handle("/", a)
+	var h http.Handler = a
+	if *capacity > 0 {
+		h = limit(a, *capacity, *work)
+	}
+	mux.Handle("/", h)
 	mux.HandleFunc("GET /healthz", a.health)
 	mux.HandleFunc("POST /healthz/fail", a.health)
 	mux.HandleFunc("POST /healthz/ok", a.health)
