@@ -1,0 +1,142 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseLayout(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []int
+		err  string
+	}{
+		{in: "", want: nil},
+		{in: "2,1,1", want: []int{2, 1, 1}},
+		{in: "4", want: []int{4, 0, 0}},
+		{in: "2, 2", want: []int{2, 2, 0}},
+		{in: "1,2,1", err: "largest first"},
+		{in: "2,1", err: "summing to"},
+		{in: "1,1,1,1", err: "at most 3"},
+		{in: "2,x,2", err: "not a count"},
+		{in: "5,-1", err: "not a count"},
+	} {
+		got, err := parseLayout(tc.in, 4, 3)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want one containing %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%q: %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestFits(t *testing.T) {
+	for _, tc := range []struct {
+		count  []int
+		host   int
+		layout []int
+		want   bool
+	}{
+		{[]int{0, 0, 0}, 1, []int{2, 1, 1}, true},
+		{[]int{1, 0, 0}, 0, []int{2, 1, 1}, true},
+		{[]int{2, 0, 0}, 0, []int{2, 1, 1}, false}, // three on one host
+		{[]int{2, 1, 0}, 1, []int{2, 1, 1}, false}, // 2,2 cannot become 2,1,1
+		{[]int{2, 1, 0}, 2, []int{2, 1, 1}, true},
+		{[]int{1, 1, 0}, 2, []int{2, 2, 0}, false}, // 1,1,1 cannot become 2,2,0
+		{[]int{3, 0, 0}, 0, []int{4, 0, 0}, true},
+		{[]int{3, 0, 0}, 2, []int{4, 0, 0}, false},
+	} {
+		if got := fits(tc.count, tc.host, tc.layout); got != tc.want {
+			t.Errorf("fits(%v, %d, %v) = %t, want %t", tc.count, tc.host, tc.layout, got, tc.want)
+		}
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	ms := func(n ...int) []time.Duration {
+		out := make([]time.Duration, len(n))
+		for i, v := range n {
+			out[i] = time.Duration(v) * time.Millisecond
+		}
+		return out
+	}
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = 100 - i // unsorted: 100 … 1
+	}
+	for _, tc := range []struct {
+		d    []time.Duration
+		q    float64
+		want time.Duration
+	}{
+		{nil, 0.5, 0},
+		{ms(7), 0.99, 7 * time.Millisecond},
+		{ms(3, 1, 2), 0.5, 2 * time.Millisecond},
+		{ms(hundred...), 0.5, 50 * time.Millisecond},
+		{ms(hundred...), 0.99, 99 * time.Millisecond},
+	} {
+		if got := quantile(tc.d, tc.q); got != tc.want {
+			t.Errorf("quantile(%d samples, %v) = %v, want %v", len(tc.d), tc.q, got, tc.want)
+		}
+	}
+}
+
+// TestSummarize: the hot host is the one with the most heavy sessions,
+// a tie going to the one that served more heavy requests; its share and
+// latency are of the ordinary sessions it got.
+func TestSummarize(t *testing.T) {
+	hosts := []string{"b1", "b2", "b3"}
+	ordinary := []served{{"b1", 10 * time.Millisecond}, {"b2", 30 * time.Millisecond}, {"b2", 20 * time.Millisecond}, {"b3", 5 * time.Millisecond}}
+	for _, tc := range []struct {
+		name       string
+		heavyAt    []string
+		served     map[string]int
+		placed     []string
+		wantHot    string
+		wantShare  float64
+		wantHotP50 time.Duration
+		wantHeavy  []int
+		loose      bool
+	}{
+		{name: "most heavy sessions", heavyAt: []string{"b2", "b1", "b2", "b3"}, served: map[string]int{"b1": 9, "b2": 9, "b3": 9},
+			placed: []string{"b1", "b2", "b2", "b3"}, wantHot: "b2", wantShare: 0.5, wantHotP50: 20 * time.Millisecond, wantHeavy: []int{1, 2, 1}},
+		{name: "tie, more heavy requests", heavyAt: []string{"b1", "b3", "b1", "b3"}, served: map[string]int{"b1": 5, "b3": 7},
+			placed: []string{"b1", "b1", "b2", "b3"}, wantHot: "b3", wantShare: 0.25, wantHotP50: 5 * time.Millisecond, wantHeavy: []int{2, 0, 2}},
+		{name: "not sticky: most heavy requests", loose: true, heavyAt: []string{"b2", "b2", "b2", "b3"}, served: map[string]int{"b1": 10, "b2": 9, "b3": 9},
+			placed: []string{"b1", "b1", "b2", "b3"}, wantHot: "b1", wantShare: 0.5, wantHotP50: 10 * time.Millisecond, wantHeavy: []int{0, 3, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := summarize(config{name: "c", sticky: !tc.loose}, 1, &result{hosts: hosts, heavyAt: tc.heavyAt, heavyServed: tc.served, placed: tc.placed, ordinary: ordinary})
+			if w.hot != tc.wantHot || w.hotShare != tc.wantShare || w.hotP50 != tc.wantHotP50 || !slices.Equal(w.heavy, tc.wantHeavy) {
+				t.Errorf("hot %s share %v p50 %v heavy %v; want %s %v %v %v", w.hot, w.hotShare, w.hotP50, w.heavy, tc.wantHot, tc.wantShare, tc.wantHotP50, tc.wantHeavy)
+			}
+			if w.p50 != 10*time.Millisecond || w.requests != 4 {
+				t.Errorf("overall p50 %v over %d requests, want 10ms over 4", w.p50, w.requests)
+			}
+		})
+	}
+}
+
+func TestBroken(t *testing.T) {
+	sticky, loose := config{name: "s", sticky: true}, config{name: "l"}
+	for _, tc := range []struct {
+		name string
+		rows []row
+		want string // "" for none
+	}{
+		{"clean", []row{{config: sticky}, {config: loose, split: 30, heavySplit: 4}}, ""},
+		{"split sticky", []row{{config: sticky, split: 1}}, "answered by two hosts"},
+		{"failed", []row{{config: loose, failed: 2}}, "requests failed"},
+	} {
+		err := broken(tc.rows)
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
