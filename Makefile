@@ -16,7 +16,7 @@ GO ?= go
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help envoy-version build test lint demo envoy redis fuzz soak bench bench-placement clean control-planes
+.PHONY: help envoy-version build test lint demo envoy redis fuzz soak bench bench-placement bench-heavy clean control-planes
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -45,8 +45,9 @@ redis: ## install Debian's redis-server when it is missing (the shared-store tes
 		apt-get install -y -qq redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }; }
 	@redis-server --version
 
-test: envoy redis lint ## run every test (after go vet and gofmt): unit, fuzz seeds, end to end with a real Envoy, each Go benchmark once, the load benchmark for a few seconds, the recipes through the real MCP SDK, Envoy Gateway (built from its module) and istiod's own configuration generation
+test: envoy redis lint ## run every test (after go vet and gofmt): unit, fuzz seeds, end to end with a real Envoy, each Go benchmark once, the load benchmark and the heavy-users placement scenario for a few seconds each, the recipes through the real MCP SDK, Envoy Gateway (built from its module) and istiod's own configuration generation
 	$(GO) run ./e2e/bench -quick
+	$(GO) run ./e2e/heavy -quick
 	$(GO) test -run '^$$' -bench 'Decide|Token|Stream|Lookup|Build|Rank|Store' -benchtime 1x ./affinity ./affinity/redisstore ./extproc
 	$(GO) test -race -count=1 ./...
 	cd examples/mcp && $(GO) vet ./... && $(GO) test -race -count=1 ./...
@@ -70,6 +71,9 @@ bench: envoy ## measure each mode against plain Envoy (about 5 minutes) into doc
 bench-placement: ## placement quality and speed beside Maglev and a ring (docs/placement.md)
 	$(GO) test -run '^$$' -bench 'PlacementQuality|PlacementWeights|BoundedLoadSimulation' -benchtime 1x -timeout 30m ./affinity
 	$(GO) test -run '^$$' -bench 'PlacementLookup|PlacementBuild' -benchmem ./affinity
+
+bench-heavy: envoy ## new sessions beside a few heavy ones, through Envoy: this project, Envoy's cookie over LEAST_REQUEST, no affinity (about 3 minutes) into docs/placement.md
+	$(GO) run ./e2e/heavy -rounds 2 -layout 2,1,1 -out docs/placement.md
 
 FUZZTIME ?= 60s
 fuzz: ## fuzz every parser of client input and the config file, FUZZTIME each (60s)
