@@ -43,6 +43,10 @@ func (c *Config) Build(keys *Keyring) *Snapshot {
 		if pc.BoundedLoad != nil {
 			p.LoadFactor = *pc.BoundedLoad.Factor
 		}
+		if l := pc.Load; l != nil {
+			p.Load = &LoadPolicy{Source: LoadSource{Admins: strings.Join(l.EnvoyAdmins, ","), Cluster: l.Cluster, Interval: l.Interval},
+				StaleAfter: l.StaleAfter, Factor: *l.Factor}
+		}
 		p.KeySources = make([]KeySourceSpec, len(pc.KeySources))
 		for i, ks := range pc.KeySources {
 			kind, _ := kindOf(KeySource(ks.Type)) // validated

@@ -169,6 +169,27 @@ type BoundedLoadConfig struct {
 	Factor *float64 `yaml:"factor"`
 }
 
+// LoadConfig reads each host's requests in flight (Envoy's rq_active)
+// from the admin API of every Envoy in front of the pool, for placing new
+// sessions.
+type LoadConfig struct {
+	// EnvoyAdmins are the Envoys' admin addresses (host:port or
+	// http://host:port); their counts are summed per host. Default: the
+	// pool's discovery.envoy.admin.
+	EnvoyAdmins []string `yaml:"envoy_admins"`
+	// Cluster is the Envoy cluster of the pool's hosts (default:
+	// discovery.envoy.cluster, else the pool's name).
+	Cluster string `yaml:"cluster"`
+	// Interval is how often each admin API is read (default 1s).
+	Interval time.Duration `yaml:"interval"`
+	// StaleAfter: a reading older than this is not used (default 5 ×
+	// interval).
+	StaleAfter time.Duration `yaml:"stale_after"`
+	// Factor: a new session skips a host whose load exceeds factor × the
+	// pool's mean load + 1 (default 1.25).
+	Factor *float64 `yaml:"factor"`
+}
+
 // KeysConfig says where the signing keys are: a file (relative paths are
 // relative to the config file) or an environment variable, never inline.
 type KeysConfig struct {
@@ -198,7 +219,10 @@ type PoolConfig struct {
 	// BoundedLoad, when present, caps hosts' active sessions (factor 1.25
 	// unless given).
 	BoundedLoad *BoundedLoadConfig `yaml:"bounded_load"`
-	Cookie      CookieConfig       `yaml:"cookie"`
+	// Load, when present, places new sessions by the hosts' requests in
+	// flight as the Envoys in front of the pool count them.
+	Load   *LoadConfig  `yaml:"load"`
+	Cookie CookieConfig `yaml:"cookie"`
 	// KeySources are where a request's session key is read from, in order;
 	// the first that has one wins. Default: our cookie only.
 	KeySources []KeySourceConfig `yaml:"key_sources"`

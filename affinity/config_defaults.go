@@ -15,6 +15,10 @@ const (
 	DefaultSignDelay       = 60 * time.Second
 	DefaultIdleTimeout     = 30 * time.Minute
 	DefaultLoadFactor      = 1.25
+	// DefaultLoadInterval is how often a pool's load is read.
+	DefaultLoadInterval = time.Second
+	// DefaultStaleReadings is how many intervals a load reading is used.
+	DefaultStaleReadings = 5
 	// DefaultMaxDownPercent is Envoy's outlier detection default.
 	DefaultMaxDownPercent = 10
 	MaxWeight             = 10000
@@ -113,6 +117,9 @@ func (c *Config) applyDefaults() {
 				d.Envoy.Cluster = p.Name
 			}
 		}
+		if l := p.Load; l != nil {
+			l.applyDefaults(p)
+		}
 		if p.BoundedLoad != nil && p.BoundedLoad.Factor == nil {
 			p.BoundedLoad.Factor = ptr(DefaultLoadFactor)
 		}
@@ -126,6 +133,29 @@ func (c *Config) applyDefaults() {
 				r.TouchInterval = p.Session.IdleTimeout / 4
 			}
 		}
+	}
+}
+
+// applyDefaults fills a load block from its pool: the Envoy discovery reads
+// is the one counted by default.
+func (l *LoadConfig) applyDefaults(p *PoolConfig) {
+	var envoy *EnvoyDiscoveryConfig
+	if p.Discovery != nil {
+		envoy = p.Discovery.Envoy
+	}
+	if len(l.EnvoyAdmins) == 0 && envoy != nil && envoy.Admin != "" {
+		l.EnvoyAdmins = []string{envoy.Admin}
+	}
+	if l.Cluster == "" {
+		l.Cluster = p.Name
+		if envoy != nil && envoy.Cluster != "" {
+			l.Cluster = envoy.Cluster
+		}
+	}
+	l.Interval = cmp.Or(l.Interval, DefaultLoadInterval)
+	l.StaleAfter = cmp.Or(l.StaleAfter, DefaultStaleReadings*l.Interval)
+	if l.Factor == nil {
+		l.Factor = ptr(DefaultLoadFactor)
 	}
 }
 

@@ -91,6 +91,9 @@ func (p *PoolConfig) validate(v *validator, at string) {
 			v.errorf(at+".bounded_load.factor", "%v: use a factor from 1.0 (strict balance) upwards, or 0 to turn it off", f)
 		}
 	}
+	if l := p.Load; l != nil {
+		l.validate(v, at+".load")
+	}
 	p.validateKeySources(v, at)
 	p.validateOutput(v, at)
 	if h := p.Health; h != nil {
@@ -170,6 +173,34 @@ func (p *PoolConfig) validate(v *validator, at string) {
 		if h.Weight != nil && (*h.Weight < 1 || *h.Weight > MaxWeight) {
 			v.errorf(hat+".weight", "%d is out of range 1..%d", *h.Weight, MaxWeight)
 		}
+	}
+}
+
+func (l *LoadConfig) validate(v *validator, at string) {
+	if len(l.EnvoyAdmins) == 0 {
+		v.errorf(at+".envoy_admins", "name the admin address of each Envoy in front of the pool (only a pool with discovery.envoy has a default)")
+	}
+	seen := map[string]bool{}
+	for i, a := range l.EnvoyAdmins {
+		addr := a
+		if _, rest, ok := strings.Cut(a, "://"); ok && (strings.HasPrefix(a, "http://") || strings.HasPrefix(a, "https://")) {
+			addr = strings.TrimRight(rest, "/")
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" || strings.ContainsAny(addr, ",/ ") {
+			v.errorf(fmt.Sprintf("%s.envoy_admins[%d]", at, i), "%q is not host:port or http://host:port", a)
+		} else if seen[addr] {
+			v.errorf(fmt.Sprintf("%s.envoy_admins[%d]", at, i), "%q is listed twice: its counts would be summed twice", a)
+		}
+		seen[addr] = true
+	}
+	if l.Interval < 100*time.Millisecond {
+		v.errorf(at+".interval", "%v is too short (at least 100ms)", l.Interval)
+	}
+	if l.StaleAfter < l.Interval {
+		v.errorf(at+".stale_after", "%v is shorter than interval %v: no reading would ever be used", l.StaleAfter, l.Interval)
+	}
+	if f := *l.Factor; f < 1 || f > 100 {
+		v.errorf(at+".factor", "%v: use a factor from 1.0 (strict balance) upwards", f)
 	}
 }
 

@@ -44,6 +44,9 @@ type Pool struct {
 	// LoadFactor c caps new placements at ⌈c × mean⌉ active sessions per
 	// host; 0 is no cap.
 	LoadFactor float64
+	// Load places new sessions by the hosts' requests in flight (nil:
+	// off).
+	Load *LoadPolicy
 	// KeySources are tried in order; the first with a key wins.
 	KeySources []KeySourceSpec
 	// ReboundHeader and SuccessorHeader name the request headers that tell
@@ -238,6 +241,31 @@ type DNSDiscovery struct {
 	SRV    bool
 	Server string
 }
+
+// LoadPolicy places a pool's new sessions by its hosts' requests in
+// flight, as the Envoys in front of it count them.
+type LoadPolicy struct {
+	Source LoadSource
+	// StaleAfter: an older reading is not used (placement is then by
+	// rendezvous order alone).
+	StaleAfter time.Duration
+	// Factor: a new session skips a host whose load exceeds Factor × the
+	// pool's mean load + 1.
+	Factor float64
+}
+
+// LoadSource is where a pool's load is read. It is comparable, so that a
+// reload that leaves it alone keeps its reader running.
+type LoadSource struct {
+	// Admins are the Envoys' admin addresses, comma-separated (a list
+	// would not be comparable; validation refuses commas in them).
+	Admins   string
+	Cluster  string
+	Interval time.Duration
+}
+
+// AdminList is the Envoys' admin addresses.
+func (s LoadSource) AdminList() []string { return strings.Split(s.Admins, ",") }
 
 // HealthPolicy is the service's own view of host health, on top of what the
 // discovery says; each part is off when nil.
