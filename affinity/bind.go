@@ -9,7 +9,8 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// bind places the session (its first choice with room) and issues its cookie.
+// bind places the session (its first choice with room, or the less busy of
+// the first two with a load reading) and issues its cookie.
 func (e *Engine) bind(snap *Snapshot, pool *Pool, sess Session, o Outcome, r Reason, now time.Time) Decision {
 	d := e.place(pool, sess.ID, o, r, now)
 	if pool.LoadFactor > 0 {
@@ -32,37 +33,35 @@ func (e *Engine) place(pool *Pool, key string, o Outcome, r Reason, now time.Tim
 	return d
 }
 
-// choose returns the session's primary and successor. Without a load cap
-// they are its first two choices. With one, the primary is its first choice
-// whose active sessions stay within ⌈c × mean⌉ after taking it, and the
-// successor the choice after that; if none of its first MaxRank choices has
-// room, the least loaded host (which always has) takes it.
+// choose returns the session's primary and successor. Without a cap they
+// are its first two choices. With bounded loads, a host takes the session
+// only while its active sessions stay within ⌈c × mean⌉ after taking it;
+// with a fresh load reading, only while its requests in flight are within
+// factor × mean + 1, and of the first two such hosts in the session's order
+// the less busy takes it (ties: the earlier). The successor is the choice
+// after the primary. If none of its first MaxRank choices passes, the least
+// loaded host takes it.
 func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) ([]Host, bool) {
 	var rank [MaxRank]int
+	c := placementCaps{inflight: e.freshLoad(pool, hosts, now)}
 	k := pool.OverrideListLen
-	if pool.LoadFactor > 0 {
+	if pool.LoadFactor > 0 || c.inflight != nil {
 		k = MaxRank
 	}
 	n := hosts.Rank(sessionKey(sid), rank[:k])
 	pick := 0
 	if pool.LoadFactor > 0 {
-		load := map[string]int{}
-		e.store.Load(pool.Name, now, load)
-		limit := loadCap(pool.LoadFactor, hosts, load)
-		pick = -1
-		for i := 0; i < n; i++ {
-			if load[hosts.At(rank[i]).ID]+1 <= limit {
-				pick = i
-				break
-			}
-		}
+		c.sessions = map[string]int{}
+		e.store.Load(pool.Name, now, c.sessions)
+		c.sessionCap = loadCap(pool.LoadFactor, hosts, c.sessions)
+	}
+	if c.inflight != nil {
+		c.limit = pool.Load.Factor*c.inflight.mean + 1
+	}
+	if c.sessions != nil || c.inflight != nil {
+		pick = c.pick(hosts, rank[:n])
 		if pick < 0 {
-			least := 0
-			for i, h := range hosts.hosts {
-				if load[h.ID] < load[hosts.hosts[least].ID] {
-					least = i
-				}
-			}
+			least := c.least(hosts)
 			out := []Host{hosts.At(least)}
 			for i := 0; i < n && len(out) < pool.OverrideListLen; i++ {
 				if rank[i] != least {
@@ -78,6 +77,71 @@ func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) (
 		out = append(out, hosts.At(rank[(pick+i)%n]))
 	}
 	return out, pick > 0
+}
+
+// placementCaps are what a host must pass to take a new session: room under
+// bounded loads' session cap (sessions nil: none), and requests in flight
+// within limit (inflight nil: no fresh reading).
+type placementCaps struct {
+	sessions   map[string]int
+	sessionCap int
+	inflight   *loadView
+	limit      float64
+}
+
+// passes tells whether the host at index i of hosts may take the session.
+func (c *placementCaps) passes(hosts *HostSet, i int) bool {
+	if c.sessions != nil && c.sessions[hosts.At(i).ID]+1 > c.sessionCap {
+		return false
+	}
+	return c.inflight == nil || c.inflight.load[i] <= c.limit
+}
+
+// pick returns the position in rank of the host that takes the session, -1
+// when none passes: the first that passes, or with a load reading the less
+// busy of the first two that pass (two choices, so that an idle host that
+// just joined gets about twice its share until it is as busy as the others,
+// not every new session).
+func (c *placementCaps) pick(hosts *HostSet, rank []int) int {
+	first := -1
+	for i, h := range rank {
+		if !c.passes(hosts, h) {
+			continue
+		}
+		if first < 0 {
+			if first = i; c.inflight == nil {
+				return first
+			}
+			continue
+		}
+		if c.inflight.load[h] < c.inflight.load[rank[first]] {
+			return i
+		}
+		return first
+	}
+	return first
+}
+
+// least is the index of the host that takes a session none of whose
+// choices passes: with a load reading, the least busy of the hosts with
+// room for a session; without one, the host with the fewest sessions.
+func (c *placementCaps) least(hosts *HostSet) int {
+	best := -1
+	for i := range hosts.hosts {
+		if c.inflight != nil {
+			if c.sessions != nil && c.sessions[hosts.At(i).ID]+1 > c.sessionCap {
+				continue
+			}
+			if best < 0 || c.inflight.load[i] < c.inflight.load[best] {
+				best = i
+			}
+			continue
+		}
+		if best < 0 || c.sessions[hosts.At(i).ID] < c.sessions[hosts.At(best).ID] {
+			best = i
+		}
+	}
+	return max(best, 0)
 }
 
 // loadCap is the most active sessions a host may have after taking one more

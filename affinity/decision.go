@@ -69,11 +69,12 @@ var reasonNames = [...]string{"", "no-cookie", "invalid-cookie", "expired", "hos
 func (r Reason) String() string { return reasonNames[r] }
 
 // reasonOverloaded labels a placement that skipped the session's first
-// choice because it was full.
+// choice because it was full or busy.
 const reasonOverloaded = "overloaded"
 
 // ReasonLabel is the decision's reason as metrics and explanations name it:
-// "overloaded" when bounded loads skipped the first choice, else Reason.
+// "overloaded" when bounded loads or the load signal skipped the first
+// choice, else Reason.
 func (d *Decision) ReasonLabel() string {
 	if d.Overloaded {
 		return reasonOverloaded
@@ -118,7 +119,8 @@ type Decision struct {
 	Status int
 	Body   string
 	// Overloaded is set when the session's first choice was full (bounded
-	// loads) and a later one took it.
+	// loads) or busier than the pool allows or than its second (load) and
+	// a later one took it.
 	Overloaded bool
 	// Session is the session the SetCookie token carries (when there is
 	// one), for a re-bind in the response phase.

@@ -27,6 +27,10 @@ type Engine struct {
 	// operatorStates are the operator's runtime host states (drains and
 	// undrains through the admin API), by pool and host ID.
 	operatorStates map[string]map[string]OperatorState
+	// loadReadings are each pool's latest load reading (under mu);
+	// loadViews the same indexed for decisions, swapped whole.
+	loadReadings map[string]loadReading
+	loadViews    atomic.Pointer[map[string]*loadView]
 	// onChange hears of every configuration put in force (nil: none).
 	onChange func(before, after *Snapshot)
 	// unknownPool counts requests no pool took (passed through untouched).

@@ -17,7 +17,7 @@ func testSnapshot(t *testing.T, names ...string) *Snapshot {
 	return modeSnapshot(t, ModeOpaque, names...)
 }
 
-func modeSnapshot(t *testing.T, mode Mode, names ...string) *Snapshot {
+func modeSnapshot(t testing.TB, mode Mode, names ...string) *Snapshot {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("keys: {env: K}\npools:\n  - mode: " + string(mode) + "\n    session: {refresh_interval: 5m, absolute_timeout: 1h}\n    hosts:\n")

@@ -71,6 +71,7 @@ func (e *Engine) SetHosts(pool string, specs []HostSpec) {
 // swapLocked puts s in force; called with e.mu held.
 func (e *Engine) swapLocked(s *Snapshot) {
 	before := e.snap.Swap(s)
+	e.rebuildLoadLocked(s)
 	if e.onChange != nil && before != nil {
 		e.onChange(before, s)
 	}
