@@ -34,10 +34,7 @@ type EnvoyAdmin struct {
 
 // NewEnvoyAdmin reads cluster from the admin API at admin (host:port or a URL).
 func NewEnvoyAdmin(admin, cluster string, drainTimeout time.Duration) *EnvoyAdmin {
-	if !strings.Contains(admin, "://") {
-		admin = "http://" + admin
-	}
-	return &EnvoyAdmin{URL: strings.TrimRight(admin, "/"), Cluster: cluster, DrainTimeout: drainTimeout,
+	return &EnvoyAdmin{URL: AdminURL(admin), Cluster: cluster, DrainTimeout: drainTimeout,
 		Client: &http.Client{Timeout: 2 * time.Second}, drainSince: map[string]time.Time{}}
 }
 
@@ -70,6 +67,27 @@ type AdminHost struct {
 		ActiveHCTimeout         bool   `json:"active_hc_timeout"`
 		EDSHealthStatus         string `json:"eds_health_status"`
 	} `json:"health_status"`
+	// Stats are the host's counters and gauges (rq_active: its requests
+	// in flight).
+	Stats []AdminStat `json:"stats"`
+}
+
+// AdminStat is one statistic of a host in /clusters?format=json. Envoy
+// writes its value as a JSON string (a uint64) and leaves zeros out.
+type AdminStat struct {
+	Name  string      `json:"name"`
+	Value json.Number `json:"value"`
+}
+
+// Stat is the value of the host's statistic name (0 when Envoy lists none).
+func (h AdminHost) Stat(name string) float64 {
+	for _, s := range h.Stats {
+		if s.Name == name {
+			v, _ := s.Value.Float64()
+			return v
+		}
+	}
+	return 0
 }
 
 // Addr is the host's ip:port.
@@ -86,25 +104,43 @@ func (h AdminHost) Down() bool {
 		hs.EDSHealthStatus == "UNHEALTHY" || hs.EDSHealthStatus == "TIMEOUT"
 }
 
-var hostName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-
-// Hosts implements Source.
-func (e *EnvoyAdmin) Hosts(ctx context.Context) ([]affinity.HostSpec, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+"/clusters?format=json", nil)
+// ReadClusters reads /clusters?format=json from the Envoy admin API at url
+// (http://host:port).
+func ReadClusters(ctx context.Context, client *http.Client, url string) (*AdminClusters, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/clusters?format=json", nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := e.Client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s/clusters: %s", e.URL, resp.Status)
+		return nil, fmt.Errorf("%s/clusters: %s", url, resp.Status)
 	}
 	var out AdminClusters
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("%s/clusters: %w", e.URL, err)
+		return nil, fmt.Errorf("%s/clusters: %w", url, err)
+	}
+	return &out, nil
+}
+
+// AdminURL is an admin address (host:port or a URL) as a base URL.
+func AdminURL(admin string) string {
+	if !strings.Contains(admin, "://") {
+		admin = "http://" + admin
+	}
+	return strings.TrimRight(admin, "/")
+}
+
+var hostName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Hosts implements Source.
+func (e *EnvoyAdmin) Hosts(ctx context.Context) ([]affinity.HostSpec, error) {
+	out, err := ReadClusters(ctx, e.Client, e.URL)
+	if err != nil {
+		return nil, err
 	}
 	now := time.Now()
 	e.mu.Lock()
