@@ -55,3 +55,10 @@ type Discovery struct {
 	// LastRefresh is the time of the last good read (zero before the first).
 	LastRefresh time.Time
 }
+
+// Load is how reading a pool's load (its hosts' requests in flight) goes.
+type Load struct {
+	// Reads and Errors count the Envoy admin APIs that answered, and
+	// those that did not (each Envoy of each round).
+	Reads, Errors uint64
+}
