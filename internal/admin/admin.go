@@ -28,6 +28,7 @@ type Engine interface {
 	Snapshot() *affinity.Snapshot
 	Now() time.Time
 	ActiveSessions(pool string, now time.Time) map[string]int
+	HostLoad(pool string) (map[string]float64, time.Time, bool)
 	OperatorStates(pool string) map[string]affinity.OperatorState
 	UnknownPoolRequests() uint64
 	Explain(pool, cookie, key string) (affinity.Explanation, error)

@@ -518,3 +518,43 @@ func TestRoutes(t *testing.T) {
 		t.Fatalf("a registered endpoint: %d", code)
 	}
 }
+
+// TestPoolsLoad: /debug/pools shows each host's requests in flight for a
+// pool with a load block, and no load field for a pool without one.
+func TestPoolsLoad(t *testing.T) {
+	const hosts = "    hosts: [{address: '127.0.0.1:8081'}, {address: '127.0.0.1:8082'}]\n"
+	tests := []struct {
+		name, config string
+		reading      map[string]float64
+		want         []any // the hosts' load fields, in order (nil: left out)
+	}{
+		{"without a load block", "keys: {file: keys.txt}\npools:\n  - name: app\n" + hosts, map[string]float64{"127.0.0.1:8081": 5}, []any{nil, nil}},
+		{"before the first reading", "keys: {file: keys.txt}\npools:\n  - name: app\n    load: {envoy_admins: ['127.0.0.1:1']}\n" + hosts, nil, []any{0.0, 0.0}},
+		{"read", "keys: {file: keys.txt}\npools:\n  - name: app\n    load: {envoy_admins: ['127.0.0.1:1']}\n" + hosts, map[string]float64{"127.0.0.1:8081": 5}, []any{5.0, 0.0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			engine := testkit.NewEngine(t, tt.config)
+			if tt.reading != nil {
+				engine.SetLoad("app", tt.reading, time.Now())
+			}
+			admin := serve(t, Deps{Engine: engine})
+			var out struct {
+				Pools []struct {
+					Hosts []map[string]any `json:"hosts"`
+				} `json:"pools"`
+			}
+			if code := call(t, "GET", admin+"/debug/pools", "", &out); code != http.StatusOK {
+				t.Fatalf("/debug/pools: %d", code)
+			}
+			for i, h := range out.Pools[0].Hosts {
+				if got, ok := h["load"]; got != tt.want[i] || ok != (tt.want[i] != nil) {
+					t.Errorf("host %d: load %v (%v), want %v", i, got, ok, tt.want[i])
+				}
+				if _, ok := h["sessions"]; !ok {
+					t.Errorf("host %d lost its sessions field: %v", i, h)
+				}
+			}
+		})
+	}
+}

@@ -42,6 +42,10 @@ type hostView struct {
 	DrainingUntil *time.Time `json:"draining_until,omitempty"`
 	// Sessions are the host's active sessions as bounded loads count them.
 	Sessions int `json:"sessions"`
+	// Load is the host's requests in flight as the pool's load block last
+	// read them (0 before the first reading; left out for a pool without
+	// a load block).
+	Load *float64 `json:"load,omitempty"`
 	// Operator is the operator's runtime state of the host, set through
 	// this API: drain or undrain.
 	Operator string `json:"operator,omitempty"`
@@ -74,9 +78,14 @@ func (a *API) poolView(p *affinity.Pool, now time.Time) poolView {
 		}
 	}
 	load := a.d.Engine.ActiveSessions(p.Name, now)
+	inflight, _, _ := a.d.Engine.HostLoad(p.Name)
 	operator := a.d.Engine.OperatorStates(p.Name)
 	for _, h := range poolstate.Hosts(p) {
 		hv := hostView{ID: h.ID, Address: h.Address, Weight: h.Weight, State: h.State, Sessions: load[h.ID]}
+		if p.Load != nil {
+			l := inflight[h.Address]
+			hv.Load = &l
+		}
 		if h.State == poolstate.Draining {
 			hv.DrainingUntil = &h.Until
 		}

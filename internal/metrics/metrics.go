@@ -1,10 +1,10 @@
 // Package metrics holds the service's Prometheus metrics, served at
 // /metrics on the admin listener. The request path feeds them as an
 // extproc.Observer; the reloads, the Envoy doctor and the listeners' TLS
-// feed theirs; hosts, sessions, discovery and the shared store are read
-// when Prometheus scrapes. Labels stay bounded: pools and hosts come from
-// the configuration, outcomes and reasons are fixed sets; no session id or
-// cookie is ever a label. The names are pinned by a golden file
+// feed theirs; hosts, sessions, discovery, the load signal and the shared
+// store are read when Prometheus scrapes. Labels stay bounded: pools and
+// hosts come from the configuration, outcomes and reasons are fixed sets;
+// no session id or cookie is ever a label. The names are pinned by a golden file
 // (testdata/metrics.golden).
 package metrics
 
@@ -31,6 +31,8 @@ type Engine interface {
 	Snapshot() *affinity.Snapshot
 	ActiveSessions(pool string, now time.Time) map[string]int
 	PassiveHoldsRefused() uint64
+	HostLoad(pool string) (map[string]float64, time.Time, bool)
+	LoadFresh(pool string, now time.Time) bool
 }
 
 // Discovery reports how each pool's discovery goes (false: the pool has
@@ -66,9 +68,10 @@ type Metrics struct {
 // The request path feeds the metrics.
 var _ extproc.Observer = (*Metrics)(nil)
 
-// New registers the metrics of engine and discovery, of the shared store
-// when there is one (nil: none) and of the listeners' certificates.
-func New(engine Engine, discovery Discovery, shared *redisstore.Store, certs ...Certificate) *Metrics {
+// New registers the metrics of engine, discovery and the load readers
+// (nil: none run), of the shared store when there is one (nil: none) and of
+// the listeners' certificates.
+func New(engine Engine, discovery Discovery, loads LoadReads, shared *redisstore.Store, certs ...Certificate) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -99,7 +102,7 @@ func New(engine Engine, discovery Discovery, shared *redisstore.Store, certs ...
 		}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.decisions, m.latency, m.streams, m.reloads, m.reloadFails, m.envoyProblems, m.envoyExams,
-		&stateCollector{engine: engine, discovery: discovery},
+		&stateCollector{engine: engine, discovery: discovery}, &loadCollector{engine: engine, reads: loads},
 		// go_goroutines, go_memstats_*, process_resident_memory_bytes and
 		// the rest of the runtime's and the process's own figures.
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

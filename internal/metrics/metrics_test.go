@@ -25,6 +25,13 @@ type noDiscovery struct{}
 
 func (noDiscovery) Status(string) (poolstate.Discovery, bool) { return poolstate.Discovery{}, false }
 
+// someLoadReads: every pool's load reader has read twice, failed once.
+type someLoadReads struct{}
+
+func (someLoadReads) Status(string) (poolstate.Load, bool) {
+	return poolstate.Load{Reads: 2, Errors: 1}, true
+}
+
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 // TestMetricsGolden pins the metric names, types and label names: a change
@@ -33,7 +40,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 func TestMetricsGolden(t *testing.T) {
 	dir := t.TempDir()
 	testkit.WriteFile(t, filepath.Join(dir, "keys.txt"), testkit.Key+"\n")
-	testkit.WriteFile(t, filepath.Join(dir, "c.yaml"), "keys: {file: keys.txt}\npools:\n  - mode: opaque\n    bounded_load: {}\n    hosts: [{name: web-1, address: '127.0.0.1:1'}, {name: web-2, address: '127.0.0.2:1', draining_until: 2099-01-01T00:00:00Z}]\n")
+	testkit.WriteFile(t, filepath.Join(dir, "c.yaml"), "keys: {file: keys.txt}\npools:\n  - mode: opaque\n    bounded_load: {}\n    load: {envoy_admins: ['127.0.0.1:1']}\n    hosts: [{name: web-1, address: '127.0.0.1:1'}, {name: web-2, address: '127.0.0.2:1', draining_until: 2099-01-01T00:00:00Z}]\n")
 	snap, err := affinity.LoadFile(filepath.Join(dir, "c.yaml"), os.Getenv, nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +69,8 @@ func TestMetricsGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := New(engine, noDiscovery{}, shared, certs)
+	engine.SetLoad("default", map[string]float64{"127.0.0.1:1": 3}, time.Now())
+	m := New(engine, noDiscovery{}, someLoadReads{}, shared, certs)
 	m.StreamOpened()
 	m.Decided(engine.Decide(affinity.Request{}), 3*time.Microsecond)
 	m.ConfigReloaded()
@@ -113,7 +121,7 @@ func BenchmarkMetricsDecided(b *testing.B) {
 	cfg, _ := affinity.ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n"))
 	ring, _ := affinity.ParseKeyring(testkit.Key)
 	engine := affinity.NewEngine(cfg.Build(ring), nil)
-	m := New(engine, noDiscovery{}, nil)
+	m := New(engine, noDiscovery{}, nil, nil)
 	d := affinity.Decision{Outcome: affinity.OutcomePinned, Pool: "default"}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -126,7 +134,7 @@ func BenchmarkMetricsDecided(b *testing.B) {
 func TestEnvoyExamined(t *testing.T) {
 	cfg, _ := affinity.ParseConfig("b.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n"))
 	ring, _ := affinity.ParseKeyring(testkit.Key)
-	m := New(affinity.NewEngine(cfg.Build(ring), nil), noDiscovery{}, nil)
+	m := New(affinity.NewEngine(cfg.Build(ring), nil), noDiscovery{}, nil, nil)
 	m.EnvoyExamined(&doctor.Report{Problems: []doctor.Problem{{Severity: doctor.Error}, {Severity: doctor.Warning}, {Severity: doctor.Warning}}})
 	m.EnvoyUnreachable()
 	m.EnvoyUnreachable()

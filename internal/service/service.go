@@ -1,7 +1,7 @@
 // Package service runs the envoy-affinity server: it loads the
 // configuration and its keys, starts the shared store, the ext_proc gRPC
-// listener and the admin listener, the per-pool discovery and health
-// probes and the Envoy doctor, reloads the configuration, the keys and the
+// listener and the admin listener, the per-pool discovery, health probes
+// and load readers and the Envoy doctor, reloads the configuration, the keys and the
 // TLS files when they change (or on SIGHUP), and shuts down in order. Run
 // is its one entry point; the command line (cmd/envoy-affinity) fills its
 // Config.
@@ -146,7 +146,8 @@ func (s *server) serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	discoveries := runner.NewDiscoveries(ctx, s.engine, log)
-	met := metrics.New(s.engine, discoveries, s.shared, s.certificates()...)
+	loads := runner.NewLoads(ctx, s.engine, log)
+	met := metrics.New(s.engine, discoveries, loads, s.shared, s.certificates()...)
 	s.reload.counter = met
 	healthSrv := health.NewServer()
 	grpcSrv := newGRPCServer(cfg, s.engine, s.grpcTLS, met, healthSrv, log)
@@ -154,9 +155,11 @@ func (s *server) serve(ctx context.Context) error {
 	discoveries.Reconcile(s.snap)
 	probers := runner.NewProbers(ctx, s.engine, log)
 	probers.Reconcile(s.snap)
+	loads.Reconcile(s.snap)
 	s.reload.onUpdate = func(snap *affinity.Snapshot) {
 		discoveries.Reconcile(snap)
 		probers.Reconcile(snap)
+		loads.Reconcile(snap)
 		if !reflect.DeepEqual(snap.Redis, s.snap.Redis) {
 			log.Warn("store.redis changed: the change takes effect at the next start; the store in force stays")
 		}
@@ -218,6 +221,7 @@ func (s *server) serve(ctx context.Context) error {
 	<-doctorDone
 	discoveries.Wait()
 	probers.Wait()
+	loads.Wait()
 	log.Info("stopped")
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && !errors.Is(serveErr, grpc.ErrServerStopped) {
 		return serveErr
