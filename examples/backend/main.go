@@ -12,6 +12,9 @@
 // requests at work at a time, each taking D, the others waiting in line, so
 // its latency grows with the load placed on it (the placement scenario of
 // e2e/heavy). Health checks do not wait in that line.
+//
+// A request with ?hold=DURATION is answered that much later (at most a
+// minute), to keep requests in flight on a host.
 package main
 
 import (
@@ -69,7 +72,21 @@ func (a *app) health(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
+// maxHold bounds how long ?hold= keeps a request.
+const maxHold = time.Minute
+
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// ?hold=DURATION answers that much later (or when the client goes):
+	// a demo or a test keeps requests in flight on a host with it.
+	if d, err := time.ParseDuration(r.URL.Query().Get("hold")); err == nil && d > 0 {
+		t := time.NewTimer(min(d, maxHold))
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	sid := ""
 	if a.header != "" {
 		sid = r.Header.Get(a.header)

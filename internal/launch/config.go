@@ -46,6 +46,13 @@ type Health struct {
 	Passive bool
 }
 
+// Load is the pool's load block, reading the stack's Envoy.
+type Load struct {
+	// Interval and Factor are left out when 0 (the defaults).
+	Interval time.Duration
+	Factor   float64
+}
+
 // RedisStore is the store's redis block: the Redis the replicas share.
 type RedisStore struct {
 	// Mode is single (left out when empty), sentinel or cluster.
@@ -121,6 +128,15 @@ func (s *Stack) WriteConfig(backends ...int) error {
 	}
 	if o.LoadFactor > 0 {
 		fmt.Fprintf(&b, "    bounded_load:\n      factor: %v\n", o.LoadFactor)
+	}
+	if l := o.Load; l != nil {
+		fmt.Fprintf(&b, "    load:\n      envoy_admins: ['127.0.0.1:%d']\n      cluster: app\n", s.AdminPort)
+		if l.Interval > 0 {
+			fmt.Fprintf(&b, "      interval: %s\n", l.Interval)
+		}
+		if l.Factor > 0 {
+			fmt.Fprintf(&b, "      factor: %v\n", l.Factor)
+		}
 	}
 	if o.RefreshInterval > 0 {
 		fmt.Fprintf(&b, "    session:\n      refresh_interval: %s\n", o.RefreshInterval)

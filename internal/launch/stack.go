@@ -72,6 +72,9 @@ type Options struct {
 	Failback bool
 	// LoadFactor turns on bounded loads with this factor (0: off).
 	LoadFactor float64
+	// Load is the pool's load block, reading the stack's own Envoy (left
+	// out when nil).
+	Load *Load
 	// EnvoySource takes the pool's hosts from Envoy's admin API instead of
 	// the config file.
 	EnvoySource bool
