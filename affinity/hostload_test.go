@@ -223,3 +223,32 @@ func BenchmarkChooseLoad(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLoadShares reports the share of 10,000 new sessions an idle
+// host that just joined takes when ten others carry 5 requests each (its
+// fair share is 1/11), and the share a hot host takes (3× the others).
+func BenchmarkLoadShares(b *testing.B) {
+	for range b.N {
+		joined := NewEngine(loadSnapshot(b, 11, 0), (&fixedClock{t: t0}).now)
+		hot := NewEngine(loadSnapshot(b, 10, 0), (&fixedClock{t: t0}).now)
+		busy := map[string]float64{}
+		for i := 1; i <= 10; i++ {
+			busy[fmt.Sprintf("web-%d", i)] = 5
+		}
+		joined.SetLoad("app", byName(busy), t0)
+		busy["web-1"] = 15
+		hot.SetLoad("app", byName(busy), t0)
+		const n = 10000
+		var toJoined, toHot int
+		for range n {
+			if joined.Decide(Request{Cluster: "app"}).HostID == "web-11" {
+				toJoined++
+			}
+			if hot.Decide(Request{Cluster: "app"}).HostID == "web-1" {
+				toHot++
+			}
+		}
+		b.ReportMetric(float64(toJoined)/n*11, "joined/fair")
+		b.ReportMetric(float64(toHot)/n*10, "hot/fair")
+	}
+}
