@@ -17,8 +17,9 @@
 //     its lifecycle).
 //   - decide.go: what a request gets (Engine.Decide, the judgement of a
 //     token or key); respond.go: what its response means (Engine.Respond);
-//     bind.go: placement with bounded loads and issuing the token;
-//     explain.go: the same judgements, in words.
+//     bind.go: placement with bounded loads and the load signal, and
+//     issuing the token; hostload.go: the load signal (Engine.SetLoad, the
+//     view decisions read); explain.go: the same judgements, in words.
 //   - hostsets.go: the host-set pipeline (listed hosts, operator's drains,
 //     health view, host sets); drain.go and health.go feed it.
 //   - rendezvous.go, host.go: placement; token.go, cookie.go, keys.go: the
