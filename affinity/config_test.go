@@ -231,6 +231,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(validConfig))
 	f.Add([]byte("keys: {env: K}\nstore:\n  redis: {addresses: ['a:1']}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n"))
 	f.Add([]byte("keys: [\n"))
+	f.Add([]byte("keys: {env: K}\npools:\n  - load: {envoy_admins: ['a:1', 'http://b:2'], interval: 200ms, factor: 1.5}\n    hosts: [{address: '127.0.0.1:1'}]\n"))
 	f.Add([]byte("pools:\n  - key_sources: [{type: client_address, trusted_hops: -1}]\n    health: {passive: {max_down_percent: 900}}\n"))
 	keys := testKeyring(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
