@@ -65,6 +65,9 @@ type config struct {
 	// not); yaml the Envoy YAML ("": envoy/<mode>.yaml).
 	mode, yaml string
 	loadFactor float64
+	// load places new sessions by the requests in flight Envoy counts
+	// (a load block reading the stack's own Envoy).
+	load *launch.Load
 	// sticky: a session stays on one host (a split one is a failure of
 	// the configuration, not what it is).
 	sticky bool
@@ -221,6 +224,7 @@ func configurations(root, dir string) ([]config, error) {
 	return []config{
 		{name: "verified", mode: "verified", sticky: true},
 		{name: "verified, bounded_load 1.25", mode: "verified", loadFactor: 1.25, sticky: true},
+		{name: "verified, load 1.25 (requests in flight)", mode: "verified", load: &launch.Load{Interval: 250 * time.Millisecond, Factor: 1.25}, sticky: true},
 		{name: "Envoy's cookie over LEAST_REQUEST", mode: "opaque", yaml: cookieLR, sticky: true},
 		{name: "round robin, no affinity", mode: "opaque", yaml: filepath.Join(bench, "baseline.yaml")},
 		{name: "LEAST_REQUEST, no affinity", mode: "opaque", yaml: plainLR},

@@ -110,7 +110,7 @@ func quantile(d []time.Duration, q float64) time.Duration {
 func (w row) progress() string {
 	return fmt.Sprintf("round %d %-36s heavy %s  new %s  hot %s %.0f%%  p50 %v p99 %v  hot p50 %v p99 %v  split %d/%d  failed %d/%d",
 		w.round, w.config.name, joinInts(w.heavy), joinInts(w.placed), w.hot, 100*w.hotShare,
-		ms(w.p50), ms(w.p99), ms(w.hotP50), ms(w.hotP99), w.heavySplit, w.split, w.heavyFailed, w.failed)
+		ms(w.p50), ms(w.p99), w.hotMS(w.hotP50), w.hotMS(w.hotP99), w.heavySplit, w.split, w.heavyFailed, w.failed)
 }
 
 // render is the Markdown table of every row, configurations in order and
@@ -141,7 +141,7 @@ func render(st settings, rows []row, configs []config) string {
 		}
 		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s %.0f%% (%.2f×) | %s / %s | %s / %s | %d, %d | %d, %d |\n",
 			w.config.name, w.round, heavy, joinInts(w.placed), w.hot, 100*w.hotShare, w.hotShare/w.fair,
-			ms(w.p50), ms(w.p99), ms(w.hotP50), ms(w.hotP99), w.heavySplit, w.split, w.heavyFailed, w.failed)
+			ms(w.p50), ms(w.p99), w.hotMS(w.hotP50), w.hotMS(w.hotP99), w.heavySplit, w.split, w.heavyFailed, w.failed)
 	}
 	layout := "where they landed by chance"
 	if st.layout != nil {
@@ -164,6 +164,15 @@ func joinInts(n []int) string {
 }
 
 // ms writes a latency in milliseconds, one decimal.
+// hotMS is a latency of the hot host's ordinary requests, or "none" when
+// no ordinary session was placed there (a 0 would read as a fast host).
+func (w row) hotMS(d time.Duration) string {
+	if w.hotRequests == 0 {
+		return "none"
+	}
+	return ms(d)
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 
 var releaseRE = regexp.MustCompile(`/(\d+\.\d+\.\d+)/`)

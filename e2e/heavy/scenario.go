@@ -47,7 +47,7 @@ func scenario(ctx context.Context, st settings, bins launch.Binaries, c config, 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	stack, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: c.mode, EnvoyYAML: c.yaml, LoadFactor: c.loadFactor,
+	stack, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: c.mode, EnvoyYAML: c.yaml, LoadFactor: c.loadFactor, Load: c.load,
 		Backends:    st.backends,
 		BackendArgs: []string{"-capacity", strconv.Itoa(st.capacity), "-work", st.work.String()}})
 	if err != nil {
