@@ -76,7 +76,10 @@ func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) (
 	for i := 0; i < n && len(out) < pool.OverrideListLen; i++ {
 		out = append(out, hosts.At(rank[(pick+i)%n]))
 	}
-	return out, pick > 0
+	// Overloaded: the first choice could not take the session (with a
+	// load reading, a first choice that passed but was busier than the
+	// second is a preference, not an overload).
+	return out, pick > 0 && !c.passes(hosts, rank[0])
 }
 
 // placementCaps are what a host must pass to take a new session: room under

@@ -62,15 +62,18 @@ func TestPlaceByLoad(t *testing.T) {
 		want  rule
 		// most is the most new sessions of 300 a host may get (0: any).
 		most map[string]int
+		// limit is the in-flight cap in force (0: none): a session whose
+		// first choice is over it is overloaded.
+		limit float64
 	}{
 		// mean 10, limit 13.5: web-1 takes none.
-		{name: "hot host skipped", hosts: 3, load: map[string]float64{"web-1": 30}, want: twoChoices(13.5), most: map[string]int{"web-1": 0}},
+		{name: "hot host skipped", hosts: 3, load: map[string]float64{"web-1": 30}, want: twoChoices(13.5), most: map[string]int{"web-1": 0}, limit: 13.5},
 		// mean 3.75, limit 5.69: every host passes; web-4 (missing from
 		// the reading: 0) wins wherever it is one of the first two.
-		{name: "idle host preferred within two choices", hosts: 4, load: map[string]float64{"web-1": 5, "web-2": 5, "web-3": 5}, want: twoChoices(5.69)},
+		{name: "idle host preferred within two choices", hosts: 4, load: map[string]float64{"web-1": 5, "web-2": 5, "web-3": 5}, want: twoChoices(5.69), limit: 5.69},
 		{name: "equal loads: the earlier, the rendezvous order", hosts: 3, load: map[string]float64{"web-1": 2, "web-2": 2, "web-3": 2}, want: firstChoice},
 		{name: "stale reading: the rendezvous order", hosts: 3, load: map[string]float64{"web-1": 30}, age: 6 * time.Second, want: firstChoice},
-		{name: "just fresh", hosts: 3, load: map[string]float64{"web-1": 30}, age: 5 * time.Second, want: twoChoices(13.5), most: map[string]int{"web-1": 0}},
+		{name: "just fresh", hosts: 3, load: map[string]float64{"web-1": 30}, age: 5 * time.Second, want: twoChoices(13.5), most: map[string]int{"web-1": 0}, limit: 13.5},
 		{name: "nothing in flight: the rendezvous order", hosts: 5, load: map[string]float64{}, want: firstChoice},
 	}
 	for _, tt := range tests {
@@ -85,8 +88,8 @@ func TestPlaceByLoad(t *testing.T) {
 				if want := tt.want(choices, tt.load); d.HostID != want {
 					t.Fatalf("session placed on %s, want %s (choices %v, load %v)", d.HostID, want, choices, tt.load)
 				}
-				if d.Overloaded != (d.HostID != choices[0].ID) {
-					t.Fatalf("overloaded %v, placed on %s, first choice %s", d.Overloaded, d.HostID, choices[0].ID)
+				if over := tt.limit > 0 && tt.load[choices[0].ID] > tt.limit; d.Overloaded != over {
+					t.Fatalf("overloaded %v, want %v: placed on %s, first choice %s", d.Overloaded, over, d.HostID, choices[0].ID)
 				}
 				// The successor is the choice after the primary.
 				for i, h := range choices {
