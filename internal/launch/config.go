@@ -3,6 +3,7 @@ package launch
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -46,7 +47,7 @@ type Health struct {
 	Passive bool
 }
 
-// Load is the pool's load block, reading the stack's Envoy.
+// Load is the pool's load block, reading every Envoy of the stack.
 type Load struct {
 	// Interval and Factor are left out when 0 (the defaults).
 	Interval time.Duration
@@ -130,7 +131,11 @@ func (s *Stack) WriteConfig(backends ...int) error {
 		fmt.Fprintf(&b, "    bounded_load:\n      factor: %v\n", o.LoadFactor)
 	}
 	if l := o.Load; l != nil {
-		fmt.Fprintf(&b, "    load:\n      envoy_admins: ['127.0.0.1:%d']\n      cluster: app\n", s.AdminPort)
+		admins := make([]string, 0, 1+len(s.Gateways))
+		for _, p := range s.envoyAdmins() {
+			admins = append(admins, "'127.0.0.1:"+strconv.Itoa(p)+"'")
+		}
+		fmt.Fprintf(&b, "    load:\n      envoy_admins: [%s]\n      cluster: app\n", strings.Join(admins, ", "))
 		if l.Interval > 0 {
 			fmt.Fprintf(&b, "      interval: %s\n", l.Interval)
 		}

@@ -72,7 +72,7 @@ type Options struct {
 	Failback bool
 	// LoadFactor turns on bounded loads with this factor (0: off).
 	LoadFactor float64
-	// Load is the pool's load block, reading the stack's own Envoy (left
+	// Load is the pool's load block, reading every Envoy of the stack (left
 	// out when nil).
 	Load *Load
 	// EnvoySource takes the pool's hosts from Envoy's admin API instead of
@@ -110,6 +110,10 @@ type Options struct {
 	// NoEnvoy starts no Envoy: a control plane the test runs starts its
 	// own (Envoy Gateway's host infrastructure).
 	NoEnvoy bool
+	// Envoys is how many Envoys run the stack's YAML (1 when 0): the
+	// others are Gateways, started with the stack on ports of their own,
+	// and a load block reads every one of them from the start.
+	Envoys int
 	// BeforeEnvoy runs once the server is up, before EnvoyYAML is read
 	// and Envoy starts: it may write files into Dir, or EnvoyYAML itself.
 	BeforeEnvoy func(*Stack) error
@@ -148,8 +152,13 @@ type Stack struct {
 	Replicas   []*Replica
 	ConfigPath string
 	KeysPath   string
-	// Gateways are Envoys added with AddEnvoy, beside Envoy.
-	Gateways  []*Gateway
+	// Gateways are Envoys added with AddEnvoy (or Options.Envoys),
+	// beside Envoy.
+	Gateways []*Gateway
+	// reserved are the ports of the Gateways Options.Envoys asks for,
+	// drawn before the service's config is written (it names their admin
+	// APIs) and taken by AddEnvoy in order.
+	reserved  []gatewayPorts
 	envoyYAML []byte
 	started   int
 	envoyDir  string
@@ -210,6 +219,16 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 			return nil, err
 		}
 		s.Replicas = append(s.Replicas, r)
+	}
+	for range opts.Envoys - 1 {
+		var g gatewayPorts
+		if g.listen, err = FreePort(); err != nil {
+			return nil, err
+		}
+		if g.admin, err = FreePort(); err != nil {
+			return nil, err
+		}
+		s.reserved = append(s.reserved, g)
 	}
 	for i := 0; i < opts.Backends; i++ {
 		b := &Backend{Name: "backend-" + strconv.Itoa(i+1), IP: opts.BackendIP, Port: ports[4+i]}
@@ -283,6 +302,11 @@ func StartStack(ctx context.Context, bins Binaries, opts Options) (_ *Stack, err
 	if err := waitReady(ctx, s.Envoy, s.adminURL("/ready"), "LIVE"); err != nil {
 		return nil, err
 	}
+	for len(s.reserved) > 0 {
+		if _, err := s.AddEnvoy(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if opts.EnvoySource {
 		if err := Eventually(ctx, 10*time.Second, func() error {
 			ids, err := s.PoolHosts()
@@ -318,6 +342,8 @@ func (s *Stack) StartBackend(ctx context.Context, i int) error {
 
 // WriteEndpoints gives Envoy's cluster "app" the listed backends (by index),
 // through envoy/app-endpoints.yaml with the other backends' lines left out.
+// A backend the file has no line for (the fourth and later) gets one like
+// the first backend's, with its own name and port.
 func (s *Stack) WriteEndpoints(backends ...int) error {
 	tmpl, err := os.ReadFile(filepath.Join(s.envoyDir, endpointsFile))
 	if err != nil {
@@ -328,14 +354,39 @@ func (s *Stack) WriteEndpoints(backends ...int) error {
 		keep[yamlFirstBackend+i] = true
 	}
 	var out []string
+	model, at := "", -1 // the first endpoint line, and where the lines after the last one start
+	listed := map[int]bool{}
 	for _, line := range strings.Split(string(tmpl), "\n") {
 		if m := portValueRE.FindStringSubmatch(line); m != nil && strings.Contains(line, "- endpoint:") {
-			if n, _ := strconv.Atoi(m[1]); !keep[n] {
+			n, _ := strconv.Atoi(m[1])
+			if model == "" {
+				model = line
+			}
+			listed[n] = true
+			at = len(out)
+			if !keep[n] {
 				continue
 			}
 			line = strings.Replace(line, "address: 127.0.0.1,", "address: "+s.opts.BackendIP+",", 1)
+			at++
 		}
 		out = append(out, line)
+	}
+	var extra []string
+	for _, i := range backends {
+		port := yamlFirstBackend + i
+		if listed[port] || model == "" {
+			continue
+		}
+		line := strings.Replace(model, "hostname: backend-1,", "hostname: "+s.Backends[i].Name+",", 1)
+		line = portValueRE.ReplaceAllString(line, "port_value: "+strconv.Itoa(port))
+		extra = append(extra, strings.Replace(line, "address: 127.0.0.1,", "address: "+s.opts.BackendIP+",", 1))
+	}
+	if len(extra) > 0 {
+		if at < 0 {
+			return fmt.Errorf("%s: no endpoint line to add backends after", endpointsFile)
+		}
+		out = slices.Insert(out, at, extra...)
 	}
 	rendered, err := RenderEnvoy([]byte(strings.Join(out, "\n")), s.portMap)
 	if err != nil {
@@ -551,17 +602,25 @@ func (s *Stack) AddEnvoy(ctx context.Context) (*Gateway, error) {
 	return s.AddEnvoyWith(ctx, s.envoyYAML)
 }
 
+// gatewayPorts are a Gateway's listener and admin ports.
+type gatewayPorts struct{ listen, admin int }
+
 // AddEnvoyWith starts another Envoy with the given YAML, its ports written
 // as in envoy/ (the stack's service replicas, backends and endpoints file),
-// and waits until it is ready.
+// and waits until it is ready. A load block reads it too from then on.
 func (s *Stack) AddEnvoyWith(ctx context.Context, yaml []byte) (*Gateway, error) {
 	g := &Gateway{}
-	var err error
-	if g.ListenPort, err = FreePort(); err != nil {
-		return nil, err
-	}
-	if g.AdminPort, err = FreePort(); err != nil {
-		return nil, err
+	if len(s.reserved) > 0 {
+		g.ListenPort, g.AdminPort = s.reserved[0].listen, s.reserved[0].admin
+		s.reserved = s.reserved[1:]
+	} else {
+		var err error
+		if g.ListenPort, err = FreePort(); err != nil {
+			return nil, err
+		}
+		if g.AdminPort, err = FreePort(); err != nil {
+			return nil, err
+		}
 	}
 	ports := maps.Clone(s.portMap)
 	ports[yamlListenerPort], ports[yamlAdminPort] = g.ListenPort, g.AdminPort
@@ -582,7 +641,27 @@ func (s *Stack) AddEnvoyWith(ctx context.Context, yaml []byte) (*Gateway, error)
 	}
 	g.Config = config
 	s.Gateways = append(s.Gateways, g)
-	return g, waitReady(ctx, g.Proc, "http://127.0.0.1:"+strconv.Itoa(g.AdminPort)+"/ready", "LIVE")
+	if err := waitReady(ctx, g.Proc, "http://127.0.0.1:"+strconv.Itoa(g.AdminPort)+"/ready", "LIVE"); err != nil {
+		return g, err
+	}
+	if s.opts.Load != nil {
+		// The load block names every Envoy in front of the pool.
+		return g, s.WriteConfig(s.hosts...)
+	}
+	return g, nil
+}
+
+// envoyAdmins are the admin ports of every Envoy of the stack, running or
+// reserved: the stack's own first.
+func (s *Stack) envoyAdmins() []int {
+	out := []int{s.AdminPort}
+	for _, g := range s.Gateways {
+		out = append(out, g.AdminPort)
+	}
+	for _, g := range s.reserved {
+		out = append(out, g.admin)
+	}
+	return out
 }
 
 // Close stops Envoy, the server and the backends.
@@ -636,13 +715,19 @@ func (s *Stack) CookieHost(cookie string) string {
 	return ""
 }
 
-// WaitJWKS waits until Envoy (listener stat prefix ingress) has fetched the
-// service's keys, so that verified tokens are Envoy's alone from then on.
+// WaitJWKS waits until every Envoy of the stack (listener stat prefix
+// ingress) has fetched the service's keys, so that verified tokens are
+// the Envoys' alone from then on.
 func (s *Stack) WaitJWKS(ctx context.Context) error {
-	return Eventually(ctx, 10*time.Second, func() error {
-		if n, err := s.EnvoyStat("http.ingress.jwt_authn.jwks_fetch_success"); err != nil || n == 0 {
-			return fmt.Errorf("Envoy has not fetched the service's keys: %d, %v", n, err)
+	for _, admin := range s.envoyAdmins() {
+		if err := Eventually(ctx, 10*time.Second, func() error {
+			if n, err := envoyStat(admin, "http.ingress.jwt_authn.jwks_fetch_success"); err != nil || n == 0 {
+				return fmt.Errorf("the Envoy with admin port %d has not fetched the service's keys: %d, %v", admin, n, err)
+			}
+			return nil
+		}); err != nil {
+			return err
 		}
-		return nil
-	})
+	}
+	return nil
 }
