@@ -37,30 +37,7 @@ func TestLoadSignal(t *testing.T) {
 			}
 		})
 	}
-	hotLoad := func() (float64, error) {
-		resp, err := http.Get(s.ServerURL("/debug/pools"))
-		if err != nil {
-			return 0, err
-		}
-		defer resp.Body.Close()
-		var out struct {
-			Pools []struct {
-				Hosts []struct {
-					ID   string   `json:"id"`
-					Load *float64 `json:"load"`
-				} `json:"hosts"`
-			} `json:"pools"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-			return 0, err
-		}
-		for _, h := range out.Pools[0].Hosts {
-			if h.ID == hot.host && h.Load != nil {
-				return *h.Load, nil
-			}
-		}
-		return 0, fmt.Errorf("no load for %s", hot.host)
-	}
+	hotLoad := func() (float64, error) { return serviceLoad(s, hot.host) }
 	if err := launch.Eventually(context.Background(), 10*time.Second, func() error {
 		if l, err := hotLoad(); err != nil || l < held {
 			return fmt.Errorf("%s carries %v requests in flight (%v), want %d", hot.host, l, err, held)
@@ -89,4 +66,31 @@ func TestLoadSignal(t *testing.T) {
 			t.Fatalf("a session of %s went to %s (%v)", ss.host, r.Host, err)
 		}
 	}
+}
+
+// serviceLoad is the requests in flight the service last read for the
+// named host (the sum over every Envoy its load block names).
+func serviceLoad(s *launch.Stack, host string) (float64, error) {
+	resp, err := http.Get(s.ServerURL("/debug/pools"))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Pools []struct {
+			Hosts []struct {
+				ID   string   `json:"id"`
+				Load *float64 `json:"load"`
+			} `json:"hosts"`
+		} `json:"pools"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return 0, err
+	}
+	for _, h := range out.Pools[0].Hosts {
+		if h.ID == host && h.Load != nil {
+			return *h.Load, nil
+		}
+	}
+	return 0, fmt.Errorf("no load for %s", host)
 }
