@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -138,5 +139,82 @@ func TestBroken(t *testing.T) {
 		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestWriteEDSVariant: the static cluster becomes EDS from the stack's
+// endpoints file with LEAST_REQUEST, the rest of the file kept; a file
+// without such a cluster is refused.
+func TestWriteEDSVariant(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string // in the variant
+		gone       []string // not in it
+		err        bool
+	}{
+		{name: "static round robin",
+			yaml: "admin: {}\nstatic_resources:\n  clusters:\n  - name: app\n    type: STATIC\n    connect_timeout: 0.25s\n    load_assignment:\n      cluster_name: app\n    lb_policy: ROUND_ROBIN\n  - name: other\n",
+			want: []string{"node: {id: ingress-1", "admin: {}", "    type: EDS\n", "path: app-endpoints.yaml", "    lb_policy: LEAST_REQUEST\n", "  - name: other\n"},
+			gone: []string{"STATIC", "load_assignment", "ROUND_ROBIN"}},
+		{name: "already EDS", yaml: "clusters:\n  - name: app\n    type: EDS\n    lb_policy: ROUND_ROBIN\n", err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := dir+"/src.yaml", dir+"/dst.yaml"
+			if err := os.WriteFile(src, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err := writeEDSVariant(src, dst)
+			if tc.err {
+				if err == nil {
+					t.Fatal("no error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := os.ReadFile(dst)
+			for _, w := range tc.want {
+				if !strings.Contains(string(data), w) {
+					t.Errorf("variant lacks %q:\n%s", w, data)
+				}
+			}
+			for _, g := range tc.gone {
+				if strings.Contains(string(data), g) {
+					t.Errorf("variant still has %q:\n%s", g, data)
+				}
+			}
+		})
+	}
+}
+
+// TestSummarizeJoin: the joining host is the last; its share is of the
+// new sessions; any failure or split session breaks the run.
+func TestSummarizeJoin(t *testing.T) {
+	hosts := []string{"b1", "b2", "b3", "b4"}
+	for _, tc := range []struct {
+		name      string
+		res       joinResult
+		wantShare float64
+		broken    string
+	}{
+		{name: "a quarter", res: joinResult{placed: []string{"b4", "b1", "b2", "b3"}}, wantShare: 0.25},
+		{name: "half", res: joinResult{placed: []string{"b4", "b1", "b4", "b3"}, established: []string{"b1", "b2"}}, wantShare: 0.5},
+		{name: "none", res: joinResult{placed: []string{"b1"}}, wantShare: 0},
+		{name: "split established", res: joinResult{placed: []string{"b4"}, establishedSplit: 1}, wantShare: 1, broken: "answered by two hosts"},
+		{name: "failed new", res: joinResult{placed: []string{"b2"}, failed: 2}, broken: "requests failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.res.hosts = hosts
+			w := summarizeJoin(config{name: "c", sticky: true}, 1, &tc.res)
+			if w.share != tc.wantShare || w.fair != 0.25 {
+				t.Errorf("share %v fair %v, want %v 0.25", w.share, w.fair, tc.wantShare)
+			}
+			err := brokenJoin([]joinRow{w})
+			if (tc.broken == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.broken)) {
+				t.Errorf("broken: %v, want %q", err, tc.broken)
+			}
+		})
 	}
 }

@@ -20,6 +20,8 @@
 //	go run ./e2e/heavy                     (make bench-heavy: the full scenario, two rounds)
 //	go run ./e2e/heavy -quick              (a few seconds per configuration)
 //	go run ./e2e/heavy -layout 2,1,1       (draw heavy sessions until two share a host)
+//	go run ./e2e/heavy -envoys 2           (heavy sessions through one Envoy, ordinary ones through another)
+//	go run ./e2e/heavy -join               (a fourth backend joins a pool of three carrying sessions)
 package main
 
 import (
@@ -40,6 +42,9 @@ import (
 // settings of one run of the scenario.
 type settings struct {
 	rounds int
+	// envoys in front of the pool: with 2, the heavy sessions enter
+	// through the first and the ordinary ones through the second.
+	envoys int
 	// backends, and each one's capacity and service time.
 	backends int
 	capacity int
@@ -52,6 +57,11 @@ type settings struct {
 	over     time.Duration
 	requests int
 	gap      time.Duration
+	// join runs the joining-host scenario instead (join.go): established
+	// sessions on all backends but the last, each sending a request every
+	// gap, then the last joins and the ordinary sessions arrive.
+	join        bool
+	established int
 	// layout, when set, is the heavy sessions' count per host, largest
 	// first, that each sticky configuration is drawn until it has.
 	layout []int
@@ -76,6 +86,7 @@ type config struct {
 func main() {
 	st := settings{backends: 3}
 	flag.IntVar(&st.rounds, "rounds", 1, "rounds over every configuration")
+	flag.IntVar(&st.envoys, "envoys", 1, "Envoys in front of the pool, 1 or 2: with 2 the heavy sessions enter through one and the ordinary sessions through the other, and a load block reads both")
 	flag.IntVar(&st.capacity, "capacity", 2, "requests each backend works on at a time")
 	flag.DurationVar(&st.work, "work", 4*time.Millisecond, "each request's service time on a backend")
 	flag.IntVar(&st.heavy, "heavy", 4, "heavy sessions")
@@ -84,12 +95,17 @@ func main() {
 	flag.DurationVar(&st.over, "over", 10*time.Second, "time over which the ordinary sessions arrive, evenly")
 	flag.IntVar(&st.requests, "requests", 10, "requests of each ordinary session")
 	flag.DurationVar(&st.gap, "gap", 100*time.Millisecond, "time between the starts of an ordinary session's requests")
+	flag.BoolVar(&st.join, "join", false, "the joining-host scenario instead: -established sessions on three backends, then a fourth joins while the ordinary sessions arrive (no heavy sessions)")
+	flag.IntVar(&st.established, "established", 60, "with -join: sessions on the first three backends before the fourth joins, each sending a request every -gap")
 	layout := flag.String("layout", "", "heavy sessions per host, largest first (e.g. 2,1,1): in each sticky configuration, heavy sessions are opened until they land so, those that do not fit dropped (default: where they land by chance)")
 	flag.StringVar(&st.out, "out", "", "also put the table into this file, between its heavy markers")
 	quick := flag.Bool("quick", false, "a short run: 30 ordinary sessions over 1.5 s, 5 requests each")
 	flag.Parse()
 	if *quick {
 		st.sessions, st.over, st.requests = 30, 1500*time.Millisecond, 5
+	}
+	if st.join {
+		st.backends = 4
 	}
 	var err error
 	if st.layout, err = parseLayout(*layout, st.heavy, st.backends); err == nil {
@@ -113,10 +129,16 @@ func validate(st settings) error {
 	for _, v := range []struct {
 		name string
 		n    int
-	}{{"-rounds", st.rounds}, {"-capacity", st.capacity}, {"-heavy", st.heavy}, {"-in-flight", st.inFlight}, {"-sessions", st.sessions}, {"-requests", st.requests}} {
+	}{{"-established", st.established}, {"-rounds", st.rounds}, {"-capacity", st.capacity}, {"-heavy", st.heavy}, {"-in-flight", st.inFlight}, {"-sessions", st.sessions}, {"-requests", st.requests}} {
 		if v.n < 1 {
 			errs = append(errs, fmt.Errorf("%s must be at least 1", v.name))
 		}
+	}
+	if st.envoys != 1 && st.envoys != 2 {
+		errs = append(errs, errors.New("-envoys must be 1 or 2"))
+	}
+	if st.join && (st.envoys != 1 || st.layout != nil) {
+		errs = append(errs, errors.New("-join runs one Envoy and no heavy sessions: no -envoys 2, no -layout"))
 	}
 	if st.over <= 0 || st.gap <= 0 || st.work < 0 {
 		errs = append(errs, errors.New("-over and -gap must be above 0, -work at least 0"))
@@ -166,6 +188,9 @@ func run(ctx context.Context, st settings) error {
 	if err != nil {
 		return err
 	}
+	if st.join {
+		return runJoin(ctx, st, bins, root, dir)
+	}
 	configs, err := configurations(root, dir)
 	if err != nil {
 		return err
@@ -185,7 +210,11 @@ func run(ctx context.Context, st settings) error {
 	report := render(st, rows, configs)
 	fmt.Print(report)
 	if st.out != "" {
-		if err := splice(st.out, report); err != nil {
+		name := "heavy"
+		if st.envoys == 2 {
+			name = "heavy-envoys"
+		}
+		if err := splice(st.out, name, report); err != nil {
 			return err
 		}
 	}
@@ -228,5 +257,48 @@ func configurations(root, dir string) ([]config, error) {
 		{name: "Envoy's cookie over LEAST_REQUEST", mode: "opaque", yaml: cookieLR, sticky: true},
 		{name: "round robin, no affinity", mode: "opaque", yaml: filepath.Join(bench, "baseline.yaml")},
 		{name: "LEAST_REQUEST, no affinity", mode: "opaque", yaml: plainLR},
+	}, nil
+}
+
+// runJoin runs the joining-host scenario over its configurations.
+func runJoin(ctx context.Context, st settings, bins launch.Binaries, root, dir string) error {
+	configs, err := joinConfigurations(root, dir)
+	if err != nil {
+		return err
+	}
+	var rows []joinRow
+	for r := 1; r <= st.rounds; r++ {
+		for i, c := range configs {
+			res, err := joinScenario(ctx, st, bins, c, filepath.Join(dir, fmt.Sprintf("join-r%d-%d", r, i)))
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", r, c.name, err)
+			}
+			w := summarizeJoin(c, r, res)
+			fmt.Fprintln(os.Stderr, w.progress())
+			rows = append(rows, w)
+		}
+	}
+	report := renderJoin(st, rows, configs)
+	fmt.Print(report)
+	if st.out != "" {
+		if err := splice(st.out, "heavy-join", report); err != nil {
+			return err
+		}
+	}
+	return brokenJoin(rows)
+}
+
+// joinConfigurations are the configurations a host joins: this project
+// with and without the load block, and Envoy's cookie over LEAST_REQUEST
+// with its hosts from the endpoints file (so that the stack can add one).
+func joinConfigurations(root, dir string) ([]config, error) {
+	cookieLR := filepath.Join(dir, "envoy-cookie-least-request-eds.yaml")
+	if err := writeEDSVariant(filepath.Join(root, "e2e", "bench", "envoy-cookie.yaml"), cookieLR); err != nil {
+		return nil, err
+	}
+	return []config{
+		{name: "verified", mode: "verified", sticky: true},
+		{name: "verified, load 1.25 (requests in flight)", mode: "verified", load: &launch.Load{Interval: 250 * time.Millisecond, Factor: 1.25}, sticky: true},
+		{name: "Envoy's cookie over LEAST_REQUEST", mode: "opaque", yaml: cookieLR, sticky: true},
 	}, nil
 }

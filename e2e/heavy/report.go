@@ -147,12 +147,22 @@ func render(st settings, rows []row, configs []config) string {
 	if st.layout != nil {
 		layout = "drawn until they landed " + joinInts(st.layout) + " (sessions that did not fit dropped)"
 	}
+	envoys := ""
+	if st.envoys == 2 {
+		envoys = "Two Envoys, the heavy sessions through one (A) and the ordinary sessions through the other (B), a `load` block reading both. "
+	}
 	fmt.Fprintf(&b, "\n%d backends, each working on %d requests at a time for %v each (the rest wait in line); %d heavy sessions "+
 		"of %d requests in flight each, %s; then %d ordinary sessions arriving evenly over %v, %d requests each %v apart "+
-		"(latency from send to the end of the answer, ordinary requests only). Envoy %s with one worker; %d cores (%s), %s.\n",
+		"(latency from send to the end of the answer, ordinary requests only). %s%s.\n",
 		st.backends, st.capacity, st.work, st.heavy, st.inFlight, layout, st.sessions, st.over, st.requests, st.gap,
-		envoyRelease(), runtime.NumCPU(), cpuModel(), runtime.Version())
+		envoys, machine())
 	return b.String()
+}
+
+// machine is the closing words of a report's last line: Envoy's release,
+// the cores and the Go release.
+func machine() string {
+	return fmt.Sprintf("Envoy %s with one worker; %d cores (%s), %s", envoyRelease(), runtime.NumCPU(), cpuModel(), runtime.Version())
 }
 
 func joinInts(n []int) string {
@@ -201,19 +211,20 @@ func cpuModel() string {
 	return "unknown CPU"
 }
 
-// Markers around the generated table in the -out file; the text around
-// them is written by hand and kept.
-const (
-	beginMark = "<!-- heavy:begin -->"
-	endMark   = "<!-- heavy:end -->"
-)
+// marks are the markers around a generated table in the -out file, one
+// pair per scenario (name: heavy, heavy-envoys, heavy-join); the text
+// around them is written by hand and kept.
+func marks(name string) (begin, end string) {
+	return "<!-- " + name + ":begin -->", "<!-- " + name + ":end -->"
+}
 
-// splice puts report between the markers of the file at path.
-func splice(path, report string) error {
+// splice puts report between the markers named name of the file at path.
+func splice(path, name, report string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
+	beginMark, endMark := marks(name)
 	text := string(data)
 	a, z := strings.Index(text, beginMark), strings.Index(text, endMark)
 	if a < 0 || z < a {

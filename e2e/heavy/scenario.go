@@ -48,12 +48,19 @@ func scenario(ctx context.Context, st settings, bins launch.Binaries, c config, 
 		return nil, err
 	}
 	stack, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: c.mode, EnvoyYAML: c.yaml, LoadFactor: c.loadFactor, Load: c.load,
-		Backends:    st.backends,
+		Backends: st.backends, Envoys: st.envoys,
 		BackendArgs: []string{"-capacity", strconv.Itoa(st.capacity), "-work", st.work.String()}})
 	if err != nil {
 		return nil, err
 	}
 	defer stack.Close()
+	// The heavy sessions enter through the stack's Envoy, the ordinary ones
+	// through the second when there is one: neither Envoy then sees the
+	// other's requests in flight.
+	heavyURL, ordinaryURL := stack.URL("/"), stack.URL("/")
+	if len(stack.Gateways) > 0 {
+		ordinaryURL = stack.Gateways[0].URL("/")
+	}
 	if c.mode == "verified" && c.yaml == "" {
 		// From here on Envoy verifies the tokens itself, as in production.
 		if err := stack.WaitJWKS(ctx); err != nil {
@@ -75,7 +82,7 @@ func scenario(ctx context.Context, st settings, bins launch.Binaries, c config, 
 	var heavyHosts []map[string]bool // each heavy session's hosts
 	count := make([]int, len(res.hosts))
 	for len(res.heavyAt) < st.heavy {
-		u := newUser(stack.URL("/"), st.inFlight)
+		u := newUser(heavyURL, st.inFlight)
 		first, err := u.get(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("opening a heavy session: %w", err)
@@ -134,7 +141,7 @@ func scenario(ctx context.Context, st settings, bins launch.Binaries, c config, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			u := newUser(stack.URL("/"), 1)
+			u := newUser(ordinaryURL, 1)
 			defer u.close()
 			hosts := map[string]bool{}
 			for k := range st.requests {
