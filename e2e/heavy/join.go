@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/envoy-affinity/envoy-affinity/affinity/discovery"
 	"github.com/envoy-affinity/envoy-affinity/internal/launch"
 )
 
@@ -29,6 +31,9 @@ type joinResult struct {
 	established, placed []string
 	// ordinary are the new sessions' requests answered.
 	ordinary []served
+	// inFlight is each host's mean requests in flight as Envoy counted
+	// them (rq_active) while the new sessions arrived, in hosts' order.
+	inFlight []float64
 	// joinTook is from rewriting the hosts to both the service and Envoy
 	// having the new one (healthy in Envoy).
 	joinTook                  time.Duration
@@ -123,6 +128,12 @@ func joinScenario(ctx context.Context, st settings, bins launch.Binaries, c conf
 	}
 	res.joinTook = time.Since(t0)
 
+	// Envoy's count of each host's requests in flight while the new
+	// sessions arrive: what a least-request balancer or a load block sees.
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan []float64, 1)
+	go func() { sampled <- sampleInFlight(sampleCtx, stack, 250*time.Millisecond) }()
+
 	// The new sessions, arriving evenly from the moment it joined.
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -162,9 +173,44 @@ func joinScenario(ctx context.Context, st settings, bins launch.Binaries, c conf
 		}()
 	}
 	wg.Wait()
+	stopSampling()
+	res.inFlight = <-sampled
 	stopOld()
 	oldDone.Wait()
 	return res, ctx.Err()
+}
+
+// sampleInFlight reads Envoy's requests in flight per backend every
+// interval until ctx ends, and returns each backend's mean over the
+// readings (in the stack's backend order; nil without a reading).
+func sampleInFlight(ctx context.Context, stack *launch.Stack, interval time.Duration) []float64 {
+	client := &http.Client{Timeout: interval}
+	url := discovery.AdminURL("127.0.0.1:" + strconv.Itoa(stack.AdminPort))
+	sum := make([]float64, len(stack.Backends))
+	n := 0
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if n == 0 {
+				return nil
+			}
+			for i := range sum {
+				sum[i] /= float64(n)
+			}
+			return sum
+		case <-t.C:
+		}
+		load, err := discovery.RequestsInFlight(ctx, client, url, "app")
+		if err != nil {
+			continue // a reading cut short by the end of the run, or a slow one
+		}
+		for i, b := range stack.Backends {
+			sum[i] += load[b.Address()]
+		}
+		n++
+	}
 }
 
 // joinRow is one configuration's joining figures in one round.
@@ -176,6 +222,7 @@ type joinRow struct {
 	// sessions per host; share the joining host's share of them.
 	established, placed []int
 	share, fair         float64
+	inFlight            []float64
 	p50, p99            time.Duration
 	joinTook            time.Duration
 	establishedSplit    int
@@ -190,6 +237,7 @@ func summarizeJoin(c config, round int, res *joinResult) joinRow {
 	w.established = perHost(res.hosts, res.established)
 	w.placed = perHost(res.hosts, res.placed)
 	w.share = ratio(w.placed[len(w.placed)-1], len(res.placed))
+	w.inFlight = res.inFlight
 	var all []time.Duration
 	for _, s := range res.ordinary {
 		all = append(all, s.took)
@@ -199,8 +247,8 @@ func summarizeJoin(c config, round int, res *joinResult) joinRow {
 }
 
 func (w joinRow) progress() string {
-	return fmt.Sprintf("round %d %-36s established %s  new %s  joining %.0f%%  p50 %v p99 %v  joined in %v  split %d/%d  failed %d/%d",
-		w.round, w.config.name, joinInts(w.established), joinInts(w.placed), 100*w.share, ms(w.p50), ms(w.p99),
+	return fmt.Sprintf("round %d %-36s established %s  new %s  joining %.0f%%  in flight %s  p50 %v p99 %v  joined in %v  split %d/%d  failed %d/%d",
+		w.round, w.config.name, joinInts(w.established), joinInts(w.placed), 100*w.share, joinMeans(w.inFlight), ms(w.p50), ms(w.p99),
 		w.joinTook.Round(time.Millisecond), w.establishedSplit, w.split, w.establishedFailed, w.failed)
 }
 
@@ -216,13 +264,13 @@ func renderJoin(st settings, rows []joinRow, configs []config) string {
 	if len(rows) > 0 {
 		hosts = strings.Join(rows[0].hosts, " / ")
 	}
-	fmt.Fprintf(&b, "| configuration | round | established sessions (%s) | new sessions (%s) | joining host's share of new sessions (fair %.0f%%) | p50 / p99 of the new sessions | sessions on two hosts (established, new) | failed requests (established, new) |\n",
+	fmt.Fprintf(&b, "| configuration | round | established sessions (%s) | new sessions (%s) | joining host's share of new sessions (fair %.0f%%) | requests in flight, mean per host (Envoy's rq_active every 250 ms) | p50 / p99 of the new sessions | sessions on two hosts (established, new) | failed requests (established, new) |\n",
 		hosts, hosts, 100/float64(st.backends))
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, w := range rows {
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %.0f%% (%.2f×) | %s / %s | %d, %d | %d, %d |\n",
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %.0f%% (%.2f×) | %s | %s / %s | %d, %d | %d, %d |\n",
 			w.config.name, w.round, joinInts(w.established), joinInts(w.placed), 100*w.share, w.share/w.fair,
-			ms(w.p50), ms(w.p99), w.establishedSplit, w.split, w.establishedFailed, w.failed)
+			joinMeans(w.inFlight), ms(w.p50), ms(w.p99), w.establishedSplit, w.split, w.establishedFailed, w.failed)
 	}
 	fmt.Fprintf(&b, "\n%d backends, each working on %d requests at a time for %v each (the rest wait in line); the pool starts on the first %d, "+
 		"%d established sessions on them each sending a request every %v; after 1 s the last backend joins the service's pool and Envoy's cluster, "+
@@ -246,4 +294,16 @@ func brokenJoin(rows []joinRow) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// joinMeans writes means with two decimals, "/" between ("none" for none).
+func joinMeans(v []float64) string {
+	if len(v) == 0 {
+		return "none"
+	}
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(s, " / ")
 }
