@@ -72,8 +72,10 @@ bench-placement: ## placement quality and speed beside Maglev and a ring (docs/p
 	$(GO) test -run '^$$' -bench 'PlacementQuality|PlacementWeights|BoundedLoadSimulation' -benchtime 1x -timeout 30m ./affinity
 	$(GO) test -run '^$$' -bench 'PlacementLookup|PlacementBuild' -benchmem ./affinity
 
-bench-heavy: envoy ## new sessions beside a few heavy ones, through Envoy: this project, Envoy's cookie over LEAST_REQUEST, no affinity (about 3 minutes) into docs/placement.md
+bench-heavy: envoy ## new sessions beside a few heavy ones, through Envoy: this project, Envoy's cookie over LEAST_REQUEST, no affinity; then through two Envoys, and a joining host (about 13 minutes) into docs/placement.md
 	$(GO) run ./e2e/heavy -rounds 2 -layout 2,1,1 -out docs/placement.md
+	$(GO) run ./e2e/heavy -rounds 4 -layout 2,1,1 -envoys 2 -out docs/placement.md
+	$(GO) run ./e2e/heavy -rounds 4 -join -out docs/placement.md
 
 FUZZTIME ?= 60s
 fuzz: ## fuzz every parser of client input and the config file, FUZZTIME each (60s)
