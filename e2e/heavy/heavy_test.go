@@ -218,3 +218,36 @@ func TestSummarizeJoin(t *testing.T) {
 		})
 	}
 }
+
+// TestValidate: the defaults pass; settings the scenario cannot run are
+// refused, each with its flag named.
+func TestValidate(t *testing.T) {
+	ok := settings{rounds: 1, envoys: 1, backends: 3, capacity: 2, work: 4 * time.Millisecond, heavy: 4, inFlight: 4,
+		sessions: 200, over: 10 * time.Second, requests: 10, gap: 100 * time.Millisecond, established: 60,
+		loadInterval: 250 * time.Millisecond, loadFactor: 1.25}
+	tests := []struct {
+		name string
+		edit func(*settings)
+		want string // "" when valid
+	}{
+		{"defaults", func(*settings) {}, ""},
+		{"only without out", func(s *settings) { s.only = "load" }, ""},
+		{"only with out", func(s *settings) { s.only, s.out = "load", "docs/placement.md" }, "-only"},
+		{"load read too often", func(s *settings) { s.loadInterval = 50 * time.Millisecond }, "-load-interval"},
+		{"load factor below 1", func(s *settings) { s.loadFactor = 0.9 }, "-load-factor"},
+		{"three Envoys", func(s *settings) { s.envoys = 3 }, "-envoys"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := ok
+			tt.edit(&st)
+			err := validate(st)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("error %v, want one naming %s", err, tt.want)
+			}
+		})
+	}
+}

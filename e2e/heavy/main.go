@@ -66,6 +66,11 @@ type settings struct {
 	// first, that each sticky configuration is drawn until it has.
 	layout []int
 	out    string
+	// only, when set, keeps the configurations whose name contains it.
+	only string
+	// loadInterval and loadFactor shape the load configuration's block.
+	loadInterval time.Duration
+	loadFactor   float64
 }
 
 // config is one measured configuration.
@@ -99,6 +104,9 @@ func main() {
 	flag.IntVar(&st.established, "established", 60, "with -join: sessions on the first three backends before the fourth joins, each sending a request every -gap")
 	layout := flag.String("layout", "", "heavy sessions per host, largest first (e.g. 2,1,1): in each sticky configuration, heavy sessions are opened until they land so, those that do not fit dropped (default: where they land by chance)")
 	flag.StringVar(&st.out, "out", "", "also put the table into this file, between its heavy markers")
+	flag.StringVar(&st.only, "only", "", "run only the configurations whose name contains this (not with -out)")
+	flag.DurationVar(&st.loadInterval, "load-interval", 250*time.Millisecond, "how often the load configuration reads Envoy's requests in flight (load.interval)")
+	flag.Float64Var(&st.loadFactor, "load-factor", 1.25, "the load configuration's load.factor")
 	quick := flag.Bool("quick", false, "a short run: 30 ordinary sessions over 1.5 s, 5 requests each")
 	flag.Parse()
 	if *quick {
@@ -142,6 +150,12 @@ func validate(st settings) error {
 	}
 	if st.over <= 0 || st.gap <= 0 || st.work < 0 {
 		errs = append(errs, errors.New("-over and -gap must be above 0, -work at least 0"))
+	}
+	if st.only != "" && st.out != "" {
+		errs = append(errs, errors.New("-only runs part of the table: not with -out"))
+	}
+	if st.loadInterval < 100*time.Millisecond || st.loadFactor < 1 {
+		errs = append(errs, errors.New("-load-interval must be at least 100ms and -load-factor at least 1, as the load block takes them"))
 	}
 	return errors.Join(errs...)
 }
@@ -191,7 +205,7 @@ func run(ctx context.Context, st settings) error {
 	if st.join {
 		return runJoin(ctx, st, bins, root, dir)
 	}
-	configs, err := configurations(root, dir)
+	configs, err := configurations(root, dir, st)
 	if err != nil {
 		return err
 	}
@@ -238,7 +252,7 @@ func broken(rows []row) error {
 }
 
 // configurations are the measured set, Envoy's variants written into dir.
-func configurations(root, dir string) ([]config, error) {
+func configurations(root, dir string, st settings) ([]config, error) {
 	bench := filepath.Join(root, "e2e", "bench")
 	cookieLR := filepath.Join(dir, "envoy-cookie-least-request.yaml")
 	plainLR := filepath.Join(dir, "least-request.yaml")
@@ -250,14 +264,28 @@ func configurations(root, dir string) ([]config, error) {
 			return nil, err
 		}
 	}
-	return []config{
+	loadName := fmt.Sprintf("verified, load %g (requests in flight)", st.loadFactor)
+	if st.loadInterval != 250*time.Millisecond {
+		loadName = fmt.Sprintf("verified, load %g read every %v (requests in flight)", st.loadFactor, st.loadInterval)
+	}
+	all := []config{
 		{name: "verified", mode: "verified", sticky: true},
 		{name: "verified, bounded_load 1.25", mode: "verified", loadFactor: 1.25, sticky: true},
-		{name: "verified, load 1.25 (requests in flight)", mode: "verified", load: &launch.Load{Interval: 250 * time.Millisecond, Factor: 1.25}, sticky: true},
+		{name: loadName, mode: "verified", load: &launch.Load{Interval: st.loadInterval, Factor: st.loadFactor}, sticky: true},
 		{name: "Envoy's cookie over LEAST_REQUEST", mode: "opaque", yaml: cookieLR, sticky: true},
 		{name: "round robin, no affinity", mode: "opaque", yaml: filepath.Join(bench, "baseline.yaml")},
 		{name: "LEAST_REQUEST, no affinity", mode: "opaque", yaml: plainLR},
-	}, nil
+	}
+	var out []config
+	for _, c := range all {
+		if strings.Contains(c.name, st.only) {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-only %q names no configuration", st.only)
+	}
+	return out, nil
 }
 
 // runJoin runs the joining-host scenario over its configurations.
