@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,19 +24,7 @@ func TestLoadSignalTwoEnvoys(t *testing.T) {
 	hot := openSession(t, s, a.URL(""))
 
 	const held = 12
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	cookie := "affinity=" + hot.c.Cookie("affinity")
-	for range held {
-		wg.Go(func() {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.URL("/?hold=10s"), nil)
-			req.Header.Set("Cookie", cookie)
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				resp.Body.Close()
-			}
-		})
-	}
+	holdRequests(t, a.URL("/?hold=10s"), "affinity="+hot.c.Cookie("affinity"), held)
 	hotAddr := ""
 	for _, b := range s.Backends {
 		if b.Name == hot.host {
@@ -46,7 +33,7 @@ func TestLoadSignalTwoEnvoys(t *testing.T) {
 	}
 	// inFlight is what one Envoy counts on the hot host.
 	inFlight := func(adminPort int) (float64, error) {
-		m, err := discovery.RequestsInFlight(ctx, http.DefaultClient, discovery.AdminURL("127.0.0.1:"+strconv.Itoa(adminPort)), "app")
+		m, err := discovery.RequestsInFlight(t.Context(), http.DefaultClient, discovery.AdminURL("127.0.0.1:"+strconv.Itoa(adminPort)), "app")
 		return m[hotAddr], err
 	}
 	if err := launch.Eventually(context.Background(), 10*time.Second, func() error {

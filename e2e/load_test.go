@@ -24,19 +24,7 @@ func TestLoadSignal(t *testing.T) {
 	// Requests held on the hot session's host until the test is done
 	// (Envoy routes them by the token, without asking the service).
 	const held = 12
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	cookie := "affinity=" + hot.c.Cookie("affinity")
-	for range held {
-		wg.Go(func() {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL("/?hold=10s"), nil)
-			req.Header.Set("Cookie", cookie)
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				resp.Body.Close()
-			}
-		})
-	}
+	holdRequests(t, s.URL("/?hold=10s"), "affinity="+hot.c.Cookie("affinity"), held)
 	hotLoad := func() (float64, error) { return serviceLoad(s, hot.host) }
 	if err := launch.Eventually(context.Background(), 10*time.Second, func() error {
 		if l, err := hotLoad(); err != nil || l < held {
@@ -93,4 +81,22 @@ func serviceLoad(s *launch.Stack, host string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no load for %s", host)
+}
+
+// holdRequests keeps n requests of the session cookie names open through
+// url (the demo backend's ?hold=) until the test ends, so that Envoy counts
+// them in flight on the session's host.
+func holdRequests(t *testing.T, url, cookie string, n int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for range n {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			req.Header.Set("Cookie", cookie)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
 }

@@ -135,44 +135,8 @@ func joinScenario(ctx context.Context, st settings, bins launch.Binaries, c conf
 	go func() { sampled <- sampleInFlight(sampleCtx, stack, 250*time.Millisecond) }()
 
 	// The new sessions, arriving evenly from the moment it joined.
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range st.sessions {
-		due := start.Add(time.Duration(i) * st.over / time.Duration(st.sessions))
-		if !wait(ctx, due) {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			u := newUser(stack.URL("/"), 1)
-			defer u.close()
-			hosts := map[string]bool{}
-			for k := range st.requests {
-				if !wait(ctx, due.Add(time.Duration(k)*st.gap)) {
-					return
-				}
-				r, err := u.get(ctx)
-				mu.Lock()
-				if err != nil {
-					res.failed++
-				} else {
-					if len(hosts) == 0 {
-						res.placed = append(res.placed, r.host)
-					}
-					hosts[r.host] = true
-					res.ordinary = append(res.ordinary, r)
-				}
-				mu.Unlock()
-			}
-			if len(hosts) > 1 {
-				mu.Lock()
-				res.split++
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	arrived := arrive(ctx, st, stack.URL("/"))
+	res.placed, res.ordinary, res.split, res.failed = arrived.placed, arrived.ordinary, arrived.split, arrived.failed
 	stopSampling()
 	res.inFlight = <-sampled
 	stopOld()

@@ -131,45 +131,8 @@ func scenario(ctx context.Context, st settings, bins launch.Binaries, c config, 
 	warm.Wait() // every heavy request line is going
 
 	// The ordinary sessions, arriving evenly.
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range st.sessions {
-		due := start.Add(time.Duration(i) * st.over / time.Duration(st.sessions))
-		if !wait(ctx, due) {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			u := newUser(ordinaryURL, 1)
-			defer u.close()
-			hosts := map[string]bool{}
-			for k := range st.requests {
-				if !wait(ctx, due.Add(time.Duration(k)*st.gap)) {
-					return
-				}
-				r, err := u.get(ctx)
-				mu.Lock()
-				switch {
-				case err != nil:
-					res.failed++
-				default:
-					if len(hosts) == 0 {
-						res.placed = append(res.placed, r.host)
-					}
-					hosts[r.host] = true
-					res.ordinary = append(res.ordinary, r)
-				}
-				mu.Unlock()
-			}
-			if len(hosts) > 1 {
-				mu.Lock()
-				res.split++
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	arrived := arrive(ctx, st, ordinaryURL)
+	res.placed, res.ordinary, res.split, res.failed = arrived.placed, arrived.ordinary, arrived.split, arrived.failed
 	stopHeavy()
 	heavyDone.Wait()
 	if err := ctx.Err(); err != nil {
