@@ -129,15 +129,11 @@ func run(st settings) error {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "envoy-affinity-bench-")
+	dir, bins, remove, err := launch.BuildTemp("bench")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	bins, err := launch.Build(dir)
-	if err != nil {
-		return err
-	}
+	defer remove()
 	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/affinity-load")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {

@@ -193,15 +193,11 @@ func run(ctx context.Context, st settings) error {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "envoy-affinity-heavy-")
+	dir, bins, remove, err := launch.BuildTemp("heavy")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	bins, err := launch.Build(dir)
-	if err != nil {
-		return err
-	}
+	defer remove()
 	if st.join {
 		return runJoin(ctx, st, bins, root, dir)
 	}

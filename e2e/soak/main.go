@@ -57,15 +57,11 @@ type sample struct {
 }
 
 func run(ctx context.Context, duration, warmup, every time.Duration, rate, nSessions int) error {
-	dir, err := os.MkdirTemp("", "envoy-affinity-soak-")
+	dir, bins, remove, err := launch.BuildTemp("soak")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	bins, err := launch.Build(dir)
-	if err != nil {
-		return err
-	}
+	defer remove()
 	s, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: "verified", RefreshInterval: 30 * time.Second, SignDelay: 10 * time.Second})
 	if err != nil {
 		return err

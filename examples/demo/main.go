@@ -31,16 +31,12 @@ var modeSummary = map[string]string{
 }
 
 func run(ctx context.Context) error {
-	dir, err := os.MkdirTemp("", "envoy-affinity-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	fmt.Println("building envoy-affinity and the demo backend ...")
-	bins, err := launch.Build(dir)
+	dir, bins, remove, err := launch.BuildTemp("demo")
 	if err != nil {
 		return err
 	}
+	defer remove()
 	mode := os.Getenv("DEMO_MODE")
 	if mode == "" {
 		mode = "verified"

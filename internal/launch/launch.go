@@ -90,6 +90,20 @@ type Binaries struct {
 	Envoy   string
 }
 
+// BuildTemp builds the binaries into a new temporary folder named after
+// name; remove deletes the folder and all a run put into it.
+func BuildTemp(name string) (dir string, bins Binaries, remove func(), err error) {
+	if dir, err = os.MkdirTemp("", "envoy-affinity-"+name+"-"); err != nil {
+		return "", Binaries{}, nil, err
+	}
+	remove = func() { os.RemoveAll(dir) }
+	if bins, err = Build(dir); err != nil {
+		remove()
+		return "", Binaries{}, nil, err
+	}
+	return dir, bins, remove, nil
+}
+
 // Build compiles the server and the demo backend into dir and finds Envoy.
 func Build(dir string) (Binaries, error) {
 	envoy, err := EnvoyBinary()

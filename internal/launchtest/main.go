@@ -13,16 +13,13 @@ import (
 // own into dir and change bins), runs the tests and removes the folder. It
 // returns the exit code: TestMain passes it to os.Exit.
 func Main(m *testing.M, bins *launch.Binaries, more func(dir string, bins *launch.Binaries) error) int {
-	dir, err := os.MkdirTemp("", "envoy-affinity-test-")
+	dir, built, remove, err := launch.BuildTemp("test")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if *bins, err = launch.Build(dir); err != nil {
 		fmt.Fprintln(os.Stderr, "the tests need the binaries and Envoy:", err)
 		return 1
 	}
+	defer remove()
+	*bins = built
 	if more != nil {
 		if err := more(dir, bins); err != nil {
 			fmt.Fprintln(os.Stderr, err)
