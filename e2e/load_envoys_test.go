@@ -24,7 +24,7 @@ func TestLoadSignalTwoEnvoys(t *testing.T) {
 	hot := openSession(t, s, a.URL(""))
 
 	const held = 12
-	holdRequests(t, a.URL("/?hold=10s"), "affinity="+hot.c.Cookie("affinity"), held)
+	holdRequests(t, a.URL("/?hold=10s"), held, "Cookie", "affinity="+hot.c.Cookie("affinity"))
 	hotAddr := ""
 	for _, b := range s.Backends {
 		if b.Name == hot.host {
