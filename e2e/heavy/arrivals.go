@@ -48,6 +48,7 @@ func arrive(ctx context.Context, st settings, url string) arrivals {
 					if len(hosts) == 0 {
 						a.placed = append(a.placed, r.host)
 					}
+					r.first = k == 0
 					hosts[r.host] = true
 					a.ordinary = append(a.ordinary, r)
 				}

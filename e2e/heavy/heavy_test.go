@@ -93,7 +93,7 @@ func TestQuantile(t *testing.T) {
 // latency are of the ordinary sessions it got.
 func TestSummarize(t *testing.T) {
 	hosts := []string{"b1", "b2", "b3"}
-	ordinary := []served{{"b1", 10 * time.Millisecond}, {"b2", 30 * time.Millisecond}, {"b2", 20 * time.Millisecond}, {"b3", 5 * time.Millisecond}}
+	ordinary := []served{{"b1", 10 * time.Millisecond, true}, {"b2", 30 * time.Millisecond, true}, {"b2", 20 * time.Millisecond, false}, {"b3", 5 * time.Millisecond, false}}
 	for _, tc := range []struct {
 		name       string
 		heavyAt    []string
@@ -119,6 +119,9 @@ func TestSummarize(t *testing.T) {
 			}
 			if w.p50 != 10*time.Millisecond || w.requests != 4 {
 				t.Errorf("overall p50 %v over %d requests, want 10ms over 4", w.p50, w.requests)
+			}
+			if w.firstP99 != 30*time.Millisecond || w.laterP99 != 20*time.Millisecond {
+				t.Errorf("p99 of first requests %v, of later ones %v; want 30ms and 20ms", w.firstP99, w.laterP99)
 			}
 		})
 	}

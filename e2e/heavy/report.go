@@ -32,8 +32,12 @@ type row struct {
 	hot      string
 	hotShare float64
 	fair     float64
-	// p50, p99 of every ordinary request, and of those the hot host served.
+	// p50, p99 of every ordinary request, and of those the hot host served;
+	// of the sessions' first requests (the one that places a session) and
+	// of the later ones.
 	p50, p99, hotP50, hotP99 time.Duration
+	firstP50, firstP99       time.Duration
+	laterP50, laterP99       time.Duration
 	requests, hotRequests    int
 	heavySplit, split        int
 	heavyFailed, failed      int
@@ -64,16 +68,23 @@ func summarize(c config, round int, res *result) row {
 	}
 	w.hot = res.hosts[hot]
 	w.hotShare = ratio(w.placed[hot], len(res.placed))
-	var all, onHot []time.Duration
+	var all, onHot, first, later []time.Duration
 	for _, s := range res.ordinary {
 		all = append(all, s.took)
 		if s.host == w.hot {
 			onHot = append(onHot, s.took)
 		}
+		if s.first {
+			first = append(first, s.took)
+		} else {
+			later = append(later, s.took)
+		}
 	}
 	w.requests, w.hotRequests = len(all), len(onHot)
 	w.p50, w.p99 = quantile(all, 0.50), quantile(all, 0.99)
 	w.hotP50, w.hotP99 = quantile(onHot, 0.50), quantile(onHot, 0.99)
+	w.firstP50, w.firstP99 = quantile(first, 0.50), quantile(first, 0.99)
+	w.laterP50, w.laterP99 = quantile(later, 0.50), quantile(later, 0.99)
 	return w
 }
 
@@ -108,9 +119,10 @@ func quantile(d []time.Duration, q float64) time.Duration {
 
 // progress is the row in one line, for the terminal while the run goes on.
 func (w row) progress() string {
-	return fmt.Sprintf("round %d %-36s heavy %s  new %s  hot %s %.0f%%  p50 %v p99 %v  hot p50 %v p99 %v  split %d/%d  failed %d/%d",
+	return fmt.Sprintf("round %d %-36s heavy %s  new %s  hot %s %.0f%%  p50 %v p99 %v  first %v / %v  later %v / %v  hot p50 %v p99 %v  split %d/%d  failed %d/%d",
 		w.round, w.config.name, joinInts(w.heavy), joinInts(w.placed), w.hot, 100*w.hotShare,
-		ms(w.p50), ms(w.p99), w.hotMS(w.hotP50), w.hotMS(w.hotP99), w.heavySplit, w.split, w.heavyFailed, w.failed)
+		ms(w.p50), ms(w.p99), ms(w.firstP50), ms(w.firstP99), ms(w.laterP50), ms(w.laterP99),
+		w.hotMS(w.hotP50), w.hotMS(w.hotP99), w.heavySplit, w.split, w.heavyFailed, w.failed)
 }
 
 // render is the Markdown table of every row, configurations in order and
@@ -125,9 +137,9 @@ func render(st settings, rows []row, configs []config) string {
 	if len(rows) > 0 {
 		hosts = strings.Join(rows[0].hosts, " / ")
 	}
-	fmt.Fprintf(&b, "| configuration | round | heavy sessions (%s) | new sessions (%s) | hot host's share of new sessions (fair %.0f%%) | p50 / p99 | p50 / p99 on the hot host | sessions on two hosts (heavy, ordinary) | failed requests (heavy, ordinary) |\n",
+	fmt.Fprintf(&b, "| configuration | round | heavy sessions (%s) | new sessions (%s) | hot host's share of new sessions (fair %.0f%%) | p50 / p99 | p50 / p99 of first requests | p50 / p99 of later requests | p50 / p99 on the hot host | sessions on two hosts (heavy, ordinary) | failed requests (heavy, ordinary) |\n",
 		hosts, hosts, 100/float64(st.backends))
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, w := range rows {
 		heavy := joinInts(w.heavy)
 		if !w.config.sticky {
@@ -139,9 +151,9 @@ func render(st settings, rows []row, configs []config) string {
 		} else if w.dropped > 0 {
 			heavy += fmt.Sprintf(" (%d dropped)", w.dropped)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s %.0f%% (%.2f×) | %s / %s | %s / %s | %d, %d | %d, %d |\n",
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s %.0f%% (%.2f×) | %s / %s | %s / %s | %s / %s | %s / %s | %d, %d | %d, %d |\n",
 			w.config.name, w.round, heavy, joinInts(w.placed), w.hot, 100*w.hotShare, w.hotShare/w.fair,
-			ms(w.p50), ms(w.p99), w.hotMS(w.hotP50), w.hotMS(w.hotP99), w.heavySplit, w.split, w.heavyFailed, w.failed)
+			ms(w.p50), ms(w.p99), ms(w.firstP50), ms(w.firstP99), ms(w.laterP50), ms(w.laterP99), w.hotMS(w.hotP50), w.hotMS(w.hotP99), w.heavySplit, w.split, w.heavyFailed, w.failed)
 	}
 	layout := "where they landed by chance"
 	if st.layout != nil {
@@ -153,7 +165,7 @@ func render(st settings, rows []row, configs []config) string {
 	}
 	fmt.Fprintf(&b, "\n%d backends, each working on %d requests at a time for %v each (the rest wait in line); %d heavy sessions "+
 		"of %d requests in flight each, %s; then %d ordinary sessions arriving evenly over %v, %d requests each %v apart "+
-		"(latency from send to the end of the answer, ordinary requests only). %s%s.\n",
+		"(latency from send to the end of the answer, ordinary requests only; a session's first request is the one that places it). %s%s.\n",
 		st.backends, st.capacity, st.work, st.heavy, st.inFlight, layout, st.sessions, st.over, st.requests, st.gap,
 		envoys, machine())
 	return b.String()

@@ -40,6 +40,8 @@ type result struct {
 type served struct {
 	host string
 	took time.Duration
+	// first is a session's first request (the one that places it).
+	first bool
 }
 
 // scenario runs the scenario once through configuration c, in dir.
