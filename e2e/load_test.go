@@ -144,7 +144,12 @@ func TestLoadSignal(t *testing.T) {
 // serviceLoad is the requests in flight the service last read for the
 // named host (the sum over every Envoy its load block names).
 func serviceLoad(s *launch.Stack, host string) (float64, error) {
-	resp, err := http.Get(s.ServerURL("/debug/pools"))
+	return serviceLoadAt(s.ServerURL("/debug/pools"), host)
+}
+
+// serviceLoadAt is serviceLoad of the replica whose /debug/pools is url.
+func serviceLoadAt(url, host string) (float64, error) {
+	resp, err := http.Get(url)
 	if err != nil {
 		return 0, err
 	}
@@ -168,9 +173,9 @@ func serviceLoad(s *launch.Stack, host string) (float64, error) {
 	return 0, fmt.Errorf("no load for %s", host)
 }
 
-// holdRequests keeps n requests with the given headers ("k", "v", ...)
-// open through url (the demo backend's ?hold=) until the test ends, so
-// that Envoy counts them in flight on the session's host.
+// holdRequests keeps n requests carrying headers ("k", "v", ...: a session
+// cookie or key) open through url (the demo backend's ?hold=) until the
+// test ends, so that Envoy counts them in flight on the session's host.
 func holdRequests(t *testing.T, url string, n int, headers ...string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
