@@ -16,7 +16,7 @@ GO ?= go
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help envoy-version build test lint demo envoy redis fuzz soak bench bench-placement bench-heavy clean control-planes
+.PHONY: help envoy-version build test lint demo envoy redis fuzz soak bench bench-load bench-placement bench-heavy clean control-planes
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ demo: envoy ## run Envoy, envoy-affinity and three backends on localhost with a 
 bench: envoy ## measure each mode against plain Envoy (about 5 minutes) into docs/performance.md
 	@command -v wrk >/dev/null || { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; }
 	$(GO) run ./e2e/bench -out docs/performance.md
+
+bench-load: envoy ## verified and native modes with and without the load block's admin reads, and one read's Envoy CPU (about 6 minutes) into docs/placement.md
+	@command -v wrk >/dev/null || { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; }
+	$(GO) run ./e2e/bench -load -rounds 5 -duration 5s -out docs/placement.md
 
 bench-placement: ## placement quality and speed beside Maglev and a ring (docs/placement.md)
 	$(GO) test -run '^$$' -bench 'PlacementQuality|PlacementWeights|BoundedLoadSimulation' -benchtime 1x -timeout 30m ./affinity

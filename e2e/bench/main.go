@@ -46,6 +46,8 @@ type config struct {
 	sessionHeader string
 	backendArgs   []string
 	keySources    []launch.KeySource
+	// load is the pool's load block (none when nil).
+	load *launch.Load
 }
 
 // sample is one configuration's figures in one round.
@@ -55,6 +57,7 @@ type sample struct {
 	p50, p99   time.Duration // open loop at -rate, from when each request was due
 	p90, p999  time.Duration
 	extprocPer float64 // ext_proc streams per request during the load
+	adminPerS  float64 // requests to Envoy's admin API per second during the load
 }
 
 // settings of one benchmark run.
@@ -91,6 +94,9 @@ type settings struct {
 	// jwtCache compares jwt_authn's token cache at its size in
 	// verified.yaml and at the number of sessions.
 	jwtCache bool
+	// loadBlock compares verified and native modes with and without the
+	// pool's load block, which reads Envoy's admin API.
+	loadBlock bool
 }
 
 func main() {
@@ -109,6 +115,7 @@ func main() {
 	flag.BoolVar(&st.oneRoute, "verified-one-route", false, "compare verified.yaml with a variant that skips the ext_proc by matchers alone, on one route, without clear_route_cache")
 	flag.BoolVar(&st.callVariants, "call-variants", false, "compare opaque.yaml's ext_proc call with one that forwards only the cookie header (forward_rules) and only the cluster attribute, for established and new sessions")
 	flag.BoolVar(&st.envelope, "envelope", false, "verified mode with the session in an application header the backend starts, in a signed envelope that Envoy verifies and unwraps (launch.SessionHeaderChanges), beside verified mode's cookie, the baseline and Envoy's cookie")
+	flag.BoolVar(&st.loadBlock, "load", false, "verified and native modes with the pool's load block reading Envoy's admin API every 1s (the default) and every 100ms, beside the same modes without it, the baseline and Envoy's cookie; then the Envoy CPU one /clusters?format=json read costs; with -out, into the bench-load markers")
 	flag.BoolVar(&st.luaFloor, "lua-floor", false, "compare plain Envoy with a Lua filter that only reads the session cookie (the least any scripted verifier costs) and with jwt_authn alone, beside Envoy's cookie")
 	flag.BoolVar(&st.quick, "quick", false, "a few seconds: one short round of four configurations, Go client only (make test runs it so the benchmark cannot rot)")
 	flag.Parse()
@@ -242,6 +249,9 @@ func run(st settings) error {
 				backendArgs: []string{"-session-header", "X-Session-Id"},
 				keySources:  []launch.KeySource{{Type: "upstream_header", Name: "X-Session-Id", Envelope: "signed"}}}}
 	}
+	if st.loadBlock {
+		configs = loadConfigs(all)
+	}
 	if st.parts {
 		parts, err := partsConfigs(root, dir)
 		if err != nil {
@@ -256,15 +266,24 @@ func run(st settings) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
-			fmt.Fprintf(os.Stderr, "round %d %-30s %8.0f req/s  cpu %6.1f µs/req  p50 %v  p99 %v\n",
-				r, c.name, s.rps, us(s.cpuPerReq), s.p50, s.p99)
+			fmt.Fprintf(os.Stderr, "round %d %-30s %8.0f req/s  cpu %6.1f µs/req  p50 %v  p99 %v  admin %.1f/s\n",
+				r, c.name, s.rps, us(s.cpuPerReq), s.p50, s.p99, s.adminPerS)
 			results[i] = append(results[i], s)
 		}
 	}
 	report := render(configs, results, st, bins.Envoy)
+	marker := "bench"
+	if st.loadBlock {
+		cost, err := adminReadCost(bins, filepath.Join(dir, "admin-reads"))
+		if err != nil {
+			return fmt.Errorf("the cost of an admin read: %w", err)
+		}
+		report += "\n" + cost
+		marker = "bench-load"
+	}
 	fmt.Print(report)
 	if out != "" {
-		return splice(out, report)
+		return splice(out, marker, report)
 	}
 	return nil
 }
@@ -282,19 +301,14 @@ const luaCookieReader = `          - name: envoy.filters.http.lua
                   end
 `
 
-// Markers around the generated table in the report file; the text around
-// them is written by hand and kept.
-const (
-	beginMark = "<!-- bench:begin -->"
-	endMark   = "<!-- bench:end -->"
-)
-
-// splice puts report between the markers of the file at path.
-func splice(path, report string) error {
+// splice puts report between the markers named name (bench, bench-load)
+// of the file at path; the text around them is written by hand and kept.
+func splice(path, name, report string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
+	beginMark, endMark := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
 	text := string(data)
 	a, b := strings.Index(text, beginMark), strings.Index(text, endMark)
 	if a < 0 || b < a {
@@ -310,7 +324,7 @@ func measure(set settings, root string, bins launch.Binaries, c config, dir stri
 	}
 	ctx := context.Background()
 	st, err := launch.StartStack(ctx, bins, launch.Options{Dir: dir, Mode: c.mode, EnvoyYAML: c.yaml, ServerArgs: c.serverArgs,
-		BackendArgs: c.backendArgs, KeySources: c.keySources})
+		BackendArgs: c.backendArgs, KeySources: c.keySources, Load: c.load})
 	if err != nil {
 		return sample{}, err
 	}
@@ -328,6 +342,8 @@ func measure(set settings, root string, bins launch.Binaries, c config, dir stri
 		}
 	}
 	streams0, _ := st.EnvoyStat("http.ingress.ext_proc.streams_started")
+	admin0, _ := st.EnvoyStat(adminRequests)
+	start := time.Now()
 	cpu0, err := cpuTime(st.Envoy.Pid())
 	if err != nil {
 		return sample{}, err
@@ -348,9 +364,16 @@ func measure(set settings, root string, bins launch.Binaries, c config, dir stri
 		return sample{}, err
 	}
 	cpu1, _ := cpuTime(st.Envoy.Pid())
+	elapsed := time.Since(start)
+	admin1, _ := st.EnvoyStat(adminRequests)
 	streams1, _ := st.EnvoyStat("http.ingress.ext_proc.streams_started")
 	s.cpuPerReq = time.Duration(float64(cpu1-cpu0) / reqs)
 	s.extprocPer = float64(streams1-streams0) / reqs
+	// Less the one read that fetched admin1, which counts itself.
+	s.adminPerS = float64(admin1-admin0-1) / elapsed.Seconds()
+	if err := checkReads(c, s.adminPerS); err != nil {
+		return sample{}, err
+	}
 
 	lat, err := runLoad(set.load, "-url", st.URL("/"), "-cookies", cookies, "-rate", fmt.Sprint(set.rate), "-duration", set.duration.String())
 	if err != nil {
@@ -589,8 +612,13 @@ func render(configs []config, results [][]sample, set settings, envoy string) st
 			cookieRPS = median(pick(results[i], func(s sample) float64 { return s.rps }))
 		}
 	}
-	fmt.Fprintf(&b, "| configuration | req/s at c=32 (min–max) | ÷ baseline | ÷ envoy-cookie | Envoy CPU µs/req (min–max) | ext_proc streams/req | p50 at %.0f/s | added p50 | p90 | p99 | added p99 | p99.9 |\n", set.rate)
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	// With -load, the admin API's requests per second show the block read.
+	adminHead, adminRule := "", ""
+	if set.loadBlock {
+		adminHead, adminRule = " Envoy admin requests/s |", "---|"
+	}
+	fmt.Fprintf(&b, "| configuration | req/s at c=32 (min–max) | ÷ baseline | ÷ envoy-cookie | Envoy CPU µs/req (min–max) | ext_proc streams/req |%s p50 at %.0f/s | added p50 | p90 | p99 | added p99 | p99.9 |\n", adminHead, set.rate)
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|%s---|---|---|---|---|---|\n", adminRule)
 	for i, c := range configs {
 		rs := results[i]
 		rps := pick(rs, func(s sample) float64 { return s.rps })
@@ -601,10 +629,14 @@ func render(configs []config, results [][]sample, set settings, envoy string) st
 		p90 := median(pick(rs, func(s sample) time.Duration { return s.p90 }))
 		cpu := pick(rs, func(s sample) time.Duration { return s.cpuPerReq })
 		cpuLo, cpuHi := spread(cpu)
-		fmt.Fprintf(&b, "| %s | %.0f (%.0f–%.0f) | %.2f× | %.2f× | %.1f (%.1f–%.1f) | %.3f | %d µs | %+d µs | %d µs | %d µs | %+d µs | %d µs |\n",
+		admin := ""
+		if set.loadBlock {
+			admin = fmt.Sprintf(" %.1f |", median(pick(rs, func(s sample) float64 { return s.adminPerS })))
+		}
+		fmt.Fprintf(&b, "| %s | %.0f (%.0f–%.0f) | %.2f× | %.2f× | %.1f (%.1f–%.1f) | %.3f |%s %d µs | %+d µs | %d µs | %d µs | %+d µs | %d µs |\n",
 			c.name, median(rps), lo, hi, median(rps)/baseRPS, median(rps)/cookieRPS,
 			us(median(cpu)), us(cpuLo), us(cpuHi),
-			median(pick(rs, func(s sample) float64 { return s.extprocPer })),
+			median(pick(rs, func(s sample) float64 { return s.extprocPer })), admin,
 			p50.Microseconds(), (p50 - baseP50).Microseconds(), p90.Microseconds(), p99.Microseconds(), (p99 - baseP99).Microseconds(), p999.Microseconds())
 	}
 	client := "affinity-load (Go)"
