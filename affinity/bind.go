@@ -38,9 +38,9 @@ func (e *Engine) place(pool *Pool, key string, o Outcome, r Reason, now time.Tim
 // only while its active sessions stay within ⌈c × mean⌉ after taking it;
 // with a fresh load reading, only while its requests in flight are within
 // factor × mean + 1, and of the first two such hosts in the session's order
-// the less busy takes it (ties: the earlier). The successor is the choice
-// after the primary. If none of its first MaxRank choices passes, the least
-// loaded host takes it.
+// the less busy takes it (by more than loadTie; else the earlier). The
+// successor is the choice after the primary. If none of its first MaxRank
+// choices passes, the least loaded host takes it.
 func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) ([]Host, bool) {
 	var rank [MaxRank]int
 	c := placementCaps{inflight: e.freshLoad(pool, hosts, now)}
@@ -100,6 +100,13 @@ func (c *placementCaps) passes(hosts *HostSet, i int) bool {
 	return c.inflight == nil || c.inflight.load[i] <= c.limit
 }
 
+// loadTie is the difference in requests in flight that two choices may
+// have and still count as equally busy. One reading serves every placement
+// until the next; a host that read one request fewer at that instant would
+// otherwise take every session of which it is one of the first two choices,
+// and a lightly loaded pool would fill its least busy hosts by chance.
+const loadTie = 1
+
 // pick returns the position in rank of the host that takes the session, -1
 // when none passes: the first that passes, or with a load reading the less
 // busy of the first two that pass (two choices, so that an idle host that
@@ -117,7 +124,7 @@ func (c *placementCaps) pick(hosts *HostSet, rank []int) int {
 			}
 			continue
 		}
-		if c.inflight.load[h] < c.inflight.load[rank[first]] {
+		if c.inflight.load[h]+loadTie < c.inflight.load[rank[first]] {
 			return i
 		}
 		return first

@@ -48,7 +48,7 @@ func TestPlaceByLoad(t *testing.T) {
 					ok = append(ok, h)
 				}
 			}
-			if len(ok) > 1 && load[ok[1].ID] < load[ok[0].ID] {
+			if len(ok) > 1 && load[ok[1].ID]+loadTie < load[ok[0].ID] {
 				return ok[1].ID
 			}
 			return ok[0].ID
@@ -72,6 +72,9 @@ func TestPlaceByLoad(t *testing.T) {
 		// the reading: 0) wins wherever it is one of the first two.
 		{name: "idle host preferred within two choices", hosts: 4, load: map[string]float64{"web-1": 5, "web-2": 5, "web-3": 5}, want: twoChoices(5.69), limit: 5.69},
 		{name: "equal loads: the earlier, the rendezvous order", hosts: 3, load: map[string]float64{"web-1": 2, "web-2": 2, "web-3": 2}, want: firstChoice},
+		{name: "one request apart: equally busy, the rendezvous order", hosts: 3, load: map[string]float64{"web-1": 1, "web-2": 0, "web-3": 1}, want: firstChoice},
+		// mean 2.33, limit 3.92: every host passes.
+		{name: "two requests apart: the less busy", hosts: 3, load: map[string]float64{"web-1": 3, "web-2": 1, "web-3": 3}, want: twoChoices(3.92), limit: 3.92},
 		{name: "stale reading: the rendezvous order", hosts: 3, load: map[string]float64{"web-1": 30}, age: 6 * time.Second, want: firstChoice},
 		{name: "just fresh", hosts: 3, load: map[string]float64{"web-1": 30}, age: 5 * time.Second, want: twoChoices(13.5), most: map[string]int{"web-1": 0}, limit: 13.5},
 		{name: "nothing in flight: the rendezvous order", hosts: 5, load: map[string]float64{}, want: firstChoice},
