@@ -237,6 +237,7 @@ func (e *Engine) keyed(pool *Pool, binding keyBinding, key string, now time.Time
 			placed = e.place(pool, key, OutcomeNew, ReasonNewKey, now)
 			return placed.HostID
 		}); !known {
+			placed.Key = key
 			return placed, true
 		}
 	}
@@ -246,12 +247,13 @@ func (e *Engine) keyed(pool *Pool, binding keyBinding, key string, now time.Time
 		return Decision{}, false
 	case OutcomePinned:
 		e.store.Bind(pool.Name, key, v.host.ID, now)
-		return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: overrideList(pool.placement(), key, v.host, pool.OverrideListLen), HostID: v.host.ID}, true
+		return Decision{Outcome: OutcomePinned, Pool: pool.Name, Hosts: overrideList(pool.placement(), key, v.host, pool.OverrideListLen), HostID: v.host.ID, Key: key}, true
 	case OutcomeRejected:
 		return Decision{Outcome: OutcomeRejected, Reason: v.reason, Pool: pool.Name, Status: 503, Body: StrictBody}, true
 	}
 	d := e.place(pool, key, v.outcome, v.reason, now)
 	e.store.Bind(pool.Name, key, d.HostID, now)
+	d.Key = key
 	return d, true
 }
 

@@ -125,6 +125,10 @@ type Decision struct {
 	// Session is the session the SetCookie token carries (when there is
 	// one), for a re-bind in the response phase.
 	Session Session
+	// Key is the stored key a keyed decision came from (a header, query
+	// parameter, client address or learned key, with its source's
+	// prefix): a response another host served re-binds it there.
+	Key string
 	// LearnCookie names the application's session cookie: when the
 	// response sets it, pass its value and the host that served the
 	// response to Engine.Learn.

@@ -23,6 +23,10 @@ type Upstream struct {
 	Pool, Cluster  string
 	RequestCookies []string
 	Marked         bool
+	// Key and Primary are a keyed decision's stored key and the primary
+	// it named (ip:port), as the request phase left them in Envoy's
+	// metadata: a marked response of a keyed session re-binds the key.
+	Key, Primary string
 }
 
 // Reply is what the response must carry back to the client.
@@ -100,9 +104,14 @@ func (e *Engine) Respond(d *Decision, up Upstream) Reply {
 	}
 	if len(d.Hosts) > 0 && up.Served != d.Hosts[0] {
 		e.markDown(d.Pool, d.Hosts[0])
-		if d.SetCookie != "" {
+		switch {
+		case d.SetCookie != "":
 			if c, ok := e.rebind(d.Pool, d.Session, up.Served); ok {
 				reply.SetCookie, reply.Rebound, reply.Pool = c, ReasonServedElsewhere, d.Pool
+			}
+		case d.Key != "":
+			if e.rebindKey(d.Pool, d.Key, up.Served) {
+				reply.Rebound, reply.Pool = ReasonServedElsewhere, d.Pool
 			}
 		}
 	}
@@ -125,6 +134,9 @@ func (e *Engine) failedOver(up Upstream) Reply {
 	p, ok := snap.Pool(up.Pool, up.Cluster)
 	if !ok || p.Mode == ModeNative {
 		return Reply{}
+	}
+	if up.Key != "" {
+		return e.failedOverKey(p, up)
 	}
 	token, _ := RequestCookie(up.RequestCookies, p.Cookie.Name)
 	v := judge(snap, p, token, e.now())
@@ -158,6 +170,40 @@ func (e *Engine) failedOver(up Upstream) Reply {
 		return Reply{SetCookie: c, Rebound: ReasonServedElsewhere, Pool: p.Name}
 	}
 	return Reply{}
+}
+
+// failedOverKey judges a marked response of a keyed session (its key and
+// primary came back in Envoy's metadata): served elsewhere than on the
+// primary, the primary counts as failed for passive health and the key is
+// re-bound to the host that served, fleet-wide through the store, so that
+// it stays there when the primary comes back; a pool with failback keeps
+// the binding.
+func (e *Engine) failedOverKey(p *Pool, up Upstream) Reply {
+	if !up.Marked || up.Served == "" || up.Primary == "" || up.Served == up.Primary {
+		return Reply{}
+	}
+	e.markDown(p.Name, up.Primary)
+	if !p.Failback && e.rebindKey(p.Name, up.Key, up.Served) {
+		return Reply{Rebound: ReasonServedElsewhere, Pool: p.Name}
+	}
+	return Reply{}
+}
+
+// rebindKey binds a stored key to the host at served (ip:port) after a
+// request of its session was served there; false when that host is not one
+// new sessions may go to, or the pool has failback (the key keeps its
+// host).
+func (e *Engine) rebindKey(pool, key, served string) bool {
+	p, ok := e.snap.Load().byName[pool]
+	if !ok || p.Failback {
+		return false
+	}
+	host, ok := p.Active.LookupAddress(served)
+	if !ok {
+		return false
+	}
+	e.store.Bind(p.Name, key, host.ID, e.now())
+	return true
 }
 
 // learnKey records that value, a key of a learned source (an application's

@@ -2,8 +2,10 @@ package affinity
 
 import (
 	"encoding/base64"
+	"fmt"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // TestRespond: what a response means is judged by the engine. The pool has
@@ -227,5 +229,107 @@ func TestVerifiedTokenNamesItsPrimary(t *testing.T) {
 		if sess.Primary != want {
 			t.Fatalf("%s: p = %q, want %q", mode, sess.Primary, want)
 		}
+	}
+}
+
+// TestRespondFailedOverKey: a keyed session (header, query, client address
+// or learned application cookie) whose request another host served is
+// re-bound to that host, from the response its decision asked for or from
+// a marked response carrying its key back; later requests go there, also
+// once the old host is back to health. Failback keeps the binding; a host
+// outside the pool, or the primary itself, re-binds nothing.
+func TestRespondFailedOverKey(t *testing.T) {
+	pool := func(sources, extra string) string {
+		return "keys: {env: K}\npools:\n  - mode: opaque\n" + extra +
+			"    key_sources: " + sources + "\n" +
+			"    health: {passive: {backoff: 10s}}\n" +
+			"    hosts: [{name: web-1, address: '127.0.0.1:80'}, {name: web-2, address: '127.0.0.2:80'}, {name: web-3, address: '127.0.0.3:80'}]\n"
+	}
+	header := func(key string) Request { return Request{Headers: mapHeaders{"x-session-id": key}} }
+	tests := []struct {
+		name, yaml string
+		request    func(key string) Request
+		// learn first: the key is an application cookie its host sets.
+		learn bool
+		// withDecision: the response comes to the request's own decision
+		// (Respond(d, up)) rather than marked, with the key in metadata.
+		withDecision bool
+		served       func(d Decision) string
+		reboundTo    func(d Decision) string // "" for none: the key stays on its primary
+		down         bool
+	}{
+		{name: "header: re-bound to the successor that served", yaml: pool("[{type: header, name: x-session-id}]", ""), request: header,
+			served: func(d Decision) string { return d.Hosts[1] }, reboundTo: func(d Decision) string { return d.Hosts[1] }, down: true},
+		{name: "header, the decision's own response", yaml: pool("[{type: header, name: x-session-id}]", ""), request: header, withDecision: true,
+			served: func(d Decision) string { return d.Hosts[1] }, reboundTo: func(d Decision) string { return d.Hosts[1] }, down: true},
+		{name: "query", yaml: pool("[{type: query, name: sid}]", ""),
+			request: func(key string) Request { return Request{Headers: mapHeaders{":path": "/cart?sid=" + key}} },
+			served:  func(d Decision) string { return d.Hosts[1] }, reboundTo: func(d Decision) string { return d.Hosts[1] }, down: true},
+		{name: "client address", yaml: pool("[{type: client_address}]", ""),
+			request: func(key string) Request {
+				sum := 0
+				for _, c := range key {
+					sum += int(c)
+				}
+				return Request{SourceAddress: fmt.Sprintf("192.0.2.%d:4321", sum%250+1)}
+			},
+			served:  func(d Decision) string { return d.Hosts[1] }, reboundTo: func(d Decision) string { return d.Hosts[1] }, down: true},
+		{name: "learned application cookie", yaml: pool("[{type: app_cookie, name: app_session}]", ""), learn: true,
+			request: func(key string) Request { return Request{CookieHeaders: []string{"app_session=" + key}} },
+			served:  func(d Decision) string { return d.Hosts[1] }, reboundTo: func(d Decision) string { return d.Hosts[1] }, down: true},
+		{name: "failback: the key keeps its host, which still counts as failed", yaml: pool("[{type: header, name: x-session-id}]", "    failback: true\n"), request: header,
+			served: func(d Decision) string { return d.Hosts[1] }, down: true},
+		{name: "served by the primary after all: nothing to do", yaml: pool("[{type: header, name: x-session-id}]", ""), request: header,
+			served: func(d Decision) string { return d.Hosts[0] }},
+		{name: "served outside the pool: no re-bind", yaml: pool("[{type: header, name: x-session-id}]", ""), request: header,
+			served: func(Decision) string { return "10.9.9.9:80" }, down: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := NewEngine(mustBuild(t, tt.yaml), (&fixedClock{t: t0}).now)
+			key := "user-42"
+			if tt.learn {
+				// The first request has no key: placed, and its response
+				// sets the application's cookie on the host that served.
+				first := e.Decide(Request{})
+				e.Respond(&first, Upstream{Served: first.Hosts[0], Status: 200, SetCookies: []string{"app_session=" + key + "; Path=/"}})
+			}
+			d := e.Decide(tt.request(key))
+			if d.Key == "" || len(d.Hosts) < 2 {
+				t.Fatalf("decision %+v: no key or no successor", d)
+			}
+			up := Upstream{Served: tt.served(d), Status: 200}
+			var r Reply
+			if tt.withDecision {
+				r = e.Respond(&d, up)
+			} else {
+				up.Marked, up.Key, up.Primary = true, d.Key, d.Hosts[0]
+				r = e.Respond(nil, up)
+			}
+			want := d.Hosts[0]
+			if tt.reboundTo != nil {
+				want = tt.reboundTo(d)
+				if r.Rebound != ReasonServedElsewhere || r.Pool != DefaultPoolName {
+					t.Fatalf("reply %+v, want a re-bind", r)
+				}
+			} else if r.Rebound != ReasonNone {
+				t.Fatalf("reply %+v, want none", r)
+			}
+			if tt.down {
+				// New keys avoid the primary while passive health holds it.
+				for i := range 100 {
+					if n := e.Decide(tt.request(fmt.Sprint("new-", i))); n.HostID == d.HostID && !tt.learn {
+						t.Fatalf("a new key went to %s, which failed", d.HostID)
+					}
+				}
+			}
+			// Later requests go where it was re-bound, also once passive
+			// health lets the old primary back.
+			e.now = (&fixedClock{t: t0.Add(time.Minute)}).now
+			again := e.Decide(tt.request(key))
+			if again.Outcome != OutcomePinned || again.Hosts[0] != want {
+				t.Fatalf("later: %v on %v, want pinned on %s", again.Outcome, again.Hosts, want)
+			}
+		})
 	}
 }

@@ -32,6 +32,8 @@ func TestCrash(t *testing.T) {
 		name, mode string
 		health     *launch.Health
 		failback   bool
+		// keys: the sessions' key source ("": the session cookie).
+		keys string
 	}{
 		{name: "verified", mode: "verified"},
 		{name: "verified/active-health", mode: "verified", health: activeHealth},
@@ -40,15 +42,24 @@ func TestCrash(t *testing.T) {
 		{name: "native", mode: "native"},
 		{name: "verified/failback", mode: "verified", failback: true},
 		{name: "opaque/failback", mode: "opaque", failback: true},
+		{name: "opaque/header", mode: "opaque", keys: "header"},
+		{name: "opaque/query", mode: "opaque", keys: "query"},
+		{name: "opaque/app_cookie", mode: "opaque", keys: "app_cookie"},
+		{name: "opaque/header/failback", mode: "opaque", keys: "header", failback: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := newStackWith(t, launch.Options{Mode: tt.mode, Health: tt.health, Failback: tt.failback})
+			s := newStackWith(t, launch.Options{Mode: tt.mode, Health: tt.health, Failback: tt.failback, KeySources: keySources[tt.keys]})
 			const victim = "backend-2"
-			sessions := startSessionsOn(t, s, 30, 6, victim)
+			var sessions []*session
+			if tt.keys == "" {
+				sessions = startSessionsOn(t, s, 30, 6, victim)
+			} else {
+				sessions = openSessionsOn(t, 30, 6, openKeyed(s, tt.keys), victim)
+			}
 			successor := map[*session]string{}
-			if tt.mode != "native" {
+			if tt.mode != "native" && tt.keys == "" {
 				for _, ss := range sessions {
 					successor[ss] = successorOf(s, launch.TokenClaim(ss.c.Cookie("affinity"), "sid"), ss.host)
 				}
@@ -113,7 +124,7 @@ func TestCrash(t *testing.T) {
 					continue
 				}
 				victimSessions++
-				r, _, err := ss.c.Get("/")
+				r, _, err := ss.get()
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -141,6 +152,39 @@ func TestCrash(t *testing.T) {
 				t.Fatalf("%d re-binds for %d failed-over sessions, want one each", rebinds, victimSessions)
 			}
 		})
+	}
+}
+
+// keySources are the pools' key sources of the keyed sessions that
+// openKeyed opens, by kind.
+var keySources = map[string][]launch.KeySource{
+	"header":     {{Type: "header", Name: "x-session-id"}},
+	"query":      {{Type: "query", Name: "sid"}},
+	"app_cookie": {{Type: "app_cookie", Name: "app_session"}},
+}
+
+// openKeyed opens session i of a pool keyed by kind (keySources): by
+// its own header or query value, or by the application cookie the host
+// that served its first request set.
+func openKeyed(s *launch.Stack, kind string) func(i int) (*session, error) {
+	return func(i int) (*session, error) {
+		ss := &session{c: launch.NewClient(s.URL(""))}
+		key := fmt.Sprintf("user-%d", i)
+		switch kind {
+		case "header":
+			ss.headers = []string{"x-session-id", key}
+		case "query":
+			ss.path = "/?sid=" + key
+		}
+		r, _, err := ss.get()
+		if err != nil {
+			return nil, err
+		}
+		if kind == "app_cookie" && ss.c.Cookie("app_session") == "" {
+			return nil, fmt.Errorf("%s set no app_session cookie", r.Host)
+		}
+		ss.host = r.Host
+		return ss, nil
 	}
 }
 

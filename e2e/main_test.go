@@ -5,6 +5,8 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -43,6 +45,20 @@ func newStackWith(t *testing.T, opts launch.Options) *launch.Stack {
 type session struct {
 	c    *launch.Client
 	host string // backend name from the first reply
+	// path and headers are what each of its requests sends (path "/" when
+	// empty; headers "k", "v", ...): the key of a session keyed by a query
+	// parameter or a header.
+	path    string
+	headers []string
+}
+
+// get sends one request of the session.
+func (ss *session) get() (launch.Reply, *http.Response, error) {
+	path := ss.path
+	if path == "" {
+		path = "/"
+	}
+	return ss.c.Get(path, ss.headers...)
 }
 
 // startSessions opens n sessions, each with one request, and checks that the
@@ -76,6 +92,22 @@ const maxExtraSessions = 300
 // the hosts that got too few.
 func startSessionsOn(t *testing.T, s *launch.Stack, n, least int, hosts ...string) []*session {
 	t.Helper()
+	return openSessionsOn(t, n, least, func(int) (*session, error) {
+		c := launch.NewClient(s.URL(""))
+		r, _, err := c.Get("/")
+		if err != nil {
+			return nil, err
+		}
+		if h := s.CookieHost(c.Cookie("affinity")); h != r.Host {
+			return nil, fmt.Errorf("served by %s, cookie names %q", r.Host, h)
+		}
+		return &session{c: c, host: r.Host}, nil
+	}, hosts...)
+}
+
+// openSessionsOn is startSessionsOn with sessions that open(i) starts.
+func openSessionsOn(t *testing.T, n, least int, open func(i int) (*session, error), hosts ...string) []*session {
+	t.Helper()
 	if least*len(hosts) > n {
 		t.Fatalf("%d sessions cannot hold %d on each of %d hosts", n, least, len(hosts))
 	}
@@ -89,23 +121,19 @@ func startSessionsOn(t *testing.T, s *launch.Stack, n, least int, hosts ...strin
 		if opened == n+maxExtraSessions {
 			t.Fatalf("after %d sessions, these hosts still lack some of the %d each needs: %v", opened, least, short)
 		}
-		c := launch.NewClient(s.URL(""))
-		r, _, err := c.Get("/")
+		ss, err := open(opened)
 		if err != nil {
 			t.Fatalf("session %d: %v", opened, err)
 		}
-		if h := s.CookieHost(c.Cookie("affinity")); h != r.Host {
-			t.Fatalf("session %d: served by %s, cookie names %q", opened, r.Host, h)
-		}
-		if short[r.Host] > 0 {
-			if short[r.Host]--; short[r.Host] == 0 {
-				delete(short, r.Host)
+		if short[ss.host] > 0 {
+			if short[ss.host]--; short[ss.host] == 0 {
+				delete(short, ss.host)
 			}
 			missing--
 		} else if n-len(out) <= missing {
 			continue // the remaining slots belong to hosts still short
 		}
-		out = append(out, &session{c: c, host: r.Host})
+		out = append(out, ss)
 	}
 	return out
 }
@@ -165,7 +193,7 @@ func (l *phasedLoad) run(t *testing.T, sessions []*session, workers int, record 
 	l.mu.Unlock()
 	l.stop = sessionLoad(t, sessions, workers, func(ss *session) {
 		at := l.now()
-		r, _, err := ss.c.Get("/")
+		r, _, err := ss.get()
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		record(ss, at, r, err)

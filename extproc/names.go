@@ -17,6 +17,14 @@ const (
 	// ServedKey is where override_host's selected_host_key writes the host
 	// that really served the request.
 	ServedKey = "x-gateway-destination-endpoint-served"
+	// KeyKey holds a keyed decision's stored key (affinity.Decision.Key),
+	// so that a response marked as served elsewhere can re-bind it: the
+	// affinity-failover filter is sent the namespace, not the request.
+	KeyKey = "x-affinity-key"
+	// MaxMetadataKey is the longest key written to KeyKey: Envoy copies
+	// the metadata with every request, and a session keyed by a longer
+	// value is not re-bound on failover (it moves back with its host).
+	MaxMetadataKey = 1024
 	// JWTFilterName is Envoy's jwt_authn filter, whose dynamic-metadata
 	// namespace holds a verified token's payload (verified mode):
 	// override_host reads affinity.HostClaim there.

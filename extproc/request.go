@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -86,6 +87,11 @@ func (ex *exchange) decide(s *Server, req *extprocv3.ProcessingRequest, h *extpr
 	}
 	if override != "" {
 		resp.DynamicMetadata = destinationMetadata(override)
+		// Protobuf strings must be UTF-8: a key that is not cannot be
+		// carried (and is not re-bound on failover).
+		if d.Key != "" && len(d.Key) <= MaxMetadataKey && utf8.ValidString(d.Key) {
+			resp.DynamicMetadata.Fields[MetadataNamespace].GetStructValue().Fields[KeyKey] = structpb.NewStringValue(d.Key)
+		}
 	}
 	if d.WantsResponse() {
 		// A copy: taking d's address would put every decision on the heap.

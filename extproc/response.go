@@ -58,7 +58,9 @@ func (ex *exchange) responseHeaders(s *Server, req *extprocv3.ProcessingRequest,
 // its status and its Set-Cookie headers; and whether the route marked it as
 // failed over.
 func upstream(req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (up affinity.Upstream, marked bool) {
-	up.Served = req.GetMetadataContext().GetFilterMetadata()[MetadataNamespace].GetFields()[ServedKey].GetStringValue()
+	lb := req.GetMetadataContext().GetFilterMetadata()[MetadataNamespace].GetFields()
+	up.Served = lb[ServedKey].GetStringValue()
+	up.Key, up.Primary = lb[KeyKey].GetStringValue(), lb[PrimaryKey].GetStringValue()
 	up.Headers = headerList(h.GetHeaders().GetHeaders())
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		switch key := hv.GetKey(); {

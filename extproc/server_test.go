@@ -360,7 +360,7 @@ func (o *countingObserver) Rebound(pool string, r affinity.Reason) {
 // client.
 func TestProcessFailedOverResponse(t *testing.T) {
 	response := func(marked bool) *extprocv3.ProcessingRequest {
-		md, _ := structpb.NewStruct(map[string]any{ServedKey: "10.0.0.2:80"})
+		md, _ := structpb.NewStruct(map[string]any{ServedKey: "10.0.0.2:80", PrimaryKey: "10.0.0.1:80", KeyKey: "h:user-42"})
 		attrs, _ := structpb.NewStruct(map[string]any{ClusterAttribute: "app", CookieAttribute: "a=1; affinity=tok"})
 		headers := []*corev3.HeaderValue{{Key: StatusHeader, RawValue: []byte("200")}}
 		if marked {
@@ -387,7 +387,8 @@ func TestProcessFailedOverResponse(t *testing.T) {
 			t.Fatalf("told %+v", dec.told)
 		}
 		up := dec.told[0]
-		if up.Marked != marked || up.Pool != "web" || up.Cluster != "app" || up.Served != "10.0.0.2:80" || fmt.Sprint(up.RequestCookies) != "[a=1; affinity=tok]" {
+		if up.Marked != marked || up.Pool != "web" || up.Cluster != "app" || up.Served != "10.0.0.2:80" || fmt.Sprint(up.RequestCookies) != "[a=1; affinity=tok]" ||
+			up.Key != "h:user-42" || up.Primary != "10.0.0.1:80" {
 			t.Fatalf("told %+v", up)
 		}
 		if !marked {
@@ -406,5 +407,37 @@ func TestProcessFailedOverResponse(t *testing.T) {
 		if fmt.Sprint(obs.rebound) != "[web served-elsewhere]" {
 			t.Fatalf("re-binds reported %v", obs.rebound)
 		}
+	}
+}
+
+// TestProcessKeyInMetadata: a keyed decision leaves its key beside the
+// override list in Envoy's metadata, where a marked response brings it back
+// (with the primary) to re-bind it; a key that protobuf cannot carry (not
+// UTF-8) or one too long to copy with every request is left out.
+func TestProcessKeyInMetadata(t *testing.T) {
+	for _, tt := range []struct {
+		name, key string
+		carried   bool
+	}{
+		{"header key", "h:user-42", true},
+		{"no key (a cookie session)", "", false},
+		{"not UTF-8", "h:\xff\xfe", false},
+		{"too long", "h:" + strings.Repeat("k", MaxMetadataKey), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dec := &fakeDecider{d: affinity.Decision{Outcome: affinity.OutcomePinned, Hosts: []string{"10.0.0.1:80", "10.0.0.2:80"}, Key: tt.key}}
+			fs := &fakeStream{ctx: context.Background(), end: io.EOF, reqs: []*extprocv3.ProcessingRequest{requestHeaders("app", ":path", "/")}}
+			if err := NewServer(dec, nil).Process(fs); err != nil {
+				t.Fatal(err)
+			}
+			lb := fs.sent[0].GetDynamicMetadata().GetFields()[MetadataNamespace].GetStructValue().GetFields()
+			got, ok := lb[KeyKey]
+			if ok != tt.carried || (ok && got.GetStringValue() != tt.key) {
+				t.Fatalf("metadata key %v (%v), want carried %v", got, ok, tt.carried)
+			}
+			if lb[PrimaryKey].GetStringValue() != "10.0.0.1:80" {
+				t.Fatalf("primary %v", lb[PrimaryKey])
+			}
+		})
 	}
 }
