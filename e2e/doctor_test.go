@@ -90,7 +90,7 @@ var doctorCases = []doctorCase{
 	{check: "ext_proc.processing_mode", envoy: func(t *testing.T, y tree) {
 		delete(envoytree.Dig(t, envoytree.RouteNamed(t, y, "decide"), "typed_per_filter_config"), extProcFilter)
 	}},
-	{check: "ext_proc.missing", envoy: func(t *testing.T, y tree) { envoytree.RemoveFilter(t, y, extProcFilter) }},
+	{check: "ext_proc.missing", envoy: func(t *testing.T, y tree) { envoytree.RemoveExtProcs(t, y) }},
 	{check: "override_host.policy", envoy: func(t *testing.T, y tree) { delete(envoytree.ClusterNamed(t, y, "app"), "load_balancing_policy") }},
 	{check: "override_host.sources", envoy: func(t *testing.T, y tree) {
 		oh := envoytree.OverrideHost(t, y, "app")

@@ -46,6 +46,8 @@ func TestCrash(t *testing.T) {
 		{name: "opaque/query", mode: "opaque", keys: "query"},
 		{name: "opaque/app_cookie", mode: "opaque", keys: "app_cookie"},
 		{name: "opaque/header/failback", mode: "opaque", keys: "header", failback: true},
+		{name: "verified/header", mode: "verified", keys: "header"},
+		{name: "verified/app_cookie", mode: "verified", keys: "app_cookie"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -235,7 +235,9 @@ func oneRouteVariant(root, dir string) (string, error) {
 	for _, name := range established["request_headers_to_remove"].([]any) {
 		mutation["mutations"] = append(mutation["mutations"].([]any), map[string]any{"remove": name})
 	}
-	filters := h["http_filters"].([]any)
+	// The deciding filter becomes the one failover filter (the keyed
+	// sessions' own goes).
+	filters := slices.DeleteFunc(h["http_filters"].([]any), func(f any) bool { return f.(map[string]any)["name"] == "affinity-failover" })
 	i := slices.IndexFunc(filters, func(f any) bool { return f.(map[string]any)["name"] == "envoy.filters.http.ext_proc" })
 	if i < 0 {
 		return "", fmt.Errorf("verified.yaml: no ext_proc filter")

@@ -67,7 +67,7 @@ func TestShippedYAMLs(t *testing.T) {
 		{file: "../examples/mcp/envoy.yaml", pool: "name: mcp\n    mode: verified\n    key_sources: [{type: upstream_header, name: x-other, envelope: signed}]", want: "jwt_authn.provider"},
 		{file: "../examples/mcp/envoy.yaml", pool: "name: mcp\n    mode: verified\n    session: {absolute_timeout: 48h}\n    key_sources: [{type: upstream_header, name: Mcp-Session-Id, envelope: signed}]", want: "jwt_authn.max_lifetime"},
 		{file: "verified.yaml", pool: "mode: verified\n    session: {refresh_interval: 10m}", want: "jwt_authn.max_lifetime"},
-		{file: "verified.yaml", pool: "mode: opaque", want: "failover.mark"},
+		{file: "verified.yaml", pool: "mode: opaque", want: "ext_proc.processing_mode"},
 		{file: "../e2e/bench/baseline.yaml", pool: "mode: verified", want: "ext_proc.missing"},
 	} {
 		t.Run(c.file+"/"+c.pool, func(t *testing.T) {

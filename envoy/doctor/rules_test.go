@@ -38,9 +38,10 @@ const (
 	istioYAML    = "istio-session-header.yaml"
 	mcpYAML      = "../examples/mcp/envoy.yaml"
 
-	extProcName = "envoy.filters.http.ext_proc"
-	jwtName     = "envoy.filters.http.jwt_authn"
-	sessionName = "envoy.filters.http.stateful_session"
+	extProcName        = "envoy.filters.http.ext_proc"
+	failoverFilterName = "affinity-failover"
+	jwtName            = "envoy.filters.http.jwt_authn"
+	sessionName        = "envoy.filters.http.stateful_session"
 )
 
 var (
@@ -126,10 +127,8 @@ func jwksServer(t *testing.T, e *Envoy, broken bool) *http.Client {
 var threeMembers = []member{{8081, "backend-1"}, {8082, "backend-2"}, {8083, "backend-3"}}
 
 var ruleCases = []ruleCase{
-	{rule: extProcNowhere, file: verifiedYAML, pools: verifiedPool,
-		breaks: func(t *testing.T, y tree) { envoytree.RemoveFilter(t, y, extProcName) }},
-	{rule: extProcMissing, file: verifiedYAML, pools: onePool("name: app\n    mode: verified"),
-		breaks: func(t *testing.T, y tree) { envoytree.RemoveFilter(t, y, extProcName) }},
+	{rule: extProcNowhere, file: verifiedYAML, pools: verifiedPool, breaks: envoytree.RemoveExtProcs},
+	{rule: extProcMissing, file: verifiedYAML, pools: onePool("name: app\n    mode: verified"), breaks: envoytree.RemoveExtProcs},
 	{rule: routeNowhere, file: verifiedYAML, pools: verifiedPool,
 		breaks: func(t *testing.T, y tree) { envoytree.VirtualHost(t, y)["routes"] = []any{} }},
 	// A cluster Envoy has, but no route sends requests to.
@@ -247,7 +246,7 @@ var ruleCases = []ruleCase{
 		breaks: set(func(t *testing.T, y tree) tree { return envoytree.Dig(t, extProc(t, y), "processing_mode") }, "response_header_mode", "SKIP")},
 	{rule: failoverCookie, file: verifiedYAML, pools: verifiedPool, breaks: drop(extProc, "response_attributes")},
 	{rule: failoverCookieOpaque, file: opaqueYAML, pools: opaquePool,
-		breaks: drop(func(t *testing.T, y tree) tree { return envoytree.FilterConfig(t, y, "affinity-failover") }, "response_attributes")},
+		breaks: drop(func(t *testing.T, y tree) tree { return envoytree.FilterConfig(t, y, failoverFilterName) }, "response_attributes")},
 	{rule: failoverUnwrapped, file: verifiedYAML, pools: verifiedPool,
 		breaks: func(t *testing.T, y tree) {
 			f := envoytree.Dig(t, envoytree.ConnectionManager(t, y), "http_filters", envoytree.FilterIndex(t, y, extProcName))

@@ -74,6 +74,21 @@ func RemoveFilter(t *testing.T, y Tree, name string) {
 	h["http_filters"] = slices.Delete(h["http_filters"].([]any), i, i+1)
 }
 
+// RemoveExtProcs takes out every ext_proc HTTP filter, wrapped in an
+// ExtensionWithMatcher or not (a YAML may have a deciding and a
+// response-only one).
+func RemoveExtProcs(t *testing.T, y Tree) {
+	t.Helper()
+	h := ConnectionManager(t, y)
+	h["http_filters"] = slices.DeleteFunc(h["http_filters"].([]any), func(f any) bool {
+		tc, _ := f.(Tree)["typed_config"].(Tree)
+		if inner, ok := tc["extension_config"].(Tree); ok {
+			tc, _ = inner["typed_config"].(Tree)
+		}
+		return tc["@type"] == "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+	})
+}
+
 // SwapFilters swaps the places of two HTTP filters.
 func SwapFilters(t *testing.T, y Tree, a, b string) {
 	t.Helper()
