@@ -75,6 +75,7 @@ func TestCrash(t *testing.T) {
 				victimSessions   int
 				offSuccessor     int
 			)
+			streamsBefore, failoverBefore, retriesBefore := envoyStats(t, s)
 			load.run(t, sessions, 3, func(ss *session, at string, r launch.Reply, err error) {
 				requests++
 				switch {
@@ -106,7 +107,9 @@ func TestCrash(t *testing.T) {
 			load.set("restarted")
 			// Back in Envoy's cluster (its health check passes again) with
 			// the load still running.
+			probes := 0
 			if err := launch.Eventually(context.Background(), 10*time.Second, func() error {
+				probes++
 				r, _, err := launch.NewClient(s.URL("")).Get("/")
 				if err != nil || r.Host != victim {
 					return fmt.Errorf("no new session on the restarted %s yet", victim)
@@ -118,6 +121,8 @@ func TestCrash(t *testing.T) {
 			time.Sleep(time.Second)
 			load.stop()
 			rebinds := servedElsewhere(t, s)
+			streamsAfter, failoverAfter, retriesAfter := envoyStats(t, s)
+			streams, failoverStreams, retries := streamsAfter-streamsBefore, failoverAfter-failoverBefore, retriesAfter-retriesBefore
 
 			// Where each of backend-2's sessions is now.
 			returned, stayed := 0, 0
@@ -141,6 +146,18 @@ func TestCrash(t *testing.T) {
 			}
 			t.Logf("%s, crash and restart: %d requests, %d failed, %d of other sessions moved; of %d sessions on %s, %d stayed on the one host that served them after the kill, %d returned to %s (%d requests there after the restart, %d off the computed successor); %d sessions re-bound where they were served",
 				tt.name, requests, failed, othersMoved, victimSessions, victim, stayed, returned, victim, backOnVictim, offSuccessor, rebinds)
+			t.Logf("%s: %d ext_proc streams of the deciding filter, %d of the failover filter, %d retries by Envoy", tt.name, streams, failoverStreams, retries)
+			if tt.keys != "" && !tt.failback {
+				// Keyed requests cost one stream each, and a failover one
+				// more stream and one retry per session: its next request
+				// goes straight to the host that served it.
+				switch {
+				case streams != requests+probes:
+					t.Errorf("%d streams of the deciding filter for %d keyed requests and %d probes, want one each", streams, requests, probes)
+				case failoverStreams > 2*victimSessions || retries > 2*victimSessions:
+					t.Errorf("%d failover streams and %d retries for %d failed-over sessions, want about one each", failoverStreams, retries, victimSessions)
+				}
+			}
 			switch {
 			case failed != 0 || othersMoved != 0 || offSuccessor != 0:
 				t.Fatalf("%d failed, %d requests of other sessions moved, %d off the successor", failed, othersMoved, offSuccessor)
@@ -155,6 +172,26 @@ func TestCrash(t *testing.T) {
 			}
 		})
 	}
+}
+
+// envoyStats reads Envoy's ext_proc streams, of the deciding filter and of
+// the failover filter, and its retries to cluster app.
+func envoyStats(t *testing.T, s *launch.Stack) (streams, failover, retries int) {
+	t.Helper()
+	var err error
+	for _, st := range []struct {
+		name string
+		n    *int
+	}{
+		{"http.ingress.ext_proc.streams_started", &streams},
+		{"http.ingress.ext_proc.failover.streams_started", &failover},
+		{"cluster.app.upstream_rq_retry", &retries},
+	} {
+		if *st.n, err = s.EnvoyStat(st.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return streams, failover, retries
 }
 
 // keySources are the pools' key sources of the keyed sessions that
