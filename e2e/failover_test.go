@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -46,6 +47,7 @@ func TestCrash(t *testing.T) {
 		{name: "opaque/query", mode: "opaque", keys: "query"},
 		{name: "opaque/app_cookie", mode: "opaque", keys: "app_cookie"},
 		{name: "opaque/header/failback", mode: "opaque", keys: "header", failback: true},
+		{name: "opaque/header/passive-health", mode: "opaque", keys: "header", health: &launch.Health{Passive: true}},
 		{name: "verified/header", mode: "verified", keys: "header"},
 		{name: "verified/app_cookie", mode: "verified", keys: "app_cookie"},
 	}
@@ -100,7 +102,19 @@ func TestCrash(t *testing.T) {
 			time.Sleep(time.Second) // the load runs meanwhile
 			load.set("killed")
 			s.Backends[1].Proc.Kill()
-			time.Sleep(2 * time.Second)
+			killed := time.Now()
+			if tt.health != nil && tt.health.Passive {
+				// The failed-over responses hold the victim down.
+				if err := launch.Eventually(context.Background(), 2*time.Second, func() error {
+					if state, err := hostState(s, victim); err != nil || state != "down" {
+						return fmt.Errorf("%s is %q (%v), want down", victim, state, err)
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(2*time.Second - time.Since(killed))
 			if err := s.StartBackend(context.Background(), 1); err != nil {
 				t.Fatal(err)
 			}
@@ -165,13 +179,41 @@ func TestCrash(t *testing.T) {
 				t.Fatalf("failback: %d of %d sessions returned to %s", returned, victimSessions, victim)
 			case !tt.failback && (stayed != victimSessions || backOnVictim != 0):
 				t.Fatalf("%d of %d sessions stayed where they failed over; %d requests went back to %s", stayed, victimSessions, backOnVictim, victim)
-			case tt.mode != "native" && !tt.failback && rebinds != victimSessions:
+			case tt.health != nil && tt.health.Passive && (rebinds == 0 || rebinds > victimSessions):
+				// Held down after its first failed-over responses, the
+				// victim's other sessions are moved by their next decision.
+				t.Fatalf("%d re-binds for %d failed-over sessions, want from 1 to one each", rebinds, victimSessions)
+			case tt.mode != "native" && !tt.failback && (tt.health == nil || !tt.health.Passive) && rebinds != victimSessions:
 				// One request at a time per session: its first failed-over
 				// response re-binds it, and its next request goes there.
 				t.Fatalf("%d re-binds for %d failed-over sessions, want one each", rebinds, victimSessions)
 			}
 		})
 	}
+}
+
+// hostState is the state the service gives a host of the stack's pool in
+// /debug/pools (active, draining, down).
+func hostState(s *launch.Stack, id string) (string, error) {
+	resp, err := http.Get(s.ServerURL("/debug/pools"))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Pools []struct {
+			Hosts []struct{ ID, State string } `json:"hosts"`
+		} `json:"pools"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return "", err
+	}
+	for _, h := range out.Pools[0].Hosts {
+		if h.ID == id {
+			return h.State, nil
+		}
+	}
+	return "", fmt.Errorf("no host %s", id)
 }
 
 // envoyStats reads Envoy's ext_proc streams, of the deciding filter and of
