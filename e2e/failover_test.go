@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -106,8 +105,8 @@ func TestCrash(t *testing.T) {
 			if tt.health != nil && tt.health.Passive {
 				// The failed-over responses hold the victim down.
 				if err := launch.Eventually(context.Background(), 2*time.Second, func() error {
-					if state, err := hostState(s, victim); err != nil || state != "down" {
-						return fmt.Errorf("%s is %q (%v), want down", victim, state, err)
+					if states, err := poolStatesAt(s.ServerURL("/debug/pools")); err != nil || states[victim] != "down" {
+						return fmt.Errorf("%s is %q (%v), want down", victim, states[victim], err)
 					}
 					return nil
 				}); err != nil {
@@ -190,30 +189,6 @@ func TestCrash(t *testing.T) {
 			}
 		})
 	}
-}
-
-// hostState is the state the service gives a host of the stack's pool in
-// /debug/pools (active, draining, down).
-func hostState(s *launch.Stack, id string) (string, error) {
-	resp, err := http.Get(s.ServerURL("/debug/pools"))
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Pools []struct {
-			Hosts []struct{ ID, State string } `json:"hosts"`
-		} `json:"pools"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return "", err
-	}
-	for _, h := range out.Pools[0].Hosts {
-		if h.ID == id {
-			return h.State, nil
-		}
-	}
-	return "", fmt.Errorf("no host %s", id)
 }
 
 // envoyStats reads Envoy's ext_proc streams, of the deciding filter and of

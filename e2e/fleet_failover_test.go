@@ -19,13 +19,8 @@ import (
 // moves and no request fails.
 func TestFleetKeyFailover(t *testing.T) {
 	t.Parallel()
-	redis := startRedis(t)
-	f := newFleetWith(t, launch.Options{Store: redisStore(redis.Addr()),
-		KeySources: []launch.KeySource{{Type: "header", Name: "x-session-id"}}})
+	f := newHeaderFleet(t, startRedis(t), nil)
 	ctx := context.Background()
-	if err := f.s.SetHosts(ctx, 0, 1, 2); err != nil {
-		t.Fatal(err)
-	}
 	const victim = "backend-2"
 	for i := 0; len(f.sessions) < 30; i++ {
 		if i == 300 {

@@ -154,6 +154,19 @@ func newFleetWith(t *testing.T, opts launch.Options) *fleet {
 	return f
 }
 
+// newHeaderFleet is a fleet keyed by the x-session-id header alone, on
+// all three backends, sharing redis, with the load block load (none when
+// nil).
+func newHeaderFleet(t *testing.T, redis *launch.Redis, load *launch.Load) *fleet {
+	t.Helper()
+	f := newFleetWith(t, launch.Options{Store: redisStore(redis.Addr()),
+		KeySources: []launch.KeySource{{Type: "header", Name: "x-session-id"}}, Load: load})
+	if err := f.s.SetHosts(context.Background(), 0, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // replicaGet fetches path from replica i's admin API.
 func (f *fleet) replicaGet(i int, path string) (string, error) {
 	resp, err := f.client.Get("http://127.0.0.1:" + strconv.Itoa(f.s.Replicas[i].AdminPort) + path)
@@ -351,16 +364,23 @@ func TestFleet(t *testing.T) {
 
 // poolStates returns replica i's host states of its pool by host ID.
 func (f *fleet) poolStates(i int) (map[string]string, error) {
-	body, err := f.replicaGet(i, "/debug/pools")
+	return poolStatesAt("http://127.0.0.1:" + strconv.Itoa(f.s.Replicas[i].AdminPort) + "/debug/pools")
+}
+
+// poolStatesAt is each host's state in the first pool of the /debug/pools
+// at url (active, draining, down).
+func poolStatesAt(url string) (map[string]string, error) {
+	resp, err := http.Get(url)
 	if err != nil {
 		return nil, err
 	}
+	defer resp.Body.Close()
 	var out struct {
 		Pools []struct {
 			Hosts []struct{ ID, State string } `json:"hosts"`
 		} `json:"pools"`
 	}
-	if err := json.Unmarshal([]byte(body), &out); err != nil {
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, err
 	}
 	states := map[string]string{}

@@ -25,13 +25,8 @@ import (
 func TestLoadSignalFleet(t *testing.T) {
 	t.Parallel()
 	redis := startRedis(t)
-	f := newFleetWith(t, launch.Options{Store: redisStore(redis.Addr()),
-		KeySources: []launch.KeySource{{Type: "header", Name: "x-session-id"}},
-		Load:       &launch.Load{Interval: 100 * time.Millisecond}})
+	f := newHeaderFleet(t, redis, &launch.Load{Interval: 100 * time.Millisecond})
 	ctx := context.Background()
-	if err := f.s.SetHosts(ctx, 0, 1, 2); err != nil {
-		t.Fatal(err)
-	}
 	hot := f.openHeader(t, "hot", 0)
 	hotAddr := ""
 	for _, b := range f.s.Backends {
