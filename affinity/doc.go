@@ -26,7 +26,8 @@
 //     session token; store.go: the session store.
 //   - sources.go: key sources (KeySource, the keyKind interface, the
 //     keyKinds table, and what Envoy needs of a pool's sources:
-//     FallbackHash, NeedsClientAddress, TokenHeader); sourcekinds.go: one
+//     FallbackHash, NeedsClientAddress, TokenHeader, EnvoyMode); sourcekinds.go: one
 //     type per kind of source. A new kind is one type there and one entry
-//     in keyKinds.
+//     in keyKinds. costs.go: what each source's requests cost in ext_proc
+//     messages (Pool.Costs).
 package affinity

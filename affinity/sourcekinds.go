@@ -10,7 +10,7 @@ import (
 
 // kindDefaults is what a kind does unless it says otherwise: its value is
 // taken as given, its entry has no rules of its own, it sets nothing up and
-// Envoy cannot hash it.
+// Envoy cannot hash it (every kind so far says otherwise).
 type kindDefaults struct{}
 
 func (kindDefaults) canonical(value string) string                              { return value }
@@ -102,6 +102,13 @@ func (appCookieKind) attach(p *Pool, ks *KeySourceSpec) {
 	}
 }
 
+// fallbackHash: the host that set the value is not the one its hash names,
+// but the session then stays on one host, where the application can start
+// it again, instead of a new host on every request.
+func (appCookieKind) fallbackHash(ks *KeySourceSpec) FallbackHash {
+	return FallbackHash{Cookie: ks.Name}
+}
+
 // upstreamHeaderKind is a session header the upstream starts
 // (SourceUpstreamHeader), learned from the response that sets it or
 // carried in a signed envelope.
@@ -155,6 +162,8 @@ func (queryKind) validate(c *KeySourceConfig, _ *PoolConfig, v *validator, at st
 	needName(c, v, at)
 }
 
+func (queryKind) fallbackHash(ks *KeySourceSpec) FallbackHash { return FallbackHash{Query: ks.Name} }
+
 // clientAddressKind is the client's IP address (SourceClientAddress).
 type clientAddressKind struct{ kindDefaults }
 
@@ -175,6 +184,12 @@ func (clientAddressKind) canonical(value string) string {
 		return ip.Unmap().String()
 	}
 	return value
+}
+
+// fallbackHash: Envoy's source address is the client Envoy's own
+// xff_num_trusted_hops picks, which trusted_hops is told to match.
+func (clientAddressKind) fallbackHash(*KeySourceSpec) FallbackHash {
+	return FallbackHash{SourceIP: true}
 }
 
 // clientAddress is the request's source address as Envoy reports it, or

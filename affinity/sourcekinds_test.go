@@ -117,7 +117,7 @@ func TestKeySourceTypesInTheReference(t *testing.T) {
 }
 
 // TestPoolFallbackHash is what Envoy hashes while the service is away: our
-// cookie when the pool has it, else the first header Envoy can hash.
+// cookie when the pool has it, else the first key source.
 func TestPoolFallbackHash(t *testing.T) {
 	tests := []struct {
 		sources string
@@ -126,8 +126,10 @@ func TestPoolFallbackHash(t *testing.T) {
 		{"[{type: cookie}]", FallbackHash{Cookie: "affinity"}},
 		{"[{type: header, name: X-Device}, {type: cookie}]", FallbackHash{Cookie: "affinity"}},
 		{"[{type: header, name: X-Device}, {type: upstream_header, name: mcp-session-id}]", FallbackHash{Header: "x-device"}},
-		{"[{type: query, name: sid}, {type: upstream_header, name: mcp-session-id}]", FallbackHash{Header: "mcp-session-id"}},
-		{"[{type: query, name: sid}, {type: client_address}, {type: app_cookie, name: JSESSIONID}]", FallbackHash{}},
+		{"[{type: query, name: sid}, {type: upstream_header, name: mcp-session-id}]", FallbackHash{Query: "sid"}},
+		{"[{type: client_address}, {type: app_cookie, name: JSESSIONID}]", FallbackHash{SourceIP: true}},
+		{"[{type: app_cookie, name: JSESSIONID}, {type: cookie}]", FallbackHash{Cookie: "affinity"}},
+		{"[{type: app_cookie, name: JSESSIONID}]", FallbackHash{Cookie: "JSESSIONID"}},
 	}
 	for _, tt := range tests {
 		p := sourcesSnapshot(t, tt.sources, "web-1").Pools[0]
@@ -158,6 +160,36 @@ func TestPoolNeedsClientAddressAndTokenHeader(t *testing.T) {
 		}
 		if got := p.TokenHeader(); got != tt.tokenHeader {
 			t.Errorf("%s: token header %q, want %q", tt.sources, got, tt.tokenHeader)
+		}
+	}
+}
+
+// TestPoolEnvoyMode: Envoy verifies a pool's tokens only in verified mode
+// and only when its sessions carry one; a verified pool without takes
+// opaque mode's Envoy configuration.
+func TestPoolEnvoyMode(t *testing.T) {
+	tests := []struct {
+		mode, sources string
+		cookie        bool
+		envoy         Mode
+	}{
+		{"verified", "[{type: cookie}]", true, ModeVerified},
+		{"verified", "[{type: header, name: x-session-id}, {type: cookie}]", true, ModeVerified},
+		{"verified", "[{type: upstream_header, name: mcp-session-id, envelope: signed}]", false, ModeVerified},
+		{"verified", "[{type: header, name: x-session-id}]", false, ModeOpaque},
+		{"verified", "[{type: query, name: sid}, {type: client_address}, {type: app_cookie, name: JSESSIONID}]", false, ModeOpaque},
+		{"verified", "[{type: upstream_header, name: mcp-session-id}]", false, ModeOpaque},
+		{"opaque", "[{type: cookie}]", true, ModeOpaque},
+		{"opaque", "[{type: header, name: x-session-id}]", false, ModeOpaque},
+		{"native", "[{type: cookie}]", true, ModeNative},
+	}
+	for _, tt := range tests {
+		p := mustBuild(t, "keys: {env: K}\npools:\n  - mode: "+tt.mode+"\n    key_sources: "+tt.sources+"\n    hosts: [{address: '127.0.0.1:80'}]\n").Pools[0]
+		if got := p.EnvoyMode(); got != tt.envoy || p.EnvoyVerifies() != (tt.envoy == ModeVerified) {
+			t.Errorf("%s %s: Envoy's mode %s (verifies %v), want %s", tt.mode, tt.sources, got, p.EnvoyVerifies(), tt.envoy)
+		}
+		if p.CookieSessions() != tt.cookie {
+			t.Errorf("%s %s: cookie sessions %v", tt.mode, tt.sources, p.CookieSessions())
 		}
 	}
 }

@@ -178,10 +178,12 @@ func typesWith(f func(keyTraits) bool) string {
 }
 
 // FallbackHash is what Envoy's fallback load balancer hashes to keep a
-// pool's sessions on one host while the service cannot be asked: a cookie
-// or a request header; both empty when no key source can be hashed.
+// pool's sessions on one host while the service cannot be asked: a cookie,
+// a request header, a query parameter or the client's address; zero when
+// no key source can be hashed.
 type FallbackHash struct {
-	Cookie, Header string
+	Cookie, Header, Query string
+	SourceIP              bool
 }
 
 // FallbackHash is what Envoy should hash for the pool while the service is
@@ -192,7 +194,7 @@ func (p *Pool) FallbackHash() FallbackHash {
 	for i := range p.KeySources {
 		ks := &p.KeySources[i]
 		h := ks.kind.fallbackHash(ks)
-		if h.Cookie != "" {
+		if ks.traits.binding == bindToken {
 			return h
 		}
 		if first == (FallbackHash{}) {
@@ -222,6 +224,29 @@ func (p *Pool) TokenHeader() string {
 		return ""
 	}
 	return p.learning.envelope
+}
+
+// CookieSessions tells whether the pool has the cookie source: its
+// sessions carry our signed session cookie.
+func (p *Pool) CookieSessions() bool { return p.keyedBy(bindToken) }
+
+// EnvoyVerifies tells whether Envoy itself verifies the pool's session
+// tokens and routes established sessions without the service: verified
+// mode with a source whose sessions carry a token (our cookie, or an
+// upstream header in a signed envelope).
+func (p *Pool) EnvoyVerifies() bool {
+	return p.Mode == ModeVerified && (p.keyedBy(bindToken) || p.learning.envelope != "")
+}
+
+// EnvoyMode is the mode Envoy's configuration takes for the pool: its own,
+// but opaque for a verified pool with no token for Envoy to verify. Such a
+// pool's requests all go to the service, as in opaque mode, and the
+// service decides them alike in both modes.
+func (p *Pool) EnvoyMode() Mode {
+	if p.Mode == ModeVerified && !p.EnvoyVerifies() {
+		return ModeOpaque
+	}
+	return p.Mode
 }
 
 // keyedBy tells whether a key source of the pool binds its keys so.
