@@ -86,11 +86,13 @@ var pieces = template.Must(template.New("pieces").Funcs(template.FuncMap{
 }).Parse(piecesText))
 
 // Pieces returns the YAML document of the pieces for the pool opts names,
-// generated from the loaded configuration snap. A pool that writes output
-// headers (Envoy Gateway, Istio) is refused: those platforms generate
-// Envoy's configuration themselves.
+// generated from the loaded configuration snap: those of the pool's
+// EnvoyMode, so a verified pool whose sessions carry no token gets opaque
+// mode's (ModeNote says why). A pool that writes output headers (Envoy
+// Gateway, Istio) is refused: those platforms generate Envoy's
+// configuration themselves.
 func Pieces(snap *affinity.Snapshot, opts Options) ([]byte, error) {
-	pool, err := choosePool(snap, opts.Pool)
+	pool, err := ChoosePool(snap, opts.Pool)
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +107,17 @@ func Pieces(snap *affinity.Snapshot, opts Options) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// choosePool is the pool named, or the only one.
-func choosePool(snap *affinity.Snapshot, name string) (*affinity.Pool, error) {
+// ModeNote is what a user of pool p should know of the mode its pieces
+// take, "" when it is the pool's own.
+func ModeNote(p *affinity.Pool) string {
+	if p.EnvoyMode() == p.Mode {
+		return ""
+	}
+	return fmt.Sprintf("mode %s has Envoy verify session tokens, and this pool's sessions carry none (no cookie source, no upstream_header with envelope: signed): the service decides every request, as in mode %s, and envoy-config prints that mode's pieces; set mode: %s to say so", p.Mode, p.EnvoyMode(), p.EnvoyMode())
+}
+
+// ChoosePool is the pool named, or the only one.
+func ChoosePool(snap *affinity.Snapshot, name string) (*affinity.Pool, error) {
 	names := make([]string, len(snap.Pools))
 	for i, p := range snap.Pools {
 		if name == p.Name || name == "" && len(snap.Pools) == 1 {
@@ -122,7 +133,9 @@ func choosePool(snap *affinity.Snapshot, name string) (*affinity.Pool, error) {
 
 // view is what the template reads.
 type view struct {
-	Mode            affinity.Mode
+	// Mode is the mode of the pieces (the pool's EnvoyMode), PoolMode the
+	// pool's own.
+	Mode, PoolMode  affinity.Mode
 	Config          string
 	Pool            string // the audience: the pool's name, "default" unnamed
 	Cluster         string
@@ -139,14 +152,17 @@ type view struct {
 	// SessionHeader is the upstream's session header whose envelope Envoy
 	// verifies (a verified pool without our cookie), "" for the cookie.
 	SessionHeader string
-	// HashHeader is the header the fallback hashes in a pool without our
-	// cookie ("" hashes the cookie).
-	HashHeader   string
-	LocalJWKS    bool
-	JWKSURI      string
-	AdminCluster bool
-	GRPC, Admin  endpoint
-	MaxStreams   int
+	// Hash is what the fallback hashes, HashWhat the same in words.
+	Hash     affinity.FallbackHash
+	HashWhat string
+	// FailoverCookie: the failover ext_proc sends the request's cookies,
+	// whose token a session Envoy routed alone is judged by.
+	FailoverCookie bool
+	LocalJWKS      bool
+	JWKSURI        string
+	AdminCluster   bool
+	GRPC, Admin    endpoint
+	MaxStreams     int
 }
 
 // endpoint is a service listener as an Envoy cluster reaches it.
@@ -162,7 +178,8 @@ func newView(snap *affinity.Snapshot, p *affinity.Pool, opts Options) (*view, er
 		return nil, fmt.Errorf("pool %q writes its decisions to request headers (pools[].output) for Envoy Gateway or Istio, which generate Envoy's configuration themselves: envoy-config does not cover them; see envoy/gateway-header.yaml, envoy/istio-session-header.yaml and examples/", p.Name)
 	}
 	v := &view{
-		Mode:            p.Mode,
+		Mode:            p.EnvoyMode(),
+		PoolMode:        p.Mode,
 		Config:          oneLine(opts.ConfigName),
 		Pool:            p.Name,
 		Cookie:          p.Cookie.Name,
@@ -171,7 +188,8 @@ func newView(snap *affinity.Snapshot, p *affinity.Pool, opts Options) (*view, er
 		RefreshInterval: p.RefreshInterval,
 		MaxLifetime:     seconds(p.RefreshInterval + tokenRounding),
 		MaxStreams:      extproc.MaxConcurrentStreams,
-		AdminCluster:    p.Mode == affinity.ModeVerified,
+		AdminCluster:    p.EnvoyMode() == affinity.ModeVerified,
+		FailoverCookie:  p.CookieSessions() || p.EnvoyMode() == affinity.ModeVerified,
 	}
 	if v.Config == "" {
 		v.Config = "the configuration"
@@ -199,12 +217,24 @@ func newView(snap *affinity.Snapshot, p *affinity.Pool, opts Options) (*view, er
 			v.UpstreamHeaders = append(v.UpstreamHeaders, h)
 		}
 	}
-	// Without our cookie, the session's own header keeps it on one host
-	// while the service is away, and carries the envelope. A pool that
-	// Envoy can hash nothing of gets the cookie's hash, which no request
-	// carries: Maglev spreads its requests.
-	v.HashHeader = p.FallbackHash().Header
-	if h := p.TokenHeader(); h != "" && p.Mode == affinity.ModeVerified {
+	// What the pool keys by keeps a session on one host while the service
+	// is away: our cookie, else the first source Envoy can hash.
+	v.Hash = p.FallbackHash()
+	switch h := v.Hash; {
+	case h.Header != "":
+		v.HashWhat = "header " + h.Header
+	case h.Query != "":
+		v.HashWhat = "query parameter " + oneLine(h.Query)
+	case h.SourceIP:
+		v.HashWhat = "client address"
+	case h.Cookie != "" && h.Cookie != p.Cookie.Name:
+		v.HashWhat = "cookie " + oneLine(h.Cookie)
+	default:
+		// Every kind of source can be hashed; our cookie names nothing
+		// else.
+		v.Hash, v.HashWhat = affinity.FallbackHash{Cookie: p.Cookie.Name}, "cookie"
+	}
+	if h := p.TokenHeader(); h != "" && v.Mode == affinity.ModeVerified {
 		v.SessionHeader = h
 		v.MaxLifetime = seconds(p.AbsoluteTimeout + tokenRounding)
 		v.AbsoluteTimeout = p.AbsoluteTimeout
@@ -216,7 +246,7 @@ func newView(snap *affinity.Snapshot, p *affinity.Pool, opts Options) (*view, er
 	if v.Admin, err = parseEndpoint("-admin-address", opts.AdminAddress, DefaultAdminAddress); err != nil {
 		return nil, err
 	}
-	if p.Mode == affinity.ModeVerified {
+	if v.Mode == affinity.ModeVerified {
 		ring := snap.Codec.Keys()
 		for _, id := range ring.IDs() {
 			if k, _ := ring.Lookup(id); k.Alg == affinity.AlgHS256 {

@@ -238,32 +238,85 @@ func TestPiecesRefuse(t *testing.T) {
 }
 
 // TestPiecesFollowTheKeySources: for a pool keyed by each type of key source
-// alone, the fallback's hash policy is the pool's FallbackHash (our cookie's
-// when nothing else can be hashed), and the ext_proc asks for the client's
-// address exactly when the pool needs it.
+// alone, in verified and opaque mode, the fallback's hash policy is the
+// pool's FallbackHash, and the ext_proc asks for the client's address
+// exactly when the pool needs it. A pool without our cookie gets nothing of
+// it: no jwt_authn, no cookie in the failover filter's attributes, no hash
+// on it; a verified one without a token gets opaque mode's pieces.
 func TestPiecesFollowTheKeySources(t *testing.T) {
-	for _, typ := range affinity.KeySourceTypes() {
-		t.Run(string(typ), func(t *testing.T) {
-			// The type alone, or with a name when it needs one.
-			entry := "{type: " + string(typ) + "}"
-			if _, err := affinity.ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n    key_sources: ["+entry+"]\n")); err != nil {
-				entry = "{type: " + string(typ) + ", name: X-Session}"
+	for _, mode := range []string{"verified", "opaque"} {
+		for _, typ := range affinity.KeySourceTypes() {
+			t.Run(mode+"/"+string(typ), func(t *testing.T) {
+				// The type alone, or with a name when it needs one.
+				entry := "{type: " + string(typ) + "}"
+				if _, err := affinity.ParseConfig("t.yaml", []byte("keys: {env: K}\npools:\n  - hosts: [{address: '127.0.0.1:1'}]\n    key_sources: ["+entry+"]\n")); err != nil {
+					entry = "{type: " + string(typ) + ", name: X-Session}"
+				}
+				snap := load(t, "    mode: "+mode+"\n    key_sources: ["+entry+"]\n", "ed25519")
+				p := snap.Pools[0]
+				out, err := Pieces(snap, Options{Cluster: "app"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				doc := generate(t, snap, Options{Cluster: "app"})
+				var want map[string]any
+				switch h := p.FallbackHash(); {
+				case h.Header != "":
+					want = map[string]any{"header": map[string]any{"header_name": h.Header}}
+				case h.Query != "":
+					want = map[string]any{"query_parameter": map[string]any{"name": h.Query}}
+				case h.SourceIP:
+					want = map[string]any{"connection_properties": map[string]any{"source_ip": true}}
+				default:
+					want = map[string]any{"cookie": map[string]any{"name": h.Cookie}}
+				}
+				if got := findKey(doc[KeyCluster], "hash_policy"); !reflect.DeepEqual(got, []any{want}) {
+					t.Errorf("the fallback hashes %v, the pool's FallbackHash is %+v", got, p.FallbackHash())
+				}
+				attrs, _ := findKey(doc[KeyFilters], "request_attributes").([]any)
+				if asks := slices.Contains(attrs, any(extproc.SourceAttribute)); len(attrs) == 0 || asks != p.NeedsClientAddress() {
+					t.Errorf("request_attributes %v, the pool needs the client address: %v", attrs, p.NeedsClientAddress())
+				}
+				verifies := p.EnvoyVerifies()
+				if has := strings.Contains(string(out), extproc.JWTFilterName); has != verifies {
+					t.Errorf("jwt_authn in the pieces: %v, Envoy verifies the pool's tokens: %v", has, verifies)
+				}
+				if !p.CookieSessions() {
+					for _, cookie := range []string{`"affinity"`, "request.headers['cookie']"} {
+						if strings.Contains(string(out), cookie) && !verifies {
+							t.Errorf("a pool without the cookie source: the pieces have %s", cookie)
+						}
+					}
+				}
+				if note := ModeNote(p); (note != "") != (mode == "verified" && !verifies) {
+					t.Errorf("mode note %q", note)
+				}
+			})
+		}
+	}
+}
+
+// TestVerifiedWithoutTokensIsOpaque: a verified pool whose sessions carry
+// no token gets the very pieces of the same pool in opaque mode, and is
+// told why.
+func TestVerifiedWithoutTokensIsOpaque(t *testing.T) {
+	for _, sources := range []string{"[{type: header, name: x-session-id}]", "[{type: query, name: sid}, {type: client_address}]", "[{type: app_cookie, name: JSESSIONID}]", "[{type: upstream_header, name: mcp-session-id}]"} {
+		t.Run(sources, func(t *testing.T) {
+			opaque := load(t, "    mode: opaque\n    key_sources: "+sources+"\n", "ed25519")
+			verified := load(t, "    mode: verified\n    key_sources: "+sources+"\n", "ed25519")
+			if got, want := generate(t, verified, Options{Cluster: "app"}), generate(t, opaque, Options{Cluster: "app"}); !reflect.DeepEqual(got, want) {
+				g, _ := yaml.Marshal(got)
+				w, _ := yaml.Marshal(want)
+				t.Errorf("verified pieces\n%s\nopaque pieces\n%s", g, w)
 			}
-			snap := load(t, "    mode: opaque\n    key_sources: ["+entry+"]\n", "ed25519")
-			p := snap.Pools[0]
-			doc := generate(t, snap, Options{Cluster: "app"})
-			want := map[string]any{"cookie": map[string]any{"name": p.Cookie.Name}}
-			if h := p.FallbackHash(); h.Header != "" {
-				want = map[string]any{"header": map[string]any{"header_name": h.Header}}
-			} else if h.Cookie != "" {
-				want = map[string]any{"cookie": map[string]any{"name": h.Cookie}}
+			out, err := Pieces(verified, Options{Cluster: "app"})
+			if err != nil {
+				t.Fatal(err)
 			}
-			if got := findKey(doc[KeyCluster], "hash_policy"); !reflect.DeepEqual(got, []any{want}) {
-				t.Errorf("the fallback hashes %v, the pool's FallbackHash is %+v", got, p.FallbackHash())
-			}
-			attrs, _ := findKey(doc[KeyFilters], "request_attributes").([]any)
-			if asks := slices.Contains(attrs, any(extproc.SourceAttribute)); len(attrs) == 0 || asks != p.NeedsClientAddress() {
-				t.Errorf("request_attributes %v, the pool needs the client address: %v", attrs, p.NeedsClientAddress())
+			for _, w := range []string{"(mode verified)", "no token for Envoy to verify", "these are opaque mode's pieces", "envoy/opaque.yaml is the same set-up"} {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("the pieces do not say %q", w)
+				}
 			}
 		})
 	}
