@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
 	"github.com/envoy-affinity/envoy-affinity/affinity/redisstore"
+	"github.com/envoy-affinity/envoy-affinity/envoy/envoyconfig"
 )
 
 // subcommand parses a subcommand's flags, defined by define. A request for
@@ -50,7 +52,17 @@ func check(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	for _, p := range snap.Pools {
-		fmt.Fprintf(stdout, "pool %s: mode %s, %d hosts, cookie %s\n", p.Name, p.Mode, p.Hosts.Len(), p.Cookie.Name)
+		hosts := "hosts"
+		if p.Hosts.Len() == 1 {
+			hosts = "host"
+		}
+		fmt.Fprintf(stdout, "pool %s: mode %s, %d %s\n", p.Name, p.Mode, p.Hosts.Len(), hosts)
+		for _, c := range p.Costs() {
+			fmt.Fprintf(stdout, "  %s: %s\n", sourceName(c), costWords(c, p.RefreshInterval))
+		}
+		if note := envoyconfig.ModeNote(p); note != "" {
+			fmt.Fprintf(stdout, "  note: %s\n", note)
+		}
 	}
 	if r := snap.Redis; r != nil {
 		// Reads the credential and TLS files; connects to nothing.
@@ -61,6 +73,53 @@ func check(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", config)
 	return nil
+}
+
+// sourceName names a key source as the configuration does.
+func sourceName(c affinity.SourceCost) string {
+	switch c.Type {
+	case affinity.SourceCookie:
+		return "cookie " + c.Name
+	case affinity.SourceQuery:
+		return "query parameter " + c.Name
+	case affinity.SourceClientAddress:
+		return "client address"
+	case affinity.SourceAppCookie:
+		return "application cookie " + c.Name + " (learned)"
+	case affinity.SourceUpstreamHeader:
+		if c.Envelope {
+			return "upstream header " + c.Name + " (signed envelope)"
+		}
+		return "upstream header " + c.Name + " (learned)"
+	}
+	return string(c.Type) + " " + c.Name
+}
+
+// costWords says what a source's requests cost, in ext_proc messages.
+func costWords(c affinity.SourceCost, refresh time.Duration) string {
+	var b strings.Builder
+	switch {
+	case c.EnvoyAlone:
+		fmt.Fprintf(&b, "new session %s, established sessions 0 (Envoy routes them alone)", messages(c.New))
+	case c.New == c.Known && c.Known == 2:
+		fmt.Fprintf(&b, "the service decides every request (%s: its response too, for a key to learn or wrap)", messages(c.New))
+	case c.New == c.Known:
+		fmt.Fprintf(&b, "the service decides every request (%s)", messages(c.New))
+	default:
+		fmt.Fprintf(&b, "the service decides every request (new session %s, established %d)", messages(c.New), c.Known)
+	}
+	if c.Refresh > 0 {
+		fmt.Fprintf(&b, ", %d at each refresh (every %s)", c.Refresh, refresh)
+	}
+	return b.String()
+}
+
+// messages is n ext_proc messages, in words.
+func messages(n int) string {
+	if n == 1 {
+		return "1 ext_proc message"
+	}
+	return strconv.Itoa(n) + " ext_proc messages"
 }
 
 func keygen(args []string, stdout, stderr io.Writer) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"io"
 
 	"github.com/envoy-affinity/envoy-affinity/envoy/envoyconfig"
@@ -29,6 +30,12 @@ func envoyConfig(args []string, stdout, stderr io.Writer) error {
 	out, err := envoyconfig.Pieces(snap, opts)
 	if err != nil {
 		return err
+	}
+	// Said where a user sees it, not only in the output's comments.
+	if p, err := envoyconfig.ChoosePool(snap, opts.Pool); err == nil {
+		if note := envoyconfig.ModeNote(p); note != "" {
+			fmt.Fprintf(stderr, "envoy-config: pool %s: %s\n", p.Name, note)
+		}
 	}
 	_, err = stdout.Write(out)
 	return err

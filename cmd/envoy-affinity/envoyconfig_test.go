@@ -78,6 +78,38 @@ func TestEnvoyConfig(t *testing.T) {
 	}
 }
 
+// TestEnvoyConfigKeyedPools: a pool keyed by a header gets the pieces of
+// the mode that fits it, with no jwt_authn and nothing of the cookie; in
+// verified mode, which has nothing to verify there, standard error says
+// that opaque mode's pieces were printed.
+func TestEnvoyConfigKeyedPools(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")
+	for _, mode := range []string{"verified", "opaque"} {
+		t.Run(mode, func(t *testing.T) {
+			path := filepath.Join(dir, mode+".yaml")
+			writeFile(t, path, "keys: {file: keys.txt}\npools:\n  - {name: app, mode: "+mode+", key_sources: [{type: header, name: x-session-id}], hosts: [{address: '127.0.0.1:1'}]}\n")
+			var out, errs bytes.Buffer
+			if err := Run(context.Background(), []string{"envoy-config", "-config", path}, &out, &errs); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range []string{"(mode " + mode + ")", "envoy/opaque.yaml is the same set-up", `- header: {header_name: "x-session-id"}`, "response_attributes: [xds.cluster_name]\n", "name: affinity-failover"} {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %s", w)
+				}
+			}
+			for _, n := range []string{"envoy.filters.http.jwt_authn", "envoy_affinity_admin", `"affinity"`, "request.headers['cookie']"} {
+				if strings.Contains(out.String(), n) {
+					t.Errorf("output has %s", n)
+				}
+			}
+			if note := strings.Contains(errs.String(), "envoy-config: pool app: mode verified has Envoy verify session tokens"); note != (mode == "verified") {
+				t.Errorf("standard error %q", errs.String())
+			}
+		})
+	}
+}
+
 func TestEnvoyConfigRefuses(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "keys.txt"), testKey+"\n")

@@ -90,7 +90,7 @@ func TestRunCommands(t *testing.T) {
 	}{
 		{"help lists every flag with its default", []string{"-h"},
 			[]string{"-config", "-grpc-addr", `(default "127.0.0.1:9002")`, "-grpc-tls-cert", "-grpc-tls-key", "-grpc-client-ca", "-admin-addr", "-reload-interval", "-shutdown-grace", "-log-level", "-log-format", "keygen", "check"}},
-		{"check", []string{"check", "-config", good}, []string{"pool default: mode verified, 2 hosts, cookie affinity", "good.yaml: ok"}},
+		{"check", []string{"check", "-config", good}, []string{"pool default: mode verified, 2 hosts\n  cookie affinity: new session 2 ext_proc messages, established sessions 0 (Envoy routes them alone), 2 at each refresh (every 5m0s)\n", "good.yaml: ok"}},
 		{"check with redis", []string{"check", "-config", withRedis}, []string{"store: redis single 127.0.0.1:6379, key prefix \"envoy-affinity:\"", "redis.yaml: ok"}},
 		{"keygen", []string{"keygen", "-id", "k7"}, []string{"k7:ed25519:"}},
 		{"version", []string{"version"}, []string{"envoy-affinity ", "(tested with Envoy " + envoyversion.Tested + ")"}},
