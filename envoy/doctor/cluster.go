@@ -65,7 +65,7 @@ func (x *examination) overrideHost(p *affinity.Pool, where string, cl map[string
 		}
 		x.r.add(decisionSource.at(where, "override_host_sources does not read the service's decision "+want, "${source}", want))
 	}
-	if p.Mode == affinity.ModeVerified {
+	if p.EnvoyMode() == affinity.ModeVerified {
 		key := orDefault(payload, "affinity")
 		jwtSource := find(func(s any) bool { return metaIs(get(s, "metadata"), extproc.JWTFilterName, key, affinity.HostClaim) })
 		switch {
@@ -84,27 +84,21 @@ func (x *examination) overrideHost(p *affinity.Pool, where string, cl map[string
 	if pols := list(get(oh, "fallback_policy", "policies")); len(pols) > 0 {
 		fb = obj(get(pols[0], "typed_extension_config", "typed_config"))
 	}
-	cookie, name, ok := fallbackHashKey(p)
+	want, policy, hashes, ok := fallbackHashKey(p)
 	if !ok {
 		return // nothing a hash could keep
 	}
-	want, hashes := "cookie "+strconv.Quote(name), func(h any) bool { return str(get(h, "cookie", "name")) == name }
-	policy := "{cookie: {name: " + name + "}}"
-	if !cookie {
-		want, hashes = "header "+strconv.Quote(name), func(h any) bool { return strings.EqualFold(str(get(h, "header", "header_name")), name) }
-		policy = "{header: {header_name: " + name + "}}"
-	}
-	cookieHash := func(policies any) bool { return slices.ContainsFunc(list(policies), hashes) }
-	hashesCookie := cookieHash(get(fb, "consistent_hashing_lb_config", "hash_policy"))
+	hashesKey := func(policies any) bool { return slices.ContainsFunc(list(policies), hashes) }
+	hashed := hashesKey(get(fb, "consistent_hashing_lb_config", "hash_policy"))
 	if t := typeName(fb); get(fb, "consistent_hashing_lb_config", "hash_policy") == nil &&
 		(strings.HasSuffix(t, ".Maglev") || strings.HasSuffix(t, ".RingHash")) {
 		// Without its own hash policy the fallback hashes by the route's.
-		hashesCookie = len(routes) > 0
+		hashed = len(routes) > 0
 		for _, rt := range routes {
-			hashesCookie = hashesCookie && cookieHash(get(rt.r, "route", "hash_policy"))
+			hashed = hashed && hashesKey(get(rt.r, "route", "hash_policy"))
 		}
 	}
-	if !hashesCookie {
+	if !hashed {
 		x.r.add(fallbackHash.at(where,
 			fmt.Sprintf("the fallback policy does not hash the session's %s (Maglev or ring hash with a hash_policy on it)", want),
 			"${hash}", policy))
@@ -113,14 +107,25 @@ func (x *examination) overrideHost(p *affinity.Pool, where string, cl map[string
 
 // fallbackHashKey is what keeps a session on one host while the service
 // is away, which the fallback policy must hash: the pool's own answer
-// (affinity.Pool.FallbackHash), which envoy-config prints too. ok is false
-// when the pool has nothing Envoy could hash.
-func fallbackHashKey(p *affinity.Pool) (cookie bool, name string, ok bool) {
-	h := p.FallbackHash()
-	if h.Cookie != "" {
-		return true, h.Cookie, true
+// (affinity.Pool.FallbackHash), which envoy-config prints too. It returns
+// it in words, as a hash_policy entry, and as a test of an entry; ok is
+// false when the pool has nothing Envoy could hash.
+func fallbackHashKey(p *affinity.Pool) (want, policy string, hashes func(any) bool, ok bool) {
+	switch h := p.FallbackHash(); {
+	case h.Header != "":
+		return "header " + strconv.Quote(h.Header), "{header: {header_name: " + h.Header + "}}",
+			func(e any) bool { return strings.EqualFold(str(get(e, "header", "header_name")), h.Header) }, true
+	case h.Query != "":
+		return "query parameter " + strconv.Quote(h.Query), "{query_parameter: {name: " + h.Query + "}}",
+			func(e any) bool { return str(get(e, "query_parameter", "name")) == h.Query }, true
+	case h.SourceIP:
+		return "client address", "{connection_properties: {source_ip: true}}",
+			func(e any) bool { return boolean(get(e, "connection_properties", "source_ip")) }, true
+	case h.Cookie != "":
+		return "cookie " + strconv.Quote(h.Cookie), "{cookie: {name: " + h.Cookie + "}}",
+			func(e any) bool { return str(get(e, "cookie", "name")) == h.Cookie }, true
 	}
-	return false, h.Header, h.Header != ""
+	return "", "", nil, false
 }
 
 // circuitBreakers checks that failover has room for its retries.

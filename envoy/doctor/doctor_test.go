@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/envoy-affinity/envoy-affinity/affinity"
+	"github.com/envoy-affinity/envoy-affinity/internal/envoytree"
 )
 
 // service loads a configuration whose one pool is given as YAML, with the
@@ -84,6 +85,36 @@ func TestShippedYAMLs(t *testing.T) {
 			}
 			if len(e.Members["app"]) != 3 && c.want == "" && filepath.Dir(c.file) == "." {
 				t.Errorf("cluster app's hosts from the EDS file: %v", e.Members["app"])
+			}
+		})
+	}
+}
+
+// TestKeyedPoolsTakeOpaqueYAML: opaque.yaml as envoy-config prints it for
+// a pool keyed by a header (the fallback hashing the header, the failover
+// filter sent no cookie) agrees with such a pool in opaque mode and in
+// verified mode, which has no token to verify there; a verified pool of
+// cookie sessions does not.
+func TestKeyedPoolsTakeOpaqueYAML(t *testing.T) {
+	for _, c := range []struct {
+		pool string
+		want string // a check expected ("" = no problem at all)
+	}{
+		{pool: "mode: opaque\n    key_sources: [{type: header, name: x-session-id}]"},
+		{pool: "mode: verified\n    key_sources: [{type: header, name: x-session-id}]"},
+		{pool: "mode: verified\n    key_sources: [{type: header, name: x-session-id}, {type: cookie}]", want: "jwt_authn.provider"},
+		{pool: "mode: opaque\n    key_sources: [{type: header, name: x-session-id}, {type: cookie}]", want: "failover.response"},
+	} {
+		t.Run(c.pool, func(t *testing.T) {
+			y := bootstrap(t, opaqueYAML)
+			fallbackHashPolicy(t, y)["hash_policy"] = []any{tree{"header": tree{"header_name": "x-session-id"}}}
+			envoytree.FilterConfig(t, y, failoverFilterName)["response_attributes"] = []any{"xds.cluster_name"}
+			r := Check(context.Background(), readBootstrap("../"+opaqueYAML, y), service(t, c.pool), nil)
+			if c.want == "" && len(r.Problems) > 0 {
+				t.Fatalf("problems: %v", r.Problems)
+			}
+			if c.want != "" && !r.Has(c.want) {
+				t.Fatalf("no %s in %v", c.want, r.Problems)
 			}
 		})
 	}

@@ -98,7 +98,9 @@ func (x *examination) failoverOpaque(p *affinity.Pool, s *site, rt route, ours [
 		x.r.add(failoverUnmarkedOpaque.at(rt.where(s.listener), "no "+missing))
 		return
 	}
-	if !slices.Contains(strs(responder.cfg["response_attributes"]), extproc.CookieAttribute) {
+	// A keyed session's key comes in envoy.lb: only a cookie session needs
+	// its cookie.
+	if p.CookieSessions() && !slices.Contains(strs(responder.cfg["response_attributes"]), extproc.CookieAttribute) {
 		x.r.add(failoverCookieOpaque.at(s.where(*responder), "response_attributes does not list "+extproc.CookieAttribute))
 	}
 }

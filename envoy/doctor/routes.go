@@ -21,15 +21,19 @@ func (x *examination) site(p *affinity.Pool, s *site) string {
 		x.extProcFilter(p, s, f)
 	}
 
+	// A verified pool whose sessions carry no token takes opaque mode's
+	// configuration: nothing for jwt_authn to verify.
+	mode := p.EnvoyMode()
 	var provider string
 	var prov map[string]any
-	if p.Mode == affinity.ModeVerified {
+	if mode == affinity.ModeVerified {
 		provider, prov = x.jwt(p, s, ours)
 	}
 	payload := str(prov["payload_in_metadata"])
 
 	// Which routes decide (the service must see their requests) and which
-	// are established (Envoy alone routes them).
+	// are established (Envoy alone routes them). A verified pool's route on
+	// jwt_authn's metadata is established even when no token can match it.
 	established := func(rt route) bool {
 		switch p.Mode {
 		case affinity.ModeVerified:
@@ -66,10 +70,10 @@ func (x *examination) site(p *affinity.Pool, s *site) string {
 				x.r.add(establishedAsked(p).at(rt.where(s.listener),
 					fmt.Sprintf("ext_proc filter %q sends the request headers of established sessions", decider.name)))
 			}
-			if rebinds(p) && p.Mode == affinity.ModeVerified {
+			if rebinds(p) && mode == affinity.ModeVerified {
 				x.failoverVerified(p, s, rt, ours, prov)
 			}
-			if inHeader, _ := tokenCarrier(p); inHeader && p.Mode == affinity.ModeVerified {
+			if inHeader, _ := tokenCarrier(p); inHeader && mode == affinity.ModeVerified {
 				x.envelopeRoute(p, s, rt, payload)
 			}
 			continue
@@ -87,15 +91,15 @@ func (x *examination) site(p *affinity.Pool, s *site) string {
 			x.r.add(bodiesSent.at(rt.where(s.listener),
 				fmt.Sprintf("ext_proc filter %q sends bodies (request_body_mode %s, response_body_mode %s)", decider.name, on.reqBody, on.rspBody)))
 		}
-		if p.Mode == affinity.ModeOpaque && rebinds(p) {
+		if mode == affinity.ModeOpaque && rebinds(p) {
 			x.failoverOpaque(p, s, rt, ours)
 		}
 	}
-	if p.Mode == affinity.ModeVerified && !sawEstablished && prov != nil {
+	if mode == affinity.ModeVerified && !sawEstablished && prov != nil {
 		x.r.add(establishedMissing.at(fmt.Sprintf("listener %q", s.listener),
 			fmt.Sprintf("no route matches a verified token (match.dynamic_metadata on filter %s, path [%s, %s]) ahead of the deciding route", extproc.JWTFilterName, orDefault(payload, "affinity"), affinity.HostClaim)))
 	}
-	if p.Mode == affinity.ModeVerified && payload != "" {
+	if mode == affinity.ModeVerified && payload != "" {
 		for _, rt := range s.routes {
 			for _, dm := range list(get(rt.r, "match", "dynamic_metadata")) {
 				if str(get(dm, "filter")) == extproc.JWTFilterName && !metaIs(dm, extproc.JWTFilterName, payload, affinity.HostClaim) {

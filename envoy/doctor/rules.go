@@ -170,7 +170,7 @@ var (
 		Breaks:   "the service never learns which host served: " + rebindBreaks,
 		Fix:      "selected_host_key: {key: " + extproc.MetadataNamespace + ", path: [{key: " + extproc.ServedKey + "}]}"}
 	fallbackHash = &Rule{ID: "override_host.fallback_policy", Severity: Warning,
-		Compares: "the fallback hashes the session cookie, or the session header in a pool without a cookie source (the policy's own `hash_policy` or the route's)",
+		Compares: "the fallback hashes what the pool keys by: the session cookie, else its first key source (header, query parameter, client address, application cookie); the policy's own `hash_policy` or the route's",
 		Breaks:   "while the service is unreachable, requests without a verified token scatter over the hosts instead of each session keeping one",
 		Fix:      "fallback_policy: {policies: [{typed_extension_config: {name: envoy.load_balancing_policies.maglev, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev, consistent_hashing_lb_config: {hash_policy: [${hash}]}}}}]}"}
 	maxRetries = &Rule{ID: "cluster.max_retries", Severity: Error,
@@ -316,7 +316,7 @@ var (
 		Breaks:   rebindBreaks,
 		Fix:      fixGenerated}
 	failoverCookieOpaque = &Rule{ID: "failover.response", Severity: Error,
-		Compares: "opaque: the response-only ext_proc's `response_attributes` carry the request's cookie",
+		Compares: "opaque, a pool with the cookie source: the response-only ext_proc's `response_attributes` carry the request's cookie",
 		Breaks:   "the service cannot read the session of a marked response. " + rebindBreaks,
 		Fix:      fixResponseAttributes}
 )

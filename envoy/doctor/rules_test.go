@@ -81,6 +81,13 @@ func decideMode(t *testing.T, y tree) tree {
 	return envoytree.Dig(t, envoytree.RouteNamed(t, y, "decide"), "typed_per_filter_config", extProcName, "overrides", "processing_mode")
 }
 
+// fallbackHashPolicy is the consistent hashing settings of cluster app's
+// fallback policy.
+func fallbackHashPolicy(t *testing.T, y tree) tree {
+	return envoytree.Dig(t, envoytree.OverrideHost(t, y, "app"), "fallback_policy", "policies", 0, "typed_extension_config", "typed_config",
+		"consistent_hashing_lb_config")
+}
+
 // eachRetryPolicy edits the retry policy of every route.
 func eachRetryPolicy(edit func(rp tree)) func(t *testing.T, y tree) {
 	return func(t *testing.T, y tree) {
@@ -200,6 +207,13 @@ var ruleCases = []ruleCase{
 			return envoytree.Dig(t, envoytree.OverrideHost(t, y, "app"), "fallback_policy", "policies", 0, "typed_extension_config", "typed_config",
 				"consistent_hashing_lb_config", "hash_policy", 0, "cookie")
 		}, "name", "other")},
+	// A pool without the cookie source: the fallback hashes its first key.
+	{rule: fallbackHash, file: opaqueYAML, pools: onePool("mode: opaque\n    key_sources: [{type: header, name: X-Session-Id}, {type: query, name: sid}]"),
+		keeps: set(fallbackHashPolicy, "hash_policy", []any{tree{"header": tree{"header_name": "x-session-id"}}})},
+	{rule: fallbackHash, file: opaqueYAML, pools: onePool("mode: verified\n    key_sources: [{type: query, name: sid}]"),
+		keeps: set(fallbackHashPolicy, "hash_policy", []any{tree{"query_parameter": tree{"name": "sid"}}})},
+	{rule: fallbackHash, file: opaqueYAML, pools: onePool("mode: opaque\n    key_sources: [{type: client_address}]"),
+		keeps: set(fallbackHashPolicy, "hash_policy", []any{tree{"connection_properties": tree{"source_ip": true}}})},
 	{rule: retryOn, file: verifiedYAML, pools: verifiedPool, breaks: eachRetryPolicy(func(rp tree) { rp["retry_on"] = "5xx-not" })},
 	{rule: retryCount, file: verifiedYAML, pools: verifiedPool, breaks: eachRetryPolicy(func(rp tree) { rp["num_retries"] = 0 })},
 	{rule: retryPreviousHosts, file: verifiedYAML, pools: verifiedPool, breaks: eachRetryPolicy(func(rp tree) { delete(rp, "retry_host_predicate") })},
