@@ -52,6 +52,11 @@ func envelopePool(_ *testing.T, pool, _ tree) {
 	pool["key_sources"] = []any{tree{"type": "upstream_header", "name": "X-Session-Id", "envelope": "signed"}}
 }
 
+// headerPool keys the pool's sessions by a request header alone.
+func headerPool(_ *testing.T, pool, _ tree) {
+	pool["key_sources"] = []any{tree{"type": "header", "name": "x-session-id"}}
+}
+
 // both applies edits in order (nil ones skipped).
 func both(edits ...func(*testing.T, tree, tree)) func(*testing.T, tree, tree) {
 	return func(t *testing.T, pool, cfg tree) {
@@ -297,12 +302,22 @@ func TestDoctor(t *testing.T) {
 			}
 		})
 	}
-	t.Run("clean/verified-envelope", func(t *testing.T) {
-		live, file, failed := run(t, mergedYAML(t, s, "verified", envelopePool), doctorConfig(t, s, "verified", envelopePool))
-		if failed || len(live.Problems) > 0 || len(file.Problems) > 0 {
-			t.Errorf("live: %v; file: %v", live.Problems, file.Problems)
-		}
-	})
+	for _, c := range []struct {
+		name, mode string
+		base       func(*testing.T, tree, tree)
+	}{
+		{"verified-envelope", "verified", envelopePool},
+		// Opaque mode's pieces in both modes: nothing to verify.
+		{"verified-header", "verified", headerPool},
+		{"opaque-header", "opaque", headerPool},
+	} {
+		t.Run("clean/"+c.name, func(t *testing.T) {
+			live, file, failed := run(t, mergedYAML(t, s, c.mode, c.base), doctorConfig(t, s, c.mode, c.base))
+			if failed || len(live.Problems) > 0 || len(file.Problems) > 0 {
+				t.Errorf("live: %v; file: %v", live.Problems, file.Problems)
+			}
+		})
+	}
 	for i, c := range doctorCases {
 		mode := c.mode
 		if mode == "" {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -387,5 +388,103 @@ func envoyReplaces(t *testing.T, s *launch.Stack, cookie string) {
 	}
 	if fresh := c.Cookie("affinity"); fresh == cookie || s.CookieHost(fresh) != r.Host {
 		t.Fatalf("served by %s; Envoy's new cookie names %q", r.Host, s.CookieHost(fresh))
+	}
+}
+
+// TestEnvoyConfigKeyedPool: a pool keyed by the request header
+// x-session-id alone (gRPC and mobile clients), attached to a user's plain
+// Envoy with the pieces envoy-config prints, in verified mode (which has no
+// token to verify there: the pieces are opaque mode's) and in opaque mode.
+// The merged Envoy has no jwt_authn and hashes the header in its fallback;
+// the doctor finds no problem in it; each session stays on its host, no
+// response sets our cookie, and each request costs one ext_proc stream of
+// one message; a host leaving moves its own sessions only; a crashed
+// backend's sessions are served elsewhere at once, each re-bound there
+// once, and stay.
+func TestEnvoyConfigKeyedPool(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"verified", "opaque"} {
+		t.Run(mode, func(t *testing.T) {
+			s, merged := newMergedStack(t, launch.Options{Mode: mode, KeySources: keySources["header"]})
+			text, err := os.ReadFile(merged)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []string{"jwt_authn", "envoy_affinity_admin", "request.headers['cookie']"} {
+				if strings.Contains(string(text), n) {
+					t.Errorf("the merged Envoy has %s", n)
+				}
+			}
+			if !strings.Contains(string(text), "header_name: x-session-id") {
+				t.Error("the fallback does not hash x-session-id")
+			}
+			report, failed := runDoctor(t, "-config", s.ConfigPath, "-envoy-admin", "127.0.0.1:"+strconv.Itoa(s.AdminPort))
+			if failed || len(report.Problems) > 0 {
+				t.Errorf("doctor: %v", report.Problems)
+			}
+
+			sessions := openSessionsOn(t, 12, 2, openKeyed(s, "header"), "backend-1", "backend-2", "backend-3")
+			stat := func(name string) int {
+				n, err := s.EnvoyStat("http.ingress.ext_proc." + name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			check := func(phase, gone string) (moved int) {
+				t.Helper()
+				streams, sent := stat("streams_started"), stat("stream_msgs_sent")
+				requests := 0
+				for round := range 2 {
+					for i, ss := range sessions {
+						r, resp, err := ss.get()
+						requests++
+						switch {
+						case err != nil:
+							t.Fatalf("%s: session %d of %s, request %d: %v", phase, i, ss.host, round+1, err)
+						case len(resp.Header.Values("Set-Cookie")) > 0:
+							t.Fatalf("%s: a header-keyed session got Set-Cookie %q", phase, resp.Header.Values("Set-Cookie"))
+						case ss.host == gone: // the first round only: it moves
+							if r.Host == gone {
+								t.Fatalf("%s: session %d still served by %s", phase, i, gone)
+							}
+							ss.host = r.Host
+							moved++
+						case r.Host != ss.host:
+							t.Fatalf("%s: session %d of %s served by %s (request %d)", phase, i, ss.host, r.Host, round+1)
+						}
+					}
+				}
+				// The deciding ext_proc: one stream and one message each
+				// (the failover filter counts apart).
+				if gone == "" {
+					if n, m := stat("streams_started")-streams, stat("stream_msgs_sent")-sent; n != requests || m != requests {
+						t.Fatalf("%s: %d requests took %d ext_proc streams and %d messages, want one each", phase, requests, n, m)
+					}
+				}
+				t.Logf("%s: %d sessions moved off %q, no other moved, no request failed", phase, moved, gone)
+				if gone != "" && moved == 0 {
+					t.Fatalf("%s: no session was on %s", phase, gone)
+				}
+				return moved
+			}
+			check("sticky", "")
+
+			if err := s.SetHosts(context.Background(), 0, 2); err != nil {
+				t.Fatal(err)
+			}
+			check("backend-2 removed", "backend-2")
+			if err := s.SetHosts(context.Background(), 0, 1, 2); err != nil {
+				t.Fatal(err)
+			}
+			check("backend-2 back", "")
+
+			rebinds := servedElsewhere(t, s)
+			s.Backends[0].Proc.Kill()
+			moved := check("backend-1 crashed", "backend-1")
+			if rebinds = servedElsewhere(t, s) - rebinds; rebinds != moved {
+				t.Fatalf("%d re-binds for %d failed-over sessions, want one each", rebinds, moved)
+			}
+		})
 	}
 }
