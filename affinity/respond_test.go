@@ -273,7 +273,7 @@ func TestRespondFailedOverKey(t *testing.T) {
 				}
 				return Request{SourceAddress: fmt.Sprintf("192.0.2.%d:4321", sum%250+1)}
 			},
-			served:  func(d Decision) string { return d.Hosts[1] }, reboundTo: func(d Decision) string { return d.Hosts[1] }, down: true},
+			served: func(d Decision) string { return d.Hosts[1] }, reboundTo: func(d Decision) string { return d.Hosts[1] }, down: true},
 		{name: "learned application cookie", yaml: pool("[{type: app_cookie, name: app_session}]", ""), learn: true,
 			request: func(key string) Request { return Request{CookieHeaders: []string{"app_session=" + key}} },
 			served:  func(d Decision) string { return d.Hosts[1] }, reboundTo: func(d Decision) string { return d.Hosts[1] }, down: true},
