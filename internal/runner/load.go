@@ -78,6 +78,8 @@ type loadReader struct {
 	stats  *loadStats
 	client *http.Client
 	log    *slog.Logger
+	// smoothed is the last value handed to the engine, by address.
+	smoothed map[string]float64
 	// fresh is whether the pool placed by load after the last round, so
 	// that a change is logged once.
 	fresh bool
@@ -130,7 +132,8 @@ func (r *loadReader) round(ctx context.Context) {
 	}
 	now := time.Now()
 	if sum != nil {
-		r.engine.SetLoad(r.pool, sum, now)
+		r.smoothed = smooth(r.smoothed, sum)
+		r.engine.SetLoad(r.pool, r.smoothed, now)
 	}
 	fresh := r.engine.LoadFresh(r.pool, now)
 	switch {
@@ -140,4 +143,34 @@ func (r *loadReader) round(ctx context.Context) {
 		r.log.Warn("load signal stale: new sessions are placed by rendezvous order alone until an Envoy answers again", "errors", r.stats.errors.Load())
 	}
 	r.fresh = fresh
+}
+
+// loadWeight is how fast a host's value falls to a lower reading: half the
+// way each reading. Requests in flight at one instant swing by a few
+// around their mean, and one reading serves every placement until the
+// next: a busy host whose count dipped at that instant would otherwise
+// take every session of which it is one of the first two choices until
+// then. A higher reading counts at once, so a host that turns busy, or an
+// idle one that just joined and takes its first sessions, is seen so at
+// once.
+const loadWeight = 0.5
+
+// smooth returns the values to place by, by address, from the previous
+// ones (nil: none yet) and a new reading: a reading at or above the
+// previous value as it is, a lower one half the way down; a host the
+// reading lacks counts 0.
+func smooth(prev, reading map[string]float64) map[string]float64 {
+	next := make(map[string]float64, len(reading))
+	for addr, n := range reading {
+		if p, ok := prev[addr]; ok && n < p {
+			n = p + loadWeight*(n-p)
+		}
+		next[addr] = n
+	}
+	for addr, p := range prev {
+		if _, ok := reading[addr]; !ok && p*(1-loadWeight) >= 0.01 {
+			next[addr] = p * (1 - loadWeight)
+		}
+	}
+	return next
 }

@@ -127,3 +127,27 @@ func TestLoadsReconcile(t *testing.T) {
 	cancel()
 	l.Wait()
 }
+
+// TestSmooth: a reading at or above the previous value counts as it is, a
+// lower one half the way down; a host that appears starts at its reading,
+// one that is gone decays to 0.
+func TestSmooth(t *testing.T) {
+	tests := []struct {
+		name          string
+		prev, reading map[string]float64
+		want          map[string]float64
+	}{
+		{"first reading as it is", nil, map[string]float64{"a": 8, "b": 4}, map[string]float64{"a": 8, "b": 4}},
+		{"up at once, down halfway", map[string]float64{"a": 8, "b": 4}, map[string]float64{"a": 6, "b": 6}, map[string]float64{"a": 7, "b": 6}},
+		{"a new host starts at its reading", map[string]float64{"a": 8}, map[string]float64{"a": 8, "c": 0}, map[string]float64{"a": 8, "c": 0}},
+		{"a host the reading lacks decays", map[string]float64{"a": 8, "b": 4}, map[string]float64{"a": 8}, map[string]float64{"a": 8, "b": 2}},
+		{"until it is gone", map[string]float64{"a": 8, "b": 0.015}, map[string]float64{"a": 8}, map[string]float64{"a": 8}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := smooth(tt.prev, tt.reading); !maps.Equal(got, tt.want) {
+				t.Fatalf("smooth(%v, %v) = %v, want %v", tt.prev, tt.reading, got, tt.want)
+			}
+		})
+	}
+}
