@@ -45,6 +45,8 @@ func TestCrash(t *testing.T) {
 		{name: "opaque/header", mode: "opaque", keys: "header"},
 		{name: "opaque/query", mode: "opaque", keys: "query"},
 		{name: "opaque/app_cookie", mode: "opaque", keys: "app_cookie"},
+		{name: "opaque/client_address", mode: "opaque", keys: "client_address"},
+		{name: "opaque/upstream_header", mode: "opaque", keys: "upstream_header"},
 		{name: "opaque/header/failback", mode: "opaque", keys: "header", failback: true},
 		{name: "opaque/header/passive-health", mode: "opaque", keys: "header", health: &launch.Health{Passive: true}},
 		{name: "verified/header", mode: "verified", keys: "header"},
@@ -53,7 +55,11 @@ func TestCrash(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := newStackWith(t, launch.Options{Mode: tt.mode, Health: tt.health, Failback: tt.failback, KeySources: keySources[tt.keys]})
+			opts := launch.Options{Mode: tt.mode, Health: tt.health, Failback: tt.failback, KeySources: keySources[tt.keys]}
+			if tt.keys == "upstream_header" {
+				opts.BackendArgs = []string{"-session-header", "X-Session-Id"}
+			}
+			s := newStackWith(t, opts)
 			const victim = "backend-2"
 			var sessions []*session
 			if tt.keys == "" {
@@ -123,7 +129,12 @@ func TestCrash(t *testing.T) {
 			probes := 0
 			if err := launch.Eventually(context.Background(), 10*time.Second, func() error {
 				probes++
-				r, _, err := launch.NewClient(s.URL("")).Get("/")
+				c := launch.NewClient(s.URL(""))
+				if tt.keys == "client_address" {
+					// Every request has a key: a new one each time.
+					c = launch.NewClientFrom(s.URL(""), fmt.Sprintf("127.0.9.%d", 1+probes%250))
+				}
+				r, _, err := c.Get("/")
 				if err != nil || r.Host != victim {
 					return fmt.Errorf("no new session on the restarted %s yet", victim)
 				}
@@ -217,11 +228,15 @@ var keySources = map[string][]launch.KeySource{
 	"header":     {{Type: "header", Name: "x-session-id"}},
 	"query":      {{Type: "query", Name: "sid"}},
 	"app_cookie": {{Type: "app_cookie", Name: "app_session"}},
+	// Each session from a loopback address of its own; the backends start
+	// the session header (-session-header), learned from their answers.
+	"client_address":  {{Type: "client_address"}},
+	"upstream_header": {{Type: "upstream_header", Name: "X-Session-Id"}},
 }
 
 // openKeyed opens session i of a pool keyed by kind (keySources): by
-// its own header or query value, or by the application cookie the host
-// that served its first request set.
+// its own header or query value or address, or by the application cookie
+// or session header the host that served its first request set.
 func openKeyed(s *launch.Stack, kind string) func(i int) (*session, error) {
 	return func(i int) (*session, error) {
 		ss := &session{c: launch.NewClient(s.URL(""))}
@@ -231,13 +246,20 @@ func openKeyed(s *launch.Stack, kind string) func(i int) (*session, error) {
 			ss.headers = []string{"x-session-id", key}
 		case "query":
 			ss.path = "/?sid=" + key
+		case "client_address":
+			ss.c = launch.NewClientFrom(s.URL(""), fmt.Sprintf("127.0.%d.%d", 1+i/250, 1+i%250))
 		}
-		r, _, err := ss.get()
+		r, resp, err := ss.get()
 		if err != nil {
 			return nil, err
 		}
-		if kind == "app_cookie" && ss.c.Cookie("app_session") == "" {
+		switch {
+		case kind == "app_cookie" && ss.c.Cookie("app_session") == "":
 			return nil, fmt.Errorf("%s set no app_session cookie", r.Host)
+		case kind == "upstream_header":
+			if ss.headers = []string{"X-Session-Id", resp.Header.Get("X-Session-Id")}; ss.headers[1] == "" {
+				return nil, fmt.Errorf("%s set no session header", r.Host)
+			}
 		}
 		ss.host = r.Host
 		return ss, nil

@@ -55,6 +55,16 @@ func NewClientVia(base, addr string) *Client {
 	return c
 }
 
+// NewClientFrom returns a user of the stack at base whose connections come
+// from the loopback address ip (e.g. 127.0.0.7): a client of its own
+// address, for pools keyed by the client address.
+func NewClientFrom(base, ip string) *Client {
+	c := NewClient(base)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	c.http.Transport = &http.Transport{MaxIdleConnsPerHost: 1, DialContext: d.DialContext}
+	return c
+}
+
 // Close closes the client's idle connection: a client that is dropped
 // otherwise keeps it (and a file descriptor on both sides) open.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
