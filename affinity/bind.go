@@ -38,7 +38,8 @@ func (e *Engine) place(pool *Pool, key string, o Outcome, r Reason, now time.Tim
 // only while its active sessions stay within ⌈c × mean⌉ after taking it;
 // with a fresh load reading, only while its requests in flight are within
 // factor × mean + 1, and of the first two such hosts in the session's order
-// the less busy takes it (by more than loadTie; else the earlier). The
+// the less busy takes it (counting loadTie requests as none; ties: the
+// earlier). The
 // successor is the choice after the primary. If none of its first MaxRank
 // choices passes, the least loaded host takes it.
 func (e *Engine) choose(pool *Pool, hosts *HostSet, sid string, now time.Time) ([]Host, bool) {
@@ -100,11 +101,12 @@ func (c *placementCaps) passes(hosts *HostSet, i int) bool {
 	return c.inflight == nil || c.inflight.load[i] <= c.limit
 }
 
-// loadTie is the difference in requests in flight that two choices may
-// have and still count as equally busy. One reading serves every placement
-// until the next; a host that read one request fewer at that instant would
-// otherwise take every session of which it is one of the first two choices,
-// and a lightly loaded pool would fill its least busy hosts by chance.
+// loadTie is the requests in flight a host may carry and still count as
+// idle when two choices are compared. One reading serves every placement
+// until the next; in a lightly loaded pool, the host that read one request
+// more than another at that instant would otherwise lose every session of
+// which they are the first two choices until then, and the hosts that read
+// none would fill up by chance. Above it, the less busy host wins.
 const loadTie = 1
 
 // pick returns the position in rank of the host that takes the session, -1
@@ -124,7 +126,7 @@ func (c *placementCaps) pick(hosts *HostSet, rank []int) int {
 			}
 			continue
 		}
-		if c.inflight.load[h]+loadTie < c.inflight.load[rank[first]] {
+		if max(c.inflight.load[h]-loadTie, 0) < max(c.inflight.load[rank[first]]-loadTie, 0) {
 			return i
 		}
 		return first

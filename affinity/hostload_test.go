@@ -48,7 +48,7 @@ func TestPlaceByLoad(t *testing.T) {
 					ok = append(ok, h)
 				}
 			}
-			if len(ok) > 1 && load[ok[1].ID]+loadTie < load[ok[0].ID] {
+			if len(ok) > 1 && max(load[ok[1].ID]-loadTie, 0) < max(load[ok[0].ID]-loadTie, 0) {
 				return ok[1].ID
 			}
 			return ok[0].ID
@@ -72,7 +72,10 @@ func TestPlaceByLoad(t *testing.T) {
 		// the reading: 0) wins wherever it is one of the first two.
 		{name: "idle host preferred within two choices", hosts: 4, load: map[string]float64{"web-1": 5, "web-2": 5, "web-3": 5}, want: twoChoices(5.69), limit: 5.69},
 		{name: "equal loads: the earlier, the rendezvous order", hosts: 3, load: map[string]float64{"web-1": 2, "web-2": 2, "web-3": 2}, want: firstChoice},
-		{name: "one request apart: equally busy, the rendezvous order", hosts: 3, load: map[string]float64{"web-1": 1, "web-2": 0, "web-3": 1}, want: firstChoice},
+		{name: "one request or none: equally idle, the rendezvous order", hosts: 3, load: map[string]float64{"web-1": 1, "web-2": 0, "web-3": 1}, want: firstChoice},
+		// mean 7, limit 9.75: every host passes, and above one request
+		// a single request apart decides.
+		{name: "busy hosts one request apart: the less busy", hosts: 3, load: map[string]float64{"web-1": 8, "web-2": 7, "web-3": 6}, want: twoChoices(9.75), limit: 9.75},
 		// mean 2.33, limit 3.92: every host passes.
 		{name: "two requests apart: the less busy", hosts: 3, load: map[string]float64{"web-1": 3, "web-2": 1, "web-3": 3}, want: twoChoices(3.92), limit: 3.92},
 		{name: "stale reading: the rendezvous order", hosts: 3, load: map[string]float64{"web-1": 30}, age: 6 * time.Second, want: firstChoice},
