@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -282,23 +283,7 @@ func TestEnvoyConfigAttaches(t *testing.T) {
 			// they land), the others stay.
 			check := func(phase, gone string) (moved int) {
 				t.Helper()
-				for round := range 2 {
-					for i, ss := range sessions {
-						r, _, err := ss.c.Get("/")
-						switch {
-						case err != nil:
-							t.Fatalf("%s: session %d of %s, request %d: %v", phase, i, ss.host, round+1, err)
-						case ss.host == gone: // the first round only: it moves
-							if r.Host == gone {
-								t.Fatalf("%s: session %d still served by %s", phase, i, gone)
-							}
-							ss.host = r.Host
-							moved++
-						case r.Host != ss.host:
-							t.Fatalf("%s: session %d of %s served by %s (request %d)", phase, i, ss.host, r.Host, round+1)
-						}
-					}
-				}
+				moved, _ = followSessions(t, phase, gone, sessions, nil)
 				t.Logf("%s: %d sessions moved off %q, no other moved, no request failed", phase, moved, gone)
 				if gone != "" && moved == 0 {
 					t.Fatalf("%s: no session was on %s", phase, gone)
@@ -434,27 +419,12 @@ func TestEnvoyConfigKeyedPool(t *testing.T) {
 			check := func(phase, gone string) (moved int) {
 				t.Helper()
 				streams, sent := stat("streams_started"), stat("stream_msgs_sent")
-				requests := 0
-				for round := range 2 {
-					for i, ss := range sessions {
-						r, resp, err := ss.get()
-						requests++
-						switch {
-						case err != nil:
-							t.Fatalf("%s: session %d of %s, request %d: %v", phase, i, ss.host, round+1, err)
-						case len(resp.Header.Values("Set-Cookie")) > 0:
-							t.Fatalf("%s: a header-keyed session got Set-Cookie %q", phase, resp.Header.Values("Set-Cookie"))
-						case ss.host == gone: // the first round only: it moves
-							if r.Host == gone {
-								t.Fatalf("%s: session %d still served by %s", phase, i, gone)
-							}
-							ss.host = r.Host
-							moved++
-						case r.Host != ss.host:
-							t.Fatalf("%s: session %d of %s served by %s (request %d)", phase, i, ss.host, r.Host, round+1)
-						}
+				moved, requests := followSessions(t, phase, gone, sessions, func(resp *http.Response) error {
+					if sc := resp.Header.Values("Set-Cookie"); len(sc) > 0 {
+						return fmt.Errorf("a header-keyed session got Set-Cookie %q", sc)
 					}
-				}
+					return nil
+				})
 				// The deciding ext_proc: one stream and one message each
 				// (the failover filter counts apart).
 				if gone == "" {
@@ -487,4 +457,35 @@ func TestEnvoyConfigKeyedPool(t *testing.T) {
 			}
 		})
 	}
+}
+
+// followSessions sends two rounds of every session's requests and checks
+// each against where the session is: gone is the host that left (its
+// sessions move in the first round, and stay where they land), the others
+// stay; each answer also passes check (when not nil). It returns the
+// sessions that moved and the requests sent.
+func followSessions(t *testing.T, phase, gone string, sessions []*session, check func(*http.Response) error) (moved, requests int) {
+	t.Helper()
+	for round := range 2 {
+		for i, ss := range sessions {
+			r, resp, err := ss.get()
+			requests++
+			if err == nil && check != nil {
+				err = check(resp)
+			}
+			switch {
+			case err != nil:
+				t.Fatalf("%s: session %d of %s, request %d: %v", phase, i, ss.host, round+1, err)
+			case ss.host == gone: // the first round only: it moves
+				if r.Host == gone {
+					t.Fatalf("%s: session %d still served by %s", phase, i, gone)
+				}
+				ss.host = r.Host
+				moved++
+			case r.Host != ss.host:
+				t.Fatalf("%s: session %d of %s served by %s (request %d)", phase, i, ss.host, r.Host, round+1)
+			}
+		}
+	}
+	return moved, requests
 }
