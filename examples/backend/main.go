@@ -15,6 +15,11 @@
 //
 // A request with ?hold=DURATION is answered that much later (at most a
 // minute), to keep requests in flight on a host.
+//
+// With -grpc it also speaks gRPC on the same port, over HTTP/2 without TLS
+// (h2c, as Envoy's upstream speaks it): Hello answers with the same reply,
+// Watch streams it (grpc.go). The session is the call's metadata named by
+// -session-header (x-session-id when unset).
 package main
 
 import (
@@ -94,31 +99,46 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sid = c.Value
 	}
 	if sid == "" {
-		var b [12]byte
-		_, _ = rand.Read(b[:])
-		sid = base64.RawURLEncoding.EncodeToString(b[:])
+		sid = newSessionID()
 		if a.header != "" {
 			w.Header().Set(a.header, sid)
 		} else {
 			http.SetCookie(w, &http.Cookie{Name: a.cookie, Value: sid, Path: "/", HttpOnly: true})
 		}
 	}
-	a.mu.Lock()
-	a.counts[sid]++
-	n := a.counts[sid]
-	a.mu.Unlock()
-	var told map[string]string
-	for k, v := range r.Header {
-		if k := strings.ToLower(k); strings.HasPrefix(k, "x-session-") || strings.HasPrefix(k, "x-affinity-") {
-			if told == nil {
-				told = map[string]string{}
-			}
-			told[k] = strings.Join(v, ",")
-		}
-	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Backend", a.name)
-	_ = json.NewEncoder(w).Encode(reply{Host: a.name, Session: sid, Count: n, Told: told})
+	_ = json.NewEncoder(w).Encode(reply{Host: a.name, Session: sid, Count: a.count(sid), Told: told(r.Header)})
+}
+
+// count adds a request to the session's counter and returns it.
+func (a *app) count(sid string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.counts[sid]++
+	return a.counts[sid]
+}
+
+// newSessionID is a random session id, for a request that carries none.
+func newSessionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// told picks the x-session-* and x-affinity-* headers (HTTP headers or gRPC
+// metadata), names lowercased.
+func told(h map[string][]string) map[string]string {
+	var out map[string]string
+	for k, v := range h {
+		if k := strings.ToLower(k); strings.HasPrefix(k, "x-session-") || strings.HasPrefix(k, "x-affinity-") {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = strings.Join(v, ",")
+		}
+	}
+	return out
 }
 
 func main() {
@@ -128,6 +148,7 @@ func main() {
 	header := flag.String("session-header", "", "keep the session in this header instead of the cookie: set in the answer to a request without it")
 	capacity := flag.Int("capacity", 0, "work on at most this many requests at a time, the others waiting in line (0: no limit)")
 	work := flag.Duration("work", 0, "with -capacity: how long each request takes")
+	grpcToo := flag.Bool("grpc", false, "also serve gRPC (h2c) on the same port: service "+grpcService+", the session from the -session-header metadata ("+defaultGRPCHeader+" when unset)")
 	flag.Parse()
 	if *capacity < 0 || *work < 0 || (*work > 0 && *capacity == 0) {
 		fmt.Fprintln(os.Stderr, "backend: -capacity must be at least 0, -work at least 0, and -work needs -capacity")
@@ -150,6 +171,9 @@ func main() {
 	mux.HandleFunc("POST /healthz/fail", a.health)
 	mux.HandleFunc("POST /healthz/ok", a.health)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if *grpcToo {
+		a.serveGRPC(srv)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
