@@ -50,10 +50,17 @@ type session struct {
 	// parameter or a header.
 	path    string
 	headers []string
+	// call, when set, sends its requests instead of the HTTP client (a
+	// gRPC session).
+	call func() (launch.Reply, error)
 }
 
 // get sends one request of the session.
 func (ss *session) get() (launch.Reply, *http.Response, error) {
+	if ss.call != nil {
+		r, err := ss.call()
+		return r, nil, err
+	}
 	path := ss.path
 	if path == "" {
 		path = "/"
