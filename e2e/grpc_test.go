@@ -30,22 +30,16 @@ const (
 	watchMethod = "/envoyaffinity.demo.Backend/Watch"
 )
 
-// grpcEnvoyYAML writes envoy/<mode>.yaml with what gRPC needs (h2c from
-// the clients, HTTP/2 to the backends, no route timeout) and returns its
-// path.
-func grpcEnvoyYAML(t *testing.T, mode string) string {
+// grpcEnvoyYAML is envoy/<mode>.yaml with what gRPC needs, h2c from the
+// clients and HTTP/2 to the backends, and the given route timeout.
+func grpcEnvoyYAML(t *testing.T, mode, timeout string) []byte {
 	t.Helper()
 	y := shippedYAML(t, mode)
 	// gRPC clients start HTTP/2 without TLS or an upgrade (h2c, prior
 	// knowledge); AUTO, the default, tells it from HTTP/1.1 by its preface.
 	envoytree.ConnectionManager(t, y)["codec_type"] = "AUTO"
 	for _, r := range envoytree.Routes(t, y) {
-		route := envoytree.Dig(t, r, "route")
-		// A stream lasts as long as its client keeps it: Envoy's default
-		// route timeout (15 s) would end every longer one. None here; the
-		// client's own deadline (grpc-timeout) bounds each call instead.
-		route["timeout"] = "0s"
-		route["max_stream_duration"] = tree{"grpc_timeout_header_max": "0s"}
+		envoytree.Dig(t, r, "route")["timeout"] = timeout
 	}
 	// gRPC needs HTTP/2 to the backends too.
 	envoytree.ClusterNamed(t, y, "app")["typed_extension_protocol_options"] = tree{
@@ -58,22 +52,34 @@ func grpcEnvoyYAML(t *testing.T, mode string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return data
+}
+
+// grpcStreamTimeout is the route timeout for gRPC: none. A stream lasts as
+// long as its client keeps it, and Envoy's default route timeout (15 s)
+// would end every longer one (TestGRPCRouteTimeout); the client's own
+// deadline bounds each call.
+const grpcStreamTimeout = "0s"
+
+// grpcEnvoyFile writes grpcEnvoyYAML and returns its path.
+func grpcEnvoyFile(t *testing.T, mode, timeout string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), mode+"-grpc.yaml")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
+	if err := os.WriteFile(path, grpcEnvoyYAML(t, mode, timeout), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
-// grpcConns are n connections of grpc-go clients to the stack's Envoy,
-// closed when the test ends.
-func grpcConns(t *testing.T, s *launch.Stack, n int) []*grpc.ClientConn {
+// grpcConns are n connections of grpc-go clients to the Envoy listening on
+// port, closed when the test ends.
+func grpcConns(t *testing.T, port, n int) []*grpc.ClientConn {
 	t.Helper()
 	out := make([]*grpc.ClientConn, n)
 	for i := range out {
 		// No retry policy of the client's own: a call that fails through
 		// Envoy fails the test.
-		cc, err := grpc.NewClient("passthrough:///127.0.0.1:"+strconv.Itoa(s.ListenPort),
+		cc, err := grpc.NewClient("passthrough:///127.0.0.1:"+strconv.Itoa(port),
 			grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDisableRetry())
 		if err != nil {
 			t.Fatal(err)
@@ -161,11 +167,11 @@ func TestGRPCFailover(t *testing.T) {
 			t.Parallel()
 			s := newStackWith(t, launch.Options{
 				Mode: tt.mode, Failback: tt.failback, KeySources: keySources["header"],
-				EnvoyYAML: grpcEnvoyYAML(t, tt.mode), BackendArgs: []string{"-grpc"},
+				EnvoyYAML: grpcEnvoyFile(t, tt.mode, grpcStreamTimeout), BackendArgs: []string{"-grpc"},
 			})
 			ctx := context.Background()
 			const victim = "backend-2"
-			conns := grpcConns(t, s, 3)
+			conns := grpcConns(t, s.ListenPort, 3)
 			connOf := map[*session]*grpc.ClientConn{}
 			sessions := openSessionsOn(t, 30, 6, func(i int) (*session, error) {
 				cc, key := conns[i%len(conns)], fmt.Sprintf("user-%d", i)
@@ -319,5 +325,49 @@ func TestGRPCFailover(t *testing.T) {
 				t.Fatalf("%d of %d sessions stayed where they failed over, %d calls went back to %s, %d re-binds (want one each)", stayed, victims, backOnVictim, victim, rebinds)
 			}
 		})
+	}
+}
+
+// TestGRPCRouteTimeout: a route timeout ends a server stream that outlasts
+// it with INTERNAL, as the death of its backend does; through an Envoy
+// whose routes have none (grpcStreamTimeout) a stream goes on.
+func TestGRPCRouteTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = time.Second
+	s := newStackWith(t, launch.Options{
+		Mode: "opaque", KeySources: keySources["header"],
+		EnvoyYAML: grpcEnvoyFile(t, "opaque", timeout.String()), BackendArgs: []string{"-grpc"},
+	})
+	g, err := s.AddEnvoyWith(context.Background(), grpcEnvoyYAML(t, "opaque", grpcStreamTimeout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No deadline, as a long stream often has none; a bound of the test's
+	// own instead.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer time.AfterFunc(20*time.Second, cancel).Stop()
+	defer cancel()
+	start := time.Now()
+	_, timed, err := watch(ctx, grpcConns(t, s.ListenPort, 1)[0], "user-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, untimed, err := watch(ctx, grpcConns(t, g.ListenPort, 1)[0], "user-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = timed()
+	}
+	end, after := status.Convert(err), time.Since(start)
+	for time.Since(start) < 2*timeout {
+		if _, err := untimed(); err != nil {
+			t.Fatalf("the stream through the Envoy without a route timeout: %v", err)
+		}
+	}
+	t.Logf("route timeout %v: a stream ended after %v with %s %q; without one, a stream opened with it still ran after %v",
+		timeout, after.Round(time.Millisecond), end.Code(), end.Message(), time.Since(start).Round(time.Millisecond))
+	if end.Code() != codes.Internal || after < timeout {
+		t.Fatalf("the stream through the Envoy with a route timeout of %v ended after %v with %s %q, want %s", timeout, after, end.Code(), end.Message(), codes.Internal)
 	}
 }
