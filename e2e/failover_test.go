@@ -149,25 +149,7 @@ func TestCrash(t *testing.T) {
 			streams, failoverStreams, retries := streamsAfter-streamsBefore, failoverAfter-failoverBefore, retriesAfter-retriesBefore
 
 			// Where each of backend-2's sessions is now.
-			returned, stayed := 0, 0
-			for _, ss := range sessions {
-				if ss.host != victim {
-					continue
-				}
-				victimSessions++
-				r, _, err := ss.get()
-				if err != nil {
-					t.Fatal(err)
-				}
-				switch hosts := servedBy[ss]; {
-				case r.Host == victim:
-					returned++
-				case len(hosts) == 1 && hosts[r.Host] > 0:
-					stayed++
-				default:
-					t.Errorf("a session of %s served by %v after the kill, now by %s", victim, hosts, r.Host)
-				}
-			}
+			victimSessions, stayed, returned := victimsNow(t, sessions, victim, servedBy)
 			t.Logf("%s, crash and restart: %d requests, %d failed, %d of other sessions moved; of %d sessions on %s, %d stayed on the one host that served them after the kill, %d returned to %s (%d requests there after the restart, %d off the computed successor); %d sessions re-bound where they were served",
 				tt.name, requests, failed, othersMoved, victimSessions, victim, stayed, returned, victim, backOnVictim, offSuccessor, rebinds)
 			t.Logf("%s: %d ext_proc streams of the deciding filter, %d of the failover filter, %d retries by Envoy", tt.name, streams, failoverStreams, retries)
@@ -200,6 +182,33 @@ func TestCrash(t *testing.T) {
 			}
 		})
 	}
+}
+
+// victimsNow sends one more request of each session that was on victim
+// and tallies where it goes: stayed, on the one host that served it since
+// the kill (servedBy); returned, on victim again. A session that is
+// anywhere else is an error.
+func victimsNow(t *testing.T, sessions []*session, victim string, servedBy map[*session]map[string]int) (victims, stayed, returned int) {
+	t.Helper()
+	for _, ss := range sessions {
+		if ss.host != victim {
+			continue
+		}
+		victims++
+		r, _, err := ss.get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch hosts := servedBy[ss]; {
+		case r.Host == victim:
+			returned++
+		case len(hosts) == 1 && hosts[r.Host] > 0:
+			stayed++
+		default:
+			t.Errorf("a session of %s served by %v after the kill, now by %s", victim, hosts, r.Host)
+		}
+	}
+	return victims, stayed, returned
 }
 
 // envoyStats reads Envoy's ext_proc streams, of the deciding filter and of

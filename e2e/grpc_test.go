@@ -293,25 +293,7 @@ func TestGRPCFailover(t *testing.T) {
 			rebinds := servedElsewhere(t, s)
 			retries, _ := s.EnvoyStat("cluster.app.upstream_rq_retry")
 
-			victims, stayed, returned := 0, 0, 0
-			for _, ss := range sessions {
-				if ss.host != victim {
-					continue
-				}
-				victims++
-				r, _, err := ss.get()
-				if err != nil {
-					t.Fatal(err)
-				}
-				switch hosts := servedBy[ss]; {
-				case r.Host == victim:
-					returned++
-				case len(hosts) == 1 && hosts[r.Host] > 0:
-					stayed++
-				default:
-					t.Errorf("a session of %s answered by %v after the kill, now by %s", victim, hosts, r.Host)
-				}
-			}
+			victims, stayed, returned := victimsNow(t, sessions, victim, servedBy)
 			t.Logf("%s: %d unary calls, %d failed, %d of other sessions moved; of %d sessions on %s, %d stayed on the one host that answered them after the kill, %d returned (%d calls there after the restart); %d re-bound where they were served; Envoy retried %d calls; the open stream ended %v after the kill with %s %q, a new one went to %s",
 				tt.name, calls, failed, othersMoved, victims, victim, stayed, returned, backOnVictim, rebinds, retries, streamAfter.Round(time.Millisecond), streamEnd.Code(), streamEnd.Message(), again.Host)
 			switch {
